@@ -1,0 +1,212 @@
+//! Finding images in a folder tree: the class is the parent folder's name (used only to
+//! measure), and the source group (which original cell an augmented copy came from) comes from
+//! `source_groups.tsv` so that splits and metrics never reward near-duplicates.
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// File extensions taken as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff"];
+/// The groups file looked for in the data folder and its parent.
+pub const GROUPS_FILE: &str = "source_groups.tsv";
+
+/// One image found under a root folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageEntry {
+    pub path: PathBuf,
+    /// Path relative to the root, `/`-separated.
+    pub rel: String,
+    /// Parent folder name (None for images directly in the root).
+    pub class: Option<String>,
+}
+
+/// A path under the root that could not even be listed (permissions, symlink loop).
+#[derive(Debug, Clone)]
+pub struct ListingProblem {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+pub fn is_image_path(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+/// All images below `root`, sorted by relative path, plus what could not be listed.
+pub fn list_images(root: &Path) -> Result<(Vec<ImageEntry>, Vec<ListingProblem>)> {
+    let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::invalid(root, "not a folder"));
+    }
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for item in walkdir::WalkDir::new(root).follow_links(true) {
+        match item {
+            Ok(e) if e.file_type().is_file() && is_image_path(e.path()) => {
+                let rel_path = e.path().strip_prefix(root).unwrap_or(e.path());
+                let rel = rel_path
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let class = rel_path
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned());
+                entries.push(ImageEntry {
+                    path: e.path().to_path_buf(),
+                    rel,
+                    class,
+                });
+            }
+            Ok(_) => {}
+            Err(err) => {
+                let path = err.path().map(Path::to_path_buf).unwrap_or_default();
+                let reason = if err.loop_ancestor().is_some() {
+                    "symlink loop".to_string()
+                } else {
+                    err.io_error()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| err.to_string())
+                };
+                problems.push(ListingProblem { path, reason });
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((entries, problems))
+}
+
+/// Key used to match an image with `source_groups.tsv`: its last two path components
+/// (`CLASS/file.jpeg`), so the data folder may be `blood-cells/` or `blood-cells/TRAIN/`.
+fn group_key(rel: &str) -> String {
+    let parts: Vec<&str> = rel.rsplitn(3, '/').collect();
+    match parts.as_slice() {
+        [file, class, ..] => format!("{class}/{file}"),
+        [file] => file.to_string(),
+        _ => rel.to_string(),
+    }
+}
+
+/// Estimated original cell of each image (see the data README).
+#[derive(Debug, Clone, Default)]
+pub struct SourceGroups {
+    by_key: HashMap<String, String>,
+}
+
+impl SourceGroups {
+    /// Look for `source_groups.tsv` in `data_dir` and its parent; None when there is none.
+    pub fn find(data_dir: &Path) -> Result<Option<Self>> {
+        for dir in [Some(data_dir), data_dir.parent()].into_iter().flatten() {
+            let f = dir.join(GROUPS_FILE);
+            if f.is_file() {
+                return Self::load(&f).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut by_key = HashMap::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let Some((p, g)) = line.split_once('\t') else {
+                return Err(Error::invalid(
+                    path,
+                    format!("line {}: expected path<TAB>group", i + 1),
+                ));
+            };
+            by_key.insert(group_key(p), g.trim().to_string());
+        }
+        Ok(Self { by_key })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// The group of an image given its path relative to the data folder.
+    pub fn group_of(&self, rel: &str) -> Option<&str> {
+        self.by_key.get(&group_key(rel)).map(String::as_str)
+    }
+}
+
+/// Group label of every entry: the source group where known, else the image itself.
+pub fn groups_for(entries: &[ImageEntry], groups: Option<&SourceGroups>) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            groups
+                .and_then(|g| g.group_of(&e.rel))
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("img:{}", e.rel))
+        })
+        .collect()
+}
+
+/// Deterministic group-aware split: a group is in validation when its hash (salted by `seed`)
+/// falls under `fraction`. Returns (train indices, validation indices).
+pub fn split_by_group(groups: &[String], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        // FNV-1a: stable across platforms and Rust versions.
+        let mut h: u64 = 0xcbf29ce484222325 ^ seed;
+        for b in g.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        // splitmix64 finaliser: FNV's high bits barely change between "g12" and "g13"
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d049bb133111eb);
+        h ^= h >> 31;
+        if ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction {
+            val.push(i);
+        } else {
+            train.push(i);
+        }
+    }
+    (train, val)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_split_keeps_groups_whole() {
+        let groups: Vec<String> = (0..1000).map(|i| format!("g{}", i % 97)).collect();
+        let (tr, va) = split_by_group(&groups, 0.2, 7);
+        assert_eq!(tr.len() + va.len(), 1000);
+        assert!(!va.is_empty() && !tr.is_empty());
+        for &v in &va {
+            assert!(tr.iter().all(|&t| groups[t] != groups[v]));
+        }
+        // consecutive group names (the data's classes are runs of them) spread over both sides
+        let first_half = va
+            .iter()
+            .filter(|&&i| groups[i] < "g48".to_string())
+            .count();
+        assert!(
+            first_half > va.len() / 5 && first_half < va.len() * 4 / 5,
+            "{first_half} of {}",
+            va.len()
+        );
+    }
+
+    #[test]
+    fn group_key_matches_both_roots() {
+        assert_eq!(
+            group_key("TRAIN/EOSINOPHIL/_0_1.jpeg"),
+            "EOSINOPHIL/_0_1.jpeg"
+        );
+        assert_eq!(group_key("EOSINOPHIL/_0_1.jpeg"), "EOSINOPHIL/_0_1.jpeg");
+    }
+}

@@ -1,0 +1,64 @@
+//! What the trainer, the runtime and the index share, without burn or onnxruntime.
+//!
+//! Train/serve parity lives here: [`preprocess`] is the one image -> tensor path both sides
+//! call, and [`card`] is the model card that carries every number the runtime needs.
+//! [`metrics`] is the retrieval-quality code that `trainer eval` and `index eval` both print.
+
+pub mod atomic;
+pub mod card;
+pub mod dataset;
+pub mod histogram;
+pub mod metrics;
+pub mod preprocess;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the shared core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot decode image: {reason}")]
+    Image { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    pub fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// L2-normalise a vector in place (no-op for an all-zero vector).
+pub fn l2_normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

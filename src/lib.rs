@@ -1,0 +1,1 @@
+//! Workspace root package: holds the end-to-end tests in `tests/`.

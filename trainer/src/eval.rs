@@ -1,0 +1,208 @@
+//! Measuring an encoder with labels (never used to train): the held-out split of a run, the
+//! per-epoch validation, and `trainer eval`, all printed with the colour-histogram baseline.
+
+use crate::Result;
+use crate::data::CellImages;
+use crate::model::{EmbeddingOutput, Encoder};
+use burn::prelude::*;
+use cellspace_core::dataset::split_by_group;
+use cellspace_core::histogram::histogram_embedding;
+use cellspace_core::metrics::{Exclude, Labeled, RetrievalReport, evaluate};
+use cellspace_core::preprocess::Preprocess;
+use serde::{Deserialize, Serialize};
+
+/// Images of a run: training indices, held-out validation indices (whole source groups), and
+/// the gallery the validation queries search (training images, at most `gallery_max`).
+pub struct Split {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    pub gallery: Vec<usize>,
+    pub n_groups: usize,
+}
+
+impl Split {
+    pub fn new(data: &CellImages, fraction: f64, seed: u64, gallery_max: usize) -> Self {
+        let (train, val) = split_by_group(&data.groups, fraction, seed);
+        let step = (train.len() as f64 / gallery_max.max(1) as f64).max(1.0);
+        let gallery = (0..train.len().min(gallery_max))
+            .map(|i| train[(i as f64 * step) as usize])
+            .collect();
+        let mut g: Vec<&String> = data.groups.iter().collect();
+        g.sort();
+        g.dedup();
+        Self {
+            train,
+            val,
+            gallery,
+            n_groups: g.len(),
+        }
+    }
+}
+
+/// Held-out metrics of the backbone embedding and, when the model has one, the head's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationResult {
+    pub backbone: RetrievalReport,
+    pub head: Option<RetrievalReport>,
+}
+
+impl ValidationResult {
+    /// The output that retrieves better (kNN-200 accuracy) and its report.
+    pub fn best(&self) -> (EmbeddingOutput, RetrievalReport) {
+        match &self.head {
+            Some(h) if h.knn200_acc > self.backbone.knn200_acc => {
+                (EmbeddingOutput::Head, h.clone())
+            }
+            _ => (EmbeddingOutput::Backbone, self.backbone.clone()),
+        }
+    }
+}
+
+/// Embed prepared inputs (`[3, S, S]` each) with `model` in batches of 256. Returns `[n, D]`.
+pub fn embed_inputs(
+    model: &Encoder,
+    which: EmbeddingOutput,
+    inputs: &[Vec<f32>],
+    size: u32,
+    device: &Device,
+) -> Vec<f32> {
+    let s = size as usize;
+    let mut out = Vec::new();
+    for chunk in inputs.chunks(256) {
+        let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+        let x = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), 3, s, s]), device);
+        let z = model.output(which, x);
+        out.extend(z.into_data().try_to_vec::<f32>().expect("f32 embeddings"));
+    }
+    out
+}
+
+/// Per-epoch validation: held-out images query the training gallery.
+pub fn validate(
+    model: &Encoder,
+    data: &CellImages,
+    split: &Split,
+    pre: &Preprocess,
+    seed: u64,
+) -> Result<ValidationResult> {
+    let device = Device::flex();
+    let prep =
+        |idx: &[usize]| -> Vec<Vec<f32>> { idx.iter().map(|&i| data.prepared(i, pre)).collect() };
+    let (q_in, g_in) = (prep(&split.val), prep(&split.gallery));
+    let labels =
+        |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| data.labels[i].clone()).collect() };
+    let (ql, gl) = (labels(&split.val), labels(&split.gallery));
+    let report = |which| {
+        let q = embed_inputs(model, which, &q_in, pre.size, &device);
+        let g = embed_inputs(model, which, &g_in, pre.size, &device);
+        let dim = q.len() / ql.len().max(1);
+        evaluate(
+            &Labeled {
+                emb: &g,
+                dim,
+                labels: &gl,
+                groups: None,
+            },
+            &Labeled {
+                emb: &q,
+                dim,
+                labels: &ql,
+                groups: None,
+            },
+            Exclude::Nothing,
+            seed,
+        )
+    };
+    Ok(ValidationResult {
+        backbone: report(EmbeddingOutput::Backbone),
+        head: model.head.as_ref().map(|_| report(EmbeddingOutput::Head)),
+    })
+}
+
+/// The colour-histogram baseline on the same held-out split.
+pub fn histogram_baseline(data: &CellImages, split: &Split, seed: u64) -> RetrievalReport {
+    let emb = |idx: &[usize]| -> Vec<f32> {
+        idx.iter()
+            .flat_map(|&i| histogram_embedding(&data.squares[i]))
+            .collect()
+    };
+    let labels =
+        |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| data.labels[i].clone()).collect() };
+    let (q, g) = (emb(&split.val), emb(&split.gallery));
+    let (ql, gl) = (labels(&split.val), labels(&split.gallery));
+    let dim = cellspace_core::histogram::DIM;
+    evaluate(
+        &Labeled {
+            emb: &g,
+            dim,
+            labels: &gl,
+            groups: None,
+        },
+        &Labeled {
+            emb: &q,
+            dim,
+            labels: &ql,
+            groups: None,
+        },
+        Exclude::Nothing,
+        seed,
+    )
+}
+
+/// `trainer eval`: a model's and the histogram's metrics for a query folder against a gallery
+/// folder (or one folder against itself, excluding self and optionally same-group matches).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub model: RetrievalReport,
+    pub histogram: RetrievalReport,
+    pub exclude: Exclude,
+}
+
+pub fn eval_folders(
+    model: &Encoder,
+    which: EmbeddingOutput,
+    pre: &Preprocess,
+    gallery: &CellImages,
+    query: Option<&CellImages>,
+    exclude_same_group: bool,
+) -> EvalReport {
+    let device = Device::flex();
+    let emb = |d: &CellImages| -> Vec<f32> {
+        let inputs: Vec<Vec<f32>> = (0..d.len()).map(|i| d.prepared(i, pre)).collect();
+        embed_inputs(model, which, &inputs, pre.size, &device)
+    };
+    let hist =
+        |d: &CellImages| -> Vec<f32> { d.squares.iter().flat_map(histogram_embedding).collect() };
+    let exclude = match (query.is_some(), exclude_same_group) {
+        (true, _) => Exclude::Nothing,
+        (false, true) => Exclude::SameGroup,
+        (false, false) => Exclude::SelfMatch,
+    };
+    let q = query.unwrap_or(gallery);
+    let run = |ge: &[f32], qe: &[f32]| {
+        let dim = ge.len() / gallery.len().max(1);
+        evaluate(
+            &Labeled {
+                emb: ge,
+                dim,
+                labels: &gallery.labels,
+                groups: Some(&gallery.groups),
+            },
+            &Labeled {
+                emb: qe,
+                dim,
+                labels: &q.labels,
+                groups: Some(&q.groups),
+            },
+            exclude,
+            0,
+        )
+    };
+    let (ge, qe) = (emb(gallery), emb(q));
+    let (gh, qh) = (hist(gallery), hist(q));
+    EvalReport {
+        model: run(&ge, &qe),
+        histogram: run(&gh, &qh),
+        exclude,
+    }
+}

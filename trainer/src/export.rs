@@ -1,0 +1,189 @@
+//! ONNX export: the best model of a run becomes `NAME.onnx` (dynamic batch axis, weights
+//! embedded) and its model card `NAME.json`, both written atomically.
+
+use crate::model::{EmbeddingOutput, Encoder};
+use crate::train::{FitSummary, load_best_model};
+use crate::{Error, Result};
+use burn::prelude::*;
+use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
+use cellspace_core::card::{CARD_FORMAT, ModelCard};
+use std::path::{Path, PathBuf};
+
+/// Export `model` (inference mode, plain device) to ONNX bytes; `[B, 3, S, S] -> [B, D]`.
+pub fn onnx_bytes(model: &Encoder, which: EmbeddingOutput, size: u32) -> Result<Vec<u8>> {
+    let s = size as usize;
+    let device = Device::flex();
+    let sample = Tensor::<4>::zeros([2, 3, s, s], &device);
+    let validation = Tensor::<4>::zeros([3, 3, s, s], &device);
+    let specs = [InputSpec::new([
+        AxisSpec::dynamic("batch"),
+        AxisSpec::Static,
+        AxisSpec::Static,
+        AxisSpec::Static,
+    ])];
+    let onnx = OnnxExporter::new()
+        .export_dynamic(
+            model,
+            sample,
+            validation,
+            &specs,
+            |m: &Encoder, x: Tensor<4>| m.output(which, x),
+        )
+        .map_err(|e| Error::Export(e.to_string()))?;
+    Ok(onnx.into_bytes())
+}
+
+/// Export the best model of `run_dir` to `to` (a path without extension, e.g. `models/cellspace`):
+/// writes `to.onnx` and `to.json`. Returns the card's path.
+pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Result<PathBuf> {
+    let device = Device::flex();
+    // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
+    let (model, cfg, best) = load_best_model(run_dir, &device)?;
+    let bytes = onnx_bytes(&model, best.output, cfg.image_size)?;
+    let (input_name, output_name) = graph_io_names(&bytes)
+        .ok_or_else(|| Error::Export("exported ONNX has no single input/output".into()))?;
+    let onnx_path = to.with_extension("onnx");
+    let card_path = to.with_extension("json");
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let pre = cfg.preprocess();
+    let card = ModelCard {
+        format_version: CARD_FORMAT,
+        name: name.clone(),
+        onnx_file: format!("{name}.onnx"),
+        onnx_sha256: cellspace_core::sha256_hex(&bytes),
+        input_name,
+        output_name,
+        preprocess: pre,
+        embedding_dim: match best.output {
+            EmbeddingOutput::Head => cfg.encoder.head_dim,
+            EmbeddingOutput::Backbone => cfg.encoder.dim,
+        },
+        l2_normalized: true,
+        training: serde_json::json!({
+            "config": cfg,
+            "output": best.output,
+            "best_epoch": best.epoch,
+            "run_dir": run_dir.display().to_string(),
+            "summary": summary,
+            "hardware": hardware(),
+        }),
+        data: serde_json::json!({
+            "train_images": summary.map(|s| s.train_images),
+            "validation_images": summary.map(|s| s.val_images),
+            "split": "whole source groups (source_groups.tsv) held out",
+        }),
+        metrics: serde_json::json!({ "held_out_validation": best.validation }),
+        created: now_rfc3339(),
+    };
+    cellspace_core::atomic::write_atomic(&onnx_path, &bytes)?;
+    card.save(&card_path)?;
+    Ok(card_path)
+}
+
+fn hardware() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cpu}, {cores} cores")
+}
+
+/// Current UTC time as RFC 3339, without a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // civil-from-days (Howard Hinnant)
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Names of the single graph input and output of an ONNX model (a minimal protobuf walk:
+/// ModelProto.graph = 7, GraphProto.input = 11 / output = 12, ValueInfoProto.name = 1).
+pub fn graph_io_names(onnx: &[u8]) -> Option<(String, String)> {
+    let graph = fields(onnx).into_iter().find(|(f, _)| *f == 7)?.1;
+    let name_of = |v: &[u8]| -> Option<String> {
+        let n = fields(v).into_iter().find(|(f, _)| *f == 1)?.1;
+        String::from_utf8(n.to_vec()).ok()
+    };
+    let gf = fields(graph);
+    let inputs: Vec<String> = gf
+        .iter()
+        .filter(|(f, _)| *f == 11)
+        .filter_map(|(_, v)| name_of(v))
+        .collect();
+    let outputs: Vec<String> = gf
+        .iter()
+        .filter(|(f, _)| *f == 12)
+        .filter_map(|(_, v)| name_of(v))
+        .collect();
+    match (inputs.as_slice(), outputs.as_slice()) {
+        ([i], [o]) => Some((i.clone(), o.clone())),
+        _ => None,
+    }
+}
+
+/// Length-delimited fields (wire type 2) of a protobuf message; other wire types are skipped.
+fn fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let Some(key) = varint(&mut b) else { break };
+        match key & 7 {
+            0 => {
+                if varint(&mut b).is_none() {
+                    break;
+                }
+            }
+            1 => b = b.get(8..).unwrap_or_default(),
+            5 => b = b.get(4..).unwrap_or_default(),
+            2 => {
+                let Some(len) = varint(&mut b) else { break };
+                let len = len as usize;
+                if len > b.len() {
+                    break;
+                }
+                out.push((key >> 3, &b[..len]));
+                b = &b[len..];
+            }
+            _ => break,
+        }
+    }
+    out
+}

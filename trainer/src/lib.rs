@@ -1,0 +1,41 @@
+//! cellspace trainer: learns a cell-image encoder without labels (triplet batch-hard or
+//! NT-Xent), measures it on held-out source groups, and exports it to ONNX with a model card.
+//!
+//! One file each for the model ([`model`]), the losses ([`loss`]), augmentation ([`augment`]),
+//! data ([`data`]), the training loop ([`train`]), evaluation ([`eval`]) and export
+//! ([`export`]); [`plot`] and [`tsne`] draw what a person looks at.
+
+pub mod augment;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod export;
+pub mod init;
+pub mod loss;
+pub mod model;
+pub mod plot;
+pub mod train;
+pub mod tsne;
+
+/// Everything that can go wrong in the trainer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] cellspace_core::Error),
+    #[error("{0}")]
+    Data(String),
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("ONNX export failed: {0}")]
+    Export(String),
+    #[error("{0}")]
+    Device(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

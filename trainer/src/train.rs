@@ -1,0 +1,576 @@
+//! The training loop: two views per image through the encoder, the chosen loss, AdamW with a
+//! cosine learning rate, validation on held-out source groups after every epoch, a checkpoint
+//! after every epoch and on Ctrl-C, and exact resumption from it.
+
+use crate::augment::AugmentConfig;
+use crate::data::{Batch, CellImages, EpochPlan, epoch_order, progress, spawn_batches};
+use crate::eval::{Split, ValidationResult, validate};
+use crate::loss::{LossKind, nt_xent, triplet_batch_hard};
+use crate::model::{EmbeddingOutput, Encoder, EncoderConfig};
+use crate::{Error, Result};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use cellspace_core::preprocess::Preprocess;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Files of a run directory.
+pub const CONFIG_FILE: &str = "config.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+pub const BEST_MODEL: &str = "best.bpk";
+pub const BEST_INFO: &str = "best.json";
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIM_FILE: &str = "optim.bpk";
+pub const STATE_FILE: &str = "state.json";
+pub const BASELINE_FILE: &str = "baseline.json";
+pub const LOSS_PNG: &str = "loss.png";
+pub const MAP_PNG: &str = "embedding-map.png";
+
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    pub encoder: EncoderConfig,
+    pub augment: AugmentConfig,
+    #[config(default = "LossKind::Ntxent")]
+    pub loss: LossKind,
+    #[config(default = 10)]
+    pub epochs: usize,
+    #[config(default = 128)]
+    pub batch_size: usize,
+    #[config(default = 64)]
+    pub image_size: u32,
+    #[config(default = 2e-3)]
+    pub lr: f64,
+    #[config(default = 1e-4)]
+    pub weight_decay: f32,
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Triplet margin.
+    #[config(default = 0.2)]
+    pub margin: f32,
+    /// NT-Xent temperature.
+    #[config(default = 0.2)]
+    pub temperature: f32,
+    /// Debiased NT-Xent class prior τ⁺ (0 = plain NT-Xent).
+    #[config(default = 0.0)]
+    pub debias: f32,
+    /// Triplet: ignore negatives with cosine above this (1.0 = off).
+    #[config(default = 1.0)]
+    pub fn_threshold: f32,
+    /// Share of source groups held out for validation.
+    #[config(default = 0.2)]
+    pub val_fraction: f64,
+    /// At most this many training images serve as the validation gallery.
+    #[config(default = 3000)]
+    pub val_gallery_max: usize,
+    /// Use only the first N images (spread over the folder), for a quick try.
+    pub limit: Option<usize>,
+    /// Torchvision-style ResNet weights to start from (.pth/.pt/.safetensors).
+    pub init: Option<String>,
+}
+
+impl TrainConfig {
+    pub fn preprocess(&self) -> Preprocess {
+        Preprocess::blood_cells(self.image_size)
+    }
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(m.into()));
+        if self.batch_size < 2 {
+            return bad("--batch-size must be at least 2 (negatives come from the batch)");
+        }
+        if self.image_size < 16 {
+            return bad("--image-size must be at least 16");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("validation fraction must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.debias) {
+            return bad("--debias must be in [0, 1)");
+        }
+        Ok(())
+    }
+}
+
+/// Where a run stands; written with every checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epoch in progress (0-based).
+    pub epoch: usize,
+    /// Next batch of that epoch.
+    pub batch: usize,
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// Sum of the losses of the current epoch so far, and their count.
+    pub loss_sum: f64,
+    pub loss_count: usize,
+    /// Best validation score so far (kNN-200 accuracy on held-out groups).
+    pub best_score: Option<f64>,
+    pub finished: bool,
+}
+
+/// What `fit` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitSummary {
+    pub run_dir: PathBuf,
+    pub epochs_done: usize,
+    pub interrupted: bool,
+    pub best: Option<BestInfo>,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// The best epoch by held-out kNN-200 accuracy and which output achieved it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BestInfo {
+    pub epoch: usize,
+    pub output: EmbeddingOutput,
+    pub validation: ValidationResult,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Make Ctrl-C finish the current step, write a checkpoint and return.
+pub fn install_ctrlc() {
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit now)"
+        );
+    });
+}
+
+/// Ask a running `fit` to stop at the next step (what Ctrl-C does).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Learn an encoder on the images under `data_dir`; everything goes into `run_dir`.
+/// With `resume`, continue the run saved there (its config wins over `cfg`).
+pub fn fit(
+    cfg: &TrainConfig,
+    data_dir: &Path,
+    run_dir: &Path,
+    device: &Device,
+    resume: bool,
+) -> Result<FitSummary> {
+    STOP.store(false, Ordering::SeqCst);
+    std::fs::create_dir_all(run_dir).map_err(|e| cellspace_core::Error::io(run_dir, e))?;
+    let (cfg, mut state) = if resume {
+        let cfg = load_config(run_dir)?;
+        let state = load_state(run_dir)?;
+        eprintln!(
+            "resuming {} at epoch {}, batch {}",
+            run_dir.display(),
+            state.epoch + 1,
+            state.batch
+        );
+        (cfg, state)
+    } else {
+        if run_dir.join(CHECKPOINT_DIR).exists() {
+            return Err(Error::Config(format!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                run_dir.display()
+            )));
+        }
+        cfg.check()?;
+        let text = serde_json::to_string_pretty(cfg).expect("config serialises");
+        cellspace_core::atomic::write_atomic(&run_dir.join(CONFIG_FILE), text.as_bytes())?;
+        let _ = std::fs::remove_file(run_dir.join(METRICS_FILE));
+        (cfg.clone(), RunState::default())
+    };
+    if state.finished {
+        eprintln!("run {} is already finished", run_dir.display());
+    }
+    let pre = cfg.preprocess();
+    device.seed(cfg.seed);
+    let data = Arc::new(CellImages::load(data_dir, 2 * cfg.image_size, cfg.limit)?);
+    let split = Split::new(&data, cfg.val_fraction, cfg.seed, cfg.val_gallery_max);
+    if split.train.len() < cfg.batch_size {
+        return Err(Error::Config(format!(
+            "only {} training images after holding out validation groups; lower --batch-size (now {})",
+            split.train.len(),
+            cfg.batch_size
+        )));
+    }
+    eprintln!(
+        "{} images ({} skipped): {} train, {} held-out validation ({} source groups known)",
+        data.len(),
+        data.failed.len(),
+        split.train.len(),
+        split.val.len(),
+        split.n_groups
+    );
+    let ad = device.clone().autodiff();
+    let mut model: Encoder = if resume {
+        let p = run_dir.join(CHECKPOINT_DIR).join(MODEL_FILE);
+        cfg.encoder
+            .init(&ad)
+            .try_load_file(&p)
+            .map_err(|e| record_err(&p, e))?
+    } else {
+        let fresh = cfg.encoder.init(&ad);
+        match &cfg.init {
+            Some(w) => {
+                let (m, report) = crate::init::load_pretrained(fresh, Path::new(w))?;
+                eprintln!(
+                    "initialised from {w}: {} tensors loaded, {} left fresh",
+                    report.applied,
+                    report.missing.len()
+                );
+                m
+            }
+            None => fresh,
+        }
+    };
+    if !resume {
+        let base = crate::eval::histogram_baseline(&data, &split, cfg.seed);
+        eprintln!(
+            "colour-histogram baseline on the held-out groups: kNN-200 {:.3} P@1 {:.3} MAP@R {:.3}",
+            base.knn200_acc, base.precision_at_1, base.map_at_r
+        );
+        let text = serde_json::to_string_pretty(&base).expect("report serialises");
+        cellspace_core::atomic::write_atomic(&run_dir.join(BASELINE_FILE), text.as_bytes())?;
+    }
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay)
+        .init();
+    if resume {
+        let p = run_dir.join(CHECKPOINT_DIR).join(OPTIM_FILE);
+        optim = optim.load(&p).map_err(|e| record_err(&p, e))?;
+    }
+    let batches_per_epoch = split.train.len() / cfg.batch_size;
+    let total_steps = (batches_per_epoch * cfg.epochs).max(1);
+    let train_output = if cfg.loss == LossKind::Ntxent {
+        EmbeddingOutput::Head
+    } else {
+        EmbeddingOutput::Backbone
+    };
+    let started = Instant::now();
+    let mut images_trained = 0usize;
+    let mut interrupted = false;
+    while state.epoch < cfg.epochs && !state.finished {
+        let epoch = state.epoch;
+        let plan = EpochPlan {
+            order: epoch_order(&split.train, cfg.seed, epoch),
+            batch_size: cfg.batch_size,
+            start_batch: state.batch,
+            aug: cfg.augment.clone(),
+            pre: pre.clone(),
+            seed: cfg.seed,
+            epoch,
+        };
+        let bar = progress(
+            plan.batches() as u64,
+            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+        );
+        bar.set_position(state.batch as u64);
+        let epoch_start = Instant::now();
+        let mut epoch_images = 0usize;
+        for batch in spawn_batches(data.clone(), plan) {
+            let lr = cosine_lr(cfg.lr, state.step, total_steps);
+            let (next, loss) = train_step(model, &mut optim, &batch, &cfg, train_output, lr, &ad);
+            model = next;
+            state.step += 1;
+            state.batch = batch.index + 1;
+            state.loss_sum += loss as f64;
+            state.loss_count += 1;
+            epoch_images += batch.n;
+            images_trained += batch.n;
+            let ips = epoch_images as f64 / epoch_start.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "epoch {}/{} loss {:.4} {:.0} img/s",
+                epoch + 1,
+                cfg.epochs,
+                loss,
+                ips
+            ));
+            bar.inc(1);
+            if STOP.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        if interrupted {
+            save_checkpoint(run_dir, &model, &optim, &state)?;
+            eprintln!("checkpoint written; continue with --resume");
+            break;
+        }
+        let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
+        let secs = epoch_start.elapsed().as_secs_f64();
+        let valid = model.valid();
+        let val = validate(&valid, &data, &split, &pre, cfg.seed)?;
+        let (output, report) = val.best();
+        let score = report.knn200_acc;
+        eprintln!(
+            "epoch {}: loss {:.4}, {:.0} img/s, held-out kNN-200 {:.3} P@1 {:.3} MAP@R {:.3} ({:?})",
+            epoch + 1,
+            train_loss,
+            epoch_images as f64 / secs,
+            score,
+            report.precision_at_1,
+            report.map_at_r,
+            output
+        );
+        let line = serde_json::json!({
+            "epoch": epoch + 1, "loss": train_loss, "lr": cosine_lr(cfg.lr, state.step, total_steps),
+            "images_per_s": epoch_images as f64 / secs, "seconds": secs, "validation": val,
+        });
+        append_line(&run_dir.join(METRICS_FILE), &line.to_string())?;
+        if state.best_score.is_none_or(|b| score > b) {
+            state.best_score = Some(score);
+            save_best(
+                run_dir,
+                &valid,
+                &BestInfo {
+                    epoch: epoch + 1,
+                    output,
+                    validation: val,
+                },
+            )?;
+        }
+        state.epoch += 1;
+        state.batch = 0;
+        state.loss_sum = 0.0;
+        state.loss_count = 0;
+        state.finished = state.epoch >= cfg.epochs;
+        save_checkpoint(run_dir, &model, &optim, &state)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if !interrupted {
+        write_pictures(run_dir, &data, &split, &pre, cfg.seed)?;
+    }
+    Ok(FitSummary {
+        run_dir: run_dir.to_path_buf(),
+        epochs_done: state.epoch,
+        interrupted,
+        best: load_best_info(run_dir).ok(),
+        train_images: split.train.len(),
+        val_images: split.val.len(),
+        seconds,
+        images_per_s: images_trained as f64 / seconds.max(1e-9),
+    })
+}
+
+/// One optimizer step on a batch; returns the updated model and the loss value.
+pub fn train_step(
+    model: Encoder,
+    optim: &mut burn::optim::ModuleOptimizer,
+    batch: &Batch,
+    cfg: &TrainConfig,
+    output: EmbeddingOutput,
+    lr: f64,
+    device: &Device,
+) -> (Encoder, f32) {
+    let s = cfg.image_size as usize;
+    let n = batch.n;
+    let x1 = Tensor::<4>::from_data(TensorData::new(batch.view1.clone(), [n, 3, s, s]), device);
+    let x2 = Tensor::<4>::from_data(TensorData::new(batch.view2.clone(), [n, 3, s, s]), device);
+    let z = model.output(output, Tensor::cat(vec![x1, x2], 0)); // [2N, D]
+    let z1 = z.clone().narrow(0, 0, n);
+    let z2 = z.narrow(0, n, n);
+    let loss = match cfg.loss {
+        LossKind::Triplet => triplet_batch_hard(z1, z2, cfg.margin, cfg.fn_threshold).0,
+        LossKind::Ntxent => nt_xent(z1, z2, cfg.temperature, cfg.debias),
+    };
+    let value = loss.clone().into_scalar::<f32>();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), value)
+}
+
+/// Cosine decay from `base` to 0 over `total` steps, after a short linear warm-up.
+pub fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
+    let warm = (total / 20).max(1);
+    if step < warm {
+        return base * (step + 1) as f64 / warm as f64;
+    }
+    let t = (step - warm) as f64 / (total - warm).max(1) as f64;
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+}
+
+fn append_line(path: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| cellspace_core::Error::io(path, e))?;
+    writeln!(f, "{line}").map_err(|e| cellspace_core::Error::io(path, e).into())
+}
+
+/// Write model, optimizer and state into `checkpoint.tmp/`, then swap it in.
+fn save_checkpoint(
+    run_dir: &Path,
+    model: &Encoder,
+    optim: &burn::optim::ModuleOptimizer,
+    state: &RunState,
+) -> Result<()> {
+    let tmp = run_dir.join(format!("{CHECKPOINT_DIR}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| cellspace_core::Error::io(&tmp, e))?;
+    let mp = tmp.join(MODEL_FILE);
+    model
+        .clone()
+        .save_file(&mp)
+        .map_err(|e| record_err(&mp, e))?;
+    let op = tmp.join(OPTIM_FILE);
+    optim.save(&op).map_err(|e| record_err(&op, e))?;
+    let sp = tmp.join(STATE_FILE);
+    cellspace_core::atomic::write_atomic(
+        &sp,
+        serde_json::to_string_pretty(state).unwrap().as_bytes(),
+    )?;
+    let dst = run_dir.join(CHECKPOINT_DIR);
+    let old = run_dir.join(format!("{CHECKPOINT_DIR}.old"));
+    let _ = std::fs::remove_dir_all(&old);
+    if dst.exists() {
+        std::fs::rename(&dst, &old).map_err(|e| cellspace_core::Error::io(&dst, e))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(|e| cellspace_core::Error::io(&dst, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn save_best(run_dir: &Path, model: &Encoder, info: &BestInfo) -> Result<()> {
+    let tmp = run_dir.join(format!(".{BEST_MODEL}.tmp"));
+    model
+        .clone()
+        .save_file(&tmp)
+        .map_err(|e| record_err(&tmp, e))?;
+    let dst = run_dir.join(BEST_MODEL);
+    std::fs::rename(&tmp, &dst).map_err(|e| cellspace_core::Error::io(&dst, e))?;
+    let text = serde_json::to_string_pretty(info).unwrap();
+    cellspace_core::atomic::write_atomic(&run_dir.join(BEST_INFO), text.as_bytes())?;
+    Ok(())
+}
+
+pub fn load_config(run_dir: &Path) -> Result<TrainConfig> {
+    let p = run_dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| record_err(&p, e))
+}
+
+fn load_state(run_dir: &Path) -> Result<RunState> {
+    let mut dir = run_dir.join(CHECKPOINT_DIR);
+    if !dir.exists() {
+        // a crash between the two renames of save_checkpoint leaves only the old one
+        dir = run_dir.join(format!("{CHECKPOINT_DIR}.old"));
+        if dir.exists() {
+            std::fs::rename(&dir, run_dir.join(CHECKPOINT_DIR))
+                .map_err(|e| cellspace_core::Error::io(&dir, e))?;
+            dir = run_dir.join(CHECKPOINT_DIR);
+        }
+    }
+    let p = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| record_err(&p, format!("no checkpoint to resume: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| record_err(&p, e))
+}
+
+pub fn load_best_info(run_dir: &Path) -> Result<BestInfo> {
+    let p = run_dir.join(BEST_INFO);
+    let text = std::fs::read_to_string(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| record_err(&p, e))
+}
+
+/// The best model of a run, on `device`, in inference mode.
+pub fn load_best_model(
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(Encoder, TrainConfig, BestInfo)> {
+    let cfg = load_config(run_dir)?;
+    let info = load_best_info(run_dir)?;
+    let p = run_dir.join(BEST_MODEL);
+    let model = cfg
+        .encoder
+        .init(device)
+        .try_load_file(&p)
+        .map_err(|e| record_err(&p, e))?;
+    Ok((model.valid(), cfg, info))
+}
+
+/// The loss / validation curve and the embedding map of the best model.
+pub fn write_pictures(
+    run_dir: &Path,
+    data: &CellImages,
+    split: &Split,
+    pre: &Preprocess,
+    seed: u64,
+) -> Result<()> {
+    use crate::plot::{Series, line_chart, scatter};
+    let p = run_dir.join(METRICS_FILE);
+    let text = std::fs::read_to_string(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let get = |v: &serde_json::Value, path: &[&str]| {
+        path.iter()
+            .try_fold(v, |v, k| v.get(k))
+            .and_then(|x| x.as_f64())
+    };
+    let series = |name: &str, path: &[&str]| Series {
+        name: name.into(),
+        points: lines
+            .iter()
+            .filter_map(|l| Some((get(l, &["epoch"])?, get(l, path)?)))
+            .collect(),
+    };
+    line_chart(
+        &run_dir.join(LOSS_PNG),
+        &format!(
+            "{} - loss and held-out retrieval by epoch",
+            run_dir.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        &[
+            series("training loss", &["loss"]),
+            series(
+                "held-out kNN-200 accuracy (backbone)",
+                &["validation", "backbone", "knn200_acc"],
+            ),
+            series(
+                "held-out MAP@R (backbone)",
+                &["validation", "backbone", "map_at_r"],
+            ),
+        ],
+    )?;
+    let Ok((model, _, best)) = load_best_model(run_dir, &Device::flex()) else {
+        return Ok(());
+    };
+    let idx: Vec<usize> = split
+        .val
+        .iter()
+        .step_by((split.val.len() / 1000).max(1))
+        .copied()
+        .collect();
+    let inputs: Vec<Vec<f32>> = idx.iter().map(|&i| data.prepared(i, pre)).collect();
+    let emb = crate::eval::embed_inputs(&model, best.output, &inputs, pre.size, &Device::flex());
+    let dim = emb.len() / idx.len().max(1);
+    let pts = crate::tsne::tsne(&emb, dim, 30.0, 500, seed);
+    let labels: Vec<String> = idx.iter().map(|&i| data.labels[i].clone()).collect();
+    scatter(
+        &run_dir.join(MAP_PNG),
+        &format!(
+            "t-SNE of {} held-out cells (epoch {})",
+            idx.len(),
+            best.epoch
+        ),
+        &pts,
+        &labels,
+    )
+}
