@@ -1,0 +1,367 @@
+//! [`Embedder`]: one exported model, its card and an onnxruntime session on the chosen
+//! execution provider. Images go through `cellspace_core::preprocess`, the same code the
+//! trainer measured with; decoding runs in parallel on rayon workers, one batch ahead of
+//! inference, so on CPU the execution provider sets the pace.
+
+use crate::{Error, Result, ortlib};
+use cellspace_core::card::ModelCard;
+use cellspace_core::preprocess::load_rgb;
+use image::RgbImage;
+use ort::session::Session;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// TensorRT, then CUDA (where compiled in), then CPU: the first that starts.
+    Auto,
+    Cpu,
+    Cuda,
+    Tensorrt,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "CPU",
+            Device::Cuda => "CUDA",
+            Device::Tensorrt => "TensorRT",
+        }
+    }
+}
+
+/// How to build an [`Embedder`].
+#[derive(Debug, Clone)]
+pub struct EmbedOptions {
+    pub device: Device,
+    /// Images per inference call.
+    pub batch_size: usize,
+    /// onnxruntime intra-op threads (None: onnxruntime's default, one per core).
+    pub threads: Option<usize>,
+    /// TensorRT: build FP16 engines.
+    pub fp16: bool,
+    /// TensorRT engine cache (None: `$XDG_CACHE_HOME/cellspace/tensorrt` or `~/.cache/...`).
+    pub trt_cache: Option<PathBuf>,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Auto,
+            batch_size: 32,
+            threads: None,
+            fp16: false,
+            trt_cache: None,
+        }
+    }
+}
+
+/// A loaded model ready to embed images.
+pub struct Embedder {
+    session: Mutex<Session>,
+    card: ModelCard,
+    card_path: PathBuf,
+    provider: Device,
+    notes: Vec<String>,
+    input_name: String,
+    output_name: String,
+    batch_size: usize,
+}
+
+/// The card path for a model argument: `m.json` as is, `m.onnx` -> `m.json`.
+pub fn card_path(model: &Path) -> PathBuf {
+    if model.extension().is_some_and(|e| e == "json") {
+        model.to_path_buf()
+    } else {
+        ModelCard::card_path_for(model)
+    }
+}
+
+impl Embedder {
+    /// Load a model by its card (or its `.onnx`, the card beside it) with default options.
+    pub fn from_model_card(path: impl AsRef<Path>) -> Result<Self> {
+        Self::new(path.as_ref(), &EmbedOptions::default())
+    }
+
+    /// Load a model; refuses one whose checksum or tensor shapes disagree with its card.
+    pub fn new(model: &Path, opts: &EmbedOptions) -> Result<Self> {
+        let card_path = card_path(model);
+        let card = ModelCard::load(&card_path)?;
+        let onnx_path = card.onnx_path(&card_path);
+        let bytes =
+            std::fs::read(&onnx_path).map_err(|e| cellspace_core::Error::io(&onnx_path, e))?;
+        card.verify_checksum(&onnx_path, &bytes)?;
+        let (env, _) = ortlib::environment()?;
+        let order: Vec<Device> = match opts.device {
+            Device::Auto => [
+                (cfg!(feature = "tensorrt"), Device::Tensorrt),
+                (cfg!(feature = "cuda"), Device::Cuda),
+                (true, Device::Cpu),
+            ]
+            .into_iter()
+            .filter_map(|(compiled, d)| compiled.then_some(d))
+            .collect(),
+            d => vec![d],
+        };
+        let mut notes = Vec::new();
+        let mut chosen = None;
+        for d in order {
+            match build_session(env, d, &bytes, opts) {
+                Ok(s) => {
+                    chosen = Some((s, d));
+                    break;
+                }
+                Err(e) if opts.device == Device::Auto => {
+                    notes.push(format!("{} unavailable: {e}", d.name()))
+                }
+                Err(e) => return Err(Error::Provider(d.name(), e)),
+            }
+        }
+        let (session, provider) = chosen.ok_or_else(|| Error::Provider("CPU", notes.join("; ")))?;
+        let bad = |reason: String| Error::Model {
+            path: onnx_path.clone(),
+            reason,
+        };
+        let (inputs, outputs) = (session.inputs(), session.outputs());
+        if inputs.len() != 1 || outputs.len() != 1 {
+            return Err(bad(format!(
+                "expected one input and one output, found {} and {}",
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let s = card.preprocess.size as i64;
+        let ishape: Vec<i64> = inputs[0]
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
+        let oshape: Vec<i64> = outputs[0]
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
+        if ishape.len() != 4 || ishape[1..] != [3, s, s] {
+            return Err(bad(format!(
+                "input shape {ishape:?} disagrees with the card ([N, 3, {s}, {s}])"
+            )));
+        }
+        if oshape.len() != 2 || oshape[1] != card.embedding_dim as i64 {
+            return Err(bad(format!(
+                "output shape {oshape:?} disagrees with the card ([N, {}])",
+                card.embedding_dim
+            )));
+        }
+        let (input_name, output_name) =
+            (inputs[0].name().to_string(), outputs[0].name().to_string());
+        Ok(Self {
+            session: Mutex::new(session),
+            card,
+            card_path,
+            provider,
+            notes,
+            input_name,
+            output_name,
+            batch_size: opts.batch_size.max(1),
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+    pub fn card_path(&self) -> &Path {
+        &self.card_path
+    }
+    pub fn dim(&self) -> usize {
+        self.card.embedding_dim
+    }
+    /// The execution provider that runs this model.
+    pub fn provider(&self) -> Device {
+        self.provider
+    }
+    /// Why faster providers were skipped (device auto).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Embed prepared inputs (`n` images, `[n, 3, S, S]` flat). Returns `[n, dim]` flat.
+    pub fn embed_prepared(&self, flat: &[f32], n: usize) -> Result<Vec<f32>> {
+        let s = self.card.preprocess.size as usize;
+        let tensor = ort::value::TensorRef::from_array_view(([n, 3, s, s], flat))
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let (_, data) = outputs[self.output_name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        if data.len() != n * self.dim() {
+            return Err(Error::Inference(format!(
+                "model returned {} values for {n} images of dim {}",
+                data.len(),
+                self.dim()
+            )));
+        }
+        Ok(data.to_vec())
+    }
+
+    /// Embed one decoded image.
+    pub fn embed_image(&self, img: &RgbImage) -> Result<Vec<f32>> {
+        self.embed_prepared(&self.card.preprocess.prepare(img), 1)
+    }
+
+    /// Embed one image file.
+    pub fn embed_path(&self, path: &Path) -> Result<Vec<f32>> {
+        self.embed_image(&load_rgb(path)?)
+    }
+
+    /// Embed many files; each result is the embedding or the reason the file failed.
+    /// Decoding of batch k+1 overlaps inference of batch k; `progress` gets each batch's size.
+    pub fn embed_paths(
+        &self,
+        paths: &[PathBuf],
+        mut progress: impl FnMut(usize),
+    ) -> Vec<Result<Vec<f32>, String>> {
+        let pre = self.card.preprocess.clone();
+        let mut results: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(paths.len());
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Vec<f32>, String>>>(1);
+            let pre = &pre;
+            scope.spawn(move || {
+                for chunk in paths.chunks(self.batch_size) {
+                    let prepared: Vec<Result<Vec<f32>, String>> = chunk
+                        .par_iter()
+                        .map(|p| {
+                            load_rgb(p)
+                                .map(|img| pre.prepare(&img))
+                                .map_err(|e| e.to_string())
+                        })
+                        .collect();
+                    if tx.send(prepared).is_err() {
+                        return;
+                    }
+                }
+            });
+            for prepared in rx {
+                let n_ok = prepared.iter().filter(|r| r.is_ok()).count();
+                let flat: Vec<f32> = prepared
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .flatten()
+                    .copied()
+                    .collect();
+                let batch = if n_ok > 0 {
+                    self.embed_prepared(&flat, n_ok)
+                } else {
+                    Ok(Vec::new())
+                };
+                let len = prepared.len();
+                match batch {
+                    Ok(emb) => {
+                        let mut rows = emb.chunks_exact(self.dim().max(1));
+                        for r in prepared {
+                            results.push(
+                                r.map(|_| rows.next().map(<[f32]>::to_vec).unwrap_or_default()),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        results.extend(prepared.into_iter().map(|r| r.and(Err(e.to_string()))))
+                    }
+                }
+                progress(len);
+            }
+        });
+        results
+    }
+}
+
+fn build_session(
+    env: &ort::environment::Environment,
+    device: Device,
+    bytes: &[u8],
+    opts: &EmbedOptions,
+) -> std::result::Result<Session, String> {
+    let mut builder = Session::builder(env).map_err(|e| e.to_string())?;
+    if let Some(t) = opts.threads {
+        builder = builder.with_intra_threads(t).map_err(|e| e.to_string())?;
+    }
+    let ep = execution_provider(device, opts)?;
+    if let Some(ep) = ep {
+        builder = builder
+            .with_execution_providers([ep])
+            .map_err(|e| format!("{e}{}", gpu_hint(device)))?;
+    }
+    builder
+        .commit_from_memory(bytes)
+        .map_err(|e| format!("{e}{}", gpu_hint(device)))
+}
+
+fn gpu_hint(device: Device) -> &'static str {
+    match device {
+        Device::Cpu | Device::Auto => "",
+        Device::Cuda => {
+            " (the CUDA provider needs the onnxruntime-gpu library: CELLSPACE_ORT_GPU=1 scripts/setup-ort.sh, plus CUDA 13 and cuDNN 9 libraries, e.g. pip install onnxruntime-gpu[cuda,cudnn], and the NVIDIA driver's libcuda.so.1)"
+        }
+        Device::Tensorrt => {
+            " (the TensorRT provider needs the onnxruntime-gpu library and TensorRT 10's libnvinfer.so.10 on the library path)"
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_ep() -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
+    Ok(Some(ort::ep::CUDA::default().build().error_on_failure()))
+}
+#[cfg(not(feature = "cuda"))]
+fn cuda_ep() -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
+    Err("this runtime was built without the `cuda` feature (cargo build --release -p runtime --features cuda)".into())
+}
+
+#[cfg(feature = "tensorrt")]
+fn tensorrt_ep(
+    opts: &EmbedOptions,
+) -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
+    let cache = opts.trt_cache.clone().unwrap_or_else(default_trt_cache);
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    Ok(Some(
+        ort::ep::TensorRT::default()
+            .with_engine_cache(true)
+            .with_engine_cache_path(cache.display().to_string())
+            .with_timing_cache(true)
+            .with_fp16(opts.fp16)
+            .build()
+            .error_on_failure(),
+    ))
+}
+#[cfg(not(feature = "tensorrt"))]
+fn tensorrt_ep(
+    _: &EmbedOptions,
+) -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
+    Err("this runtime was built without the `tensorrt` feature (cargo build --release -p runtime --features tensorrt)".into())
+}
+
+fn execution_provider(
+    device: Device,
+    opts: &EmbedOptions,
+) -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
+    match device {
+        Device::Cpu | Device::Auto => Ok(None),
+        Device::Cuda => cuda_ep(),
+        Device::Tensorrt => tensorrt_ep(opts),
+    }
+}
+
+/// Default TensorRT engine cache folder.
+pub fn default_trt_cache() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("cellspace").join("tensorrt")
+}

@@ -1,0 +1,269 @@
+//! `runtime embed DIR`: every image below a folder into `embeddings.npy` + `manifest.jsonl`,
+//! with a report of what failed. Files whose content hash is unchanged since the last run with
+//! the same model are reused, and partial results are saved as the run goes, so an
+//! interrupted run resumes instead of starting over. Every file is replaced atomically.
+
+use crate::{Embedder, Error, Result, npy};
+use cellspace_core::dataset::list_images;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const EMBEDDINGS_FILE: &str = "embeddings.npy";
+pub const MANIFEST_FILE: &str = "manifest.jsonl";
+pub const FAILURES_FILE: &str = "failures.jsonl";
+pub const STATE_FILE: &str = "embed.json";
+/// Images embedded between two saves of partial results.
+pub const SAVE_EVERY: usize = 1024;
+
+/// One embedded image; line i of the manifest is row i of `embeddings.npy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// Path relative to the embedded folder, `/`-separated.
+    pub path: String,
+    /// Parent folder name, when the image is in a subfolder.
+    pub class: Option<String>,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A file that could not be embedded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub path: String,
+    pub reason: String,
+}
+
+/// What ties an output folder to its model and makes partial results checkable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedState {
+    pub model: String,
+    pub model_sha256: String,
+    pub dim: usize,
+    pub root: String,
+    pub rows: usize,
+    pub manifest_sha256: String,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbedSummary {
+    pub out_dir: PathBuf,
+    pub total: usize,
+    pub embedded: usize,
+    /// Unchanged files whose previous rows were reused.
+    pub reused: usize,
+    pub failed: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub provider: String,
+}
+
+/// Embeddings and manifest of an output folder, checked against each other.
+pub struct Embeddings {
+    pub rows: Vec<ManifestRow>,
+    pub data: Vec<f32>,
+    pub dim: usize,
+    pub state: EmbedState,
+}
+
+impl Embeddings {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let sp = dir.join(STATE_FILE);
+        let bad = |p: &Path, r: String| Error::Output {
+            path: p.to_path_buf(),
+            reason: r,
+        };
+        let text = std::fs::read_to_string(&sp).map_err(|e| cellspace_core::Error::io(&sp, e))?;
+        let state: EmbedState = serde_json::from_str(&text).map_err(|e| bad(&sp, e.to_string()))?;
+        let mp = dir.join(MANIFEST_FILE);
+        let mtext = std::fs::read(&mp).map_err(|e| cellspace_core::Error::io(&mp, e))?;
+        if cellspace_core::sha256_hex(&mtext) != state.manifest_sha256 {
+            return Err(bad(
+                &mp,
+                "does not match embed.json (written by an interrupted run?)".into(),
+            ));
+        }
+        let rows: Vec<ManifestRow> = String::from_utf8_lossy(&mtext)
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| bad(&mp, e.to_string()))?;
+        let (data, dim) = npy::read(&dir.join(EMBEDDINGS_FILE))?;
+        if rows.len() != state.rows || data.len() != rows.len() * dim || dim != state.dim {
+            return Err(bad(
+                dir,
+                format!(
+                    "{} manifest rows, {} embedding rows of dim {dim}: inconsistent",
+                    rows.len(),
+                    data.len() / dim.max(1)
+                ),
+            ));
+        }
+        Ok(Self {
+            rows,
+            data,
+            dim,
+            state,
+        })
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// The default output folder of `runtime embed DIR`: `DIR.embeddings` beside it.
+pub fn default_out(root: &Path) -> PathBuf {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "images".into());
+    root.with_file_name(format!("{name}.embeddings"))
+}
+
+/// Embed every image below `root` into `out`.
+pub fn embed_dir(
+    emb: &Embedder,
+    root: &Path,
+    out: &Path,
+    show_progress: bool,
+) -> Result<(EmbedSummary, Vec<Failure>)> {
+    let started = Instant::now();
+    let (entries, problems) = list_images(root)?;
+    let mut failures: Vec<Failure> = problems
+        .into_iter()
+        .map(|p| Failure {
+            path: p.path.display().to_string(),
+            reason: p.reason,
+        })
+        .collect();
+    // previous rows with the same model, by (path, content hash)
+    let previous: HashMap<(String, String), Vec<f32>> = match Embeddings::load(out) {
+        Ok(prev) if prev.state.model_sha256 == emb.card().onnx_sha256 => prev
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.path.clone(), r.sha256.clone()), prev.row(i).to_vec()))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let hashed: Vec<std::result::Result<ManifestRow, String>> = entries
+        .par_iter()
+        .map(|e| {
+            let bytes = std::fs::read(&e.path).map_err(|err| err.to_string())?;
+            Ok(ManifestRow {
+                path: e.rel.clone(),
+                class: e.class.clone(),
+                size: bytes.len() as u64,
+                sha256: cellspace_core::sha256_hex(&bytes),
+            })
+        })
+        .collect();
+    let mut done: Vec<(ManifestRow, Vec<f32>)> = Vec::new();
+    let mut todo: Vec<(ManifestRow, PathBuf)> = Vec::new();
+    for (e, h) in entries.iter().zip(hashed) {
+        match h {
+            Err(reason) => failures.push(Failure {
+                path: e.rel.clone(),
+                reason,
+            }),
+            Ok(row) => match previous.get(&(row.path.clone(), row.sha256.clone())) {
+                Some(v) => done.push((row, v.clone())),
+                None => todo.push((row, e.path.clone())),
+            },
+        }
+    }
+    let reused = done.len();
+    let bar = if show_progress {
+        ProgressBar::new(todo.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let infer_start = Instant::now();
+    let mut embedded = 0usize;
+    for chunk in todo.chunks(SAVE_EVERY) {
+        let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
+        let results = emb.embed_paths(&paths, |n| bar.inc(n as u64));
+        for ((row, _), r) in chunk.iter().zip(results) {
+            match r {
+                Ok(v) => {
+                    embedded += 1;
+                    done.push((row.clone(), v));
+                }
+                Err(reason) => failures.push(Failure {
+                    path: row.path.clone(),
+                    reason,
+                }),
+            }
+        }
+        write_outputs(emb, root, out, &mut done, &failures, false)?;
+    }
+    bar.finish_and_clear();
+    write_outputs(emb, root, out, &mut done, &failures, true)?;
+    let secs = infer_start.elapsed().as_secs_f64();
+    let summary = EmbedSummary {
+        out_dir: out.to_path_buf(),
+        total: entries.len(),
+        embedded,
+        reused,
+        failed: failures.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        images_per_s: if embedded > 0 {
+            embedded as f64 / secs.max(1e-9)
+        } else {
+            0.0
+        },
+        provider: emb.provider().name().to_string(),
+    };
+    Ok((summary, failures))
+}
+
+fn write_outputs(
+    emb: &Embedder,
+    root: &Path,
+    out: &Path,
+    done: &mut [(ManifestRow, Vec<f32>)],
+    failures: &[Failure],
+    complete: bool,
+) -> Result<()> {
+    done.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    let mut manifest = String::new();
+    for (row, _) in done.iter() {
+        manifest.push_str(&serde_json::to_string(row).expect("row serialises"));
+        manifest.push('\n');
+    }
+    let data: Vec<f32> = done.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+    npy::write(&out.join(EMBEDDINGS_FILE), &data, emb.dim())?;
+    cellspace_core::atomic::write_atomic(&out.join(MANIFEST_FILE), manifest.as_bytes())?;
+    let mut ftext = String::new();
+    for f in failures {
+        ftext.push_str(&serde_json::to_string(f).expect("failure serialises"));
+        ftext.push('\n');
+    }
+    cellspace_core::atomic::write_atomic(&out.join(FAILURES_FILE), ftext.as_bytes())?;
+    let state = EmbedState {
+        model: emb.card().name.clone(),
+        model_sha256: emb.card().onnx_sha256.clone(),
+        dim: emb.dim(),
+        root: root.display().to_string(),
+        rows: done.len(),
+        manifest_sha256: cellspace_core::sha256_hex(manifest.as_bytes()),
+        complete,
+    };
+    cellspace_core::atomic::write_atomic(
+        &out.join(STATE_FILE),
+        serde_json::to_string_pretty(&state)
+            .expect("state serialises")
+            .as_bytes(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! NumPy `.npy` (format 1.0, little-endian float32, C order) reading and writing for the
+//! `[N, D]` embedding matrix, so Python tools read `embeddings.npy` with a plain `np.load`.
+
+use crate::{Error, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// Write `data` (`rows * dim` floats) atomically as a `[rows, dim]` float32 array.
+pub fn write(path: &Path, data: &[f32], dim: usize) -> Result<()> {
+    let rows = if dim == 0 { 0 } else { data.len() / dim };
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    // magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    header.push_str(&" ".repeat(pad % 64));
+    header.push('\n');
+    cellspace_core::atomic::write_atomic_with(path, |w| {
+        w.write_all(b"\x93NUMPY\x01\x00")?;
+        w.write_all(&(header.len() as u16).to_le_bytes())?;
+        w.write_all(header.as_bytes())?;
+        for x in data {
+            w.write_all(&x.to_le_bytes())?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Read a float32 `[rows, dim]` array written by [`write`] (or NumPy). Returns (data, dim).
+pub fn read(path: &Path) -> Result<(Vec<f32>, usize)> {
+    let bytes = std::fs::read(path).map_err(|e| cellspace_core::Error::io(path, e))?;
+    let bad = |r: &str| Error::Output {
+        path: path.to_path_buf(),
+        reason: format!("not a float32 [N, D] .npy: {r}"),
+    };
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("bad magic"));
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return Err(bad("unknown version")),
+    };
+    let header = std::str::from_utf8(
+        bytes
+            .get(start..start + hlen)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|_| bad("header not text"))?;
+    if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
+        return Err(bad("dtype must be '<f4' in C order"));
+    }
+    let shape = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(|s| {
+            s.trim()
+                .trim_start_matches('(')
+                .split(',')
+                .filter_map(|d| d.trim().parse::<usize>().ok())
+                .collect::<Vec<_>>()
+        })
+        .ok_or_else(|| bad("no shape"))?;
+    let [rows, dim] = shape[..] else {
+        return Err(bad("shape must be 2-D"));
+    };
+    let body = &bytes[start + hlen..];
+    if body.len() != rows * dim * 4 {
+        return Err(bad(&format!(
+            "expected {} bytes of data, found {} (truncated?)",
+            rows * dim * 4,
+            body.len()
+        )));
+    }
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((data, dim))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn round_trip_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.npy");
+        let data: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+        super::write(&p, &data, 4).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!((bytes.len() - 48) % 64, 0, "header padded to 64 bytes");
+        assert_eq!(super::read(&p).unwrap(), (data, 4));
+        std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+        let e = super::read(&p).unwrap_err().to_string();
+        assert!(e.contains("truncated") && e.contains("e.npy"), "{e}");
+    }
+}
