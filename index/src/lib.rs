@@ -1,1 +1,41 @@
-//! placeholder
+//! cellspace index: an HNSW graph (hnsw_rs) over cell embeddings that answers "which known
+//! cells look like this one?". [`IndexBuilder`] turns into a read-only [`CellIndex`]; an index
+//! directory holds the graph, the vectors, the rows (path, class, hash) and a versioned
+//! manifest naming the model it was built with, so it refuses any other model.
+//! hnsw_rs cannot delete or update points: `add` only appends.
+
+pub mod cellindex;
+pub mod manifest;
+pub mod ops;
+
+pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};
+pub use manifest::{IndexManifest, ModelRef};
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the index.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] cellspace_core::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{0}")]
+    ModelMismatch(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Default index directory, relative to the current directory (or `$CELLSPACE_INDEX`).
+pub const DEFAULT_INDEX: &str = "cells.index";
+
+pub fn default_index() -> PathBuf {
+    std::env::var_os("CELLSPACE_INDEX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_INDEX))
+}

@@ -1,0 +1,374 @@
+//! [`IndexBuilder`] collects rows and vectors and builds the HNSW graph; [`CellIndex`] answers
+//! queries, appends (`add`) and saves atomically (a temporary directory renamed into place).
+
+use crate::manifest::*;
+use crate::{Error, Result};
+use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Cosine distance `1 - dot` on L2-normalised vectors, clamped at 0 (hnsw_rs's own `DistDot`
+/// asserts `dot <= 1`, which rounding breaks for duplicate images).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CosineDistance;
+
+impl Distance<f32> for CosineDistance {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        (1.0 - cellspace_core::metrics::dot(a, b)).max(0.0)
+    }
+}
+
+type Graph = Hnsw<'static, f32, CosineDistance>;
+
+/// HNSW parameters (defaults measured on the blood-cell embeddings: see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Neighbours kept per node and layer (hnsw_rs's max_nb_connection, at most 256).
+    pub m: usize,
+    pub ef_construction: usize,
+    pub max_layer: usize,
+    /// Default ef at query time.
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        Self {
+            m: 16,
+            ef_construction: 200,
+            max_layer: 16,
+            ef_search: 64,
+        }
+    }
+}
+
+/// One indexed cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// Image path (absolute when known).
+    pub path: String,
+    pub class: Option<String>,
+    /// sha256 of the image file.
+    pub sha256: String,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub rank: usize,
+    pub id: usize,
+    /// Cosine similarity.
+    pub similarity: f32,
+    pub path: String,
+    pub class: Option<String>,
+}
+
+pub struct IndexBuilder {
+    model: ModelRef,
+    params: HnswParams,
+    rows: Vec<Row>,
+    vectors: Vec<f32>,
+}
+
+impl IndexBuilder {
+    pub fn new(model: ModelRef, params: HnswParams) -> Result<Self> {
+        if params.m == 0 || params.m > 256 {
+            return Err(Error::Invalid(format!(
+                "m must be in 1..=256 (got {})",
+                params.m
+            )));
+        }
+        Ok(Self {
+            model,
+            params,
+            rows: Vec::new(),
+            vectors: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, row: Row, vector: &[f32]) -> Result<()> {
+        check_dim(&self.model, vector)?;
+        self.rows.push(row);
+        self.vectors.extend_from_slice(vector);
+        Ok(())
+    }
+
+    pub fn build(self) -> CellIndex {
+        let mut index = CellIndex {
+            model: self.model,
+            params: self.params,
+            rows: Vec::new(),
+            vectors: Vec::new(),
+            graph: None,
+        };
+        index.append(self.rows, &self.vectors);
+        index
+    }
+}
+
+fn check_dim(model: &ModelRef, v: &[f32]) -> Result<()> {
+    if v.len() != model.dim {
+        return Err(Error::Invalid(format!(
+            "vector of dimension {} for a {}-d model",
+            v.len(),
+            model.dim
+        )));
+    }
+    Ok(())
+}
+
+/// A built or loaded index.
+pub struct CellIndex {
+    model: ModelRef,
+    params: HnswParams,
+    rows: Vec<Row>,
+    vectors: Vec<f32>,
+    graph: Option<Graph>,
+}
+
+impl CellIndex {
+    pub fn model(&self) -> &ModelRef {
+        &self.model
+    }
+    pub fn params(&self) -> HnswParams {
+        self.params
+    }
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+    pub fn vector(&self, id: usize) -> &[f32] {
+        &self.vectors[id * self.model.dim..(id + 1) * self.model.dim]
+    }
+    pub fn vectors(&self) -> &[f32] {
+        &self.vectors
+    }
+
+    fn new_graph(&self, capacity: usize) -> Graph {
+        Hnsw::new(
+            self.params.m,
+            capacity.max(1),
+            self.params.max_layer,
+            self.params.ef_construction,
+            CosineDistance,
+        )
+    }
+
+    fn append(&mut self, rows: Vec<Row>, vectors: &[f32]) {
+        let dim = self.model.dim;
+        let start = self.rows.len();
+        if self.graph.is_none() && !rows.is_empty() {
+            self.graph = Some(self.new_graph(start + rows.len()));
+        }
+        if let Some(g) = &self.graph {
+            let items: Vec<(&[f32], usize)> = vectors
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, v)| (v, start + i))
+                .collect();
+            g.parallel_insert_slice(&items);
+        }
+        self.rows.extend(rows);
+        self.vectors.extend_from_slice(vectors);
+    }
+
+    /// Append rows (hnsw_rs cannot delete or update: a changed image is a new row).
+    pub fn add(&mut self, rows: Vec<Row>, vectors: &[f32]) -> Result<()> {
+        if vectors.len() != rows.len() * self.model.dim {
+            return Err(Error::Invalid("rows and vectors disagree".into()));
+        }
+        for v in vectors.chunks_exact(self.model.dim) {
+            check_dim(&self.model, v)?;
+        }
+        self.append(rows, vectors);
+        Ok(())
+    }
+
+    /// The k most similar cells, best first, skipping rows for which `skip` is true.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        skip: impl Fn(usize) -> bool,
+    ) -> Result<Vec<Hit>> {
+        check_dim(&self.model, query)?;
+        let Some(g) = &self.graph else {
+            return Ok(Vec::new());
+        };
+        let k = k.min(self.len());
+        let mut fetch = k;
+        loop {
+            let ef = ef.unwrap_or(self.params.ef_search).max(fetch);
+            let found = g.search(query, fetch, ef);
+            let kept: Vec<_> = found.iter().filter(|n| !skip(n.d_id)).take(k).collect();
+            if kept.len() >= k || fetch >= self.len() {
+                return Ok(kept
+                    .into_iter()
+                    .enumerate()
+                    .map(|(rank, n)| Hit {
+                        rank: rank + 1,
+                        id: n.d_id,
+                        similarity: 1.0 - n.distance,
+                        path: self.rows[n.d_id].path.clone(),
+                        class: self.rows[n.d_id].class.clone(),
+                    })
+                    .collect());
+            }
+            fetch = (fetch * 2).min(self.len());
+        }
+    }
+
+    /// Exact top-k by brute force (for recall measurements).
+    pub fn exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        cellspace_core::metrics::topk(query, &self.vectors, self.model.dim, k, |_| true)
+    }
+
+    /// Save into `dir` atomically: everything is written to a sibling temporary directory that
+    /// then replaces `dir`; a failure leaves the previous index untouched.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| cellspace_core::Error::io(parent, e))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "index".into());
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| cellspace_core::Error::io(&tmp, e))?;
+        let result = self.write_into(&tmp);
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(|e| cellspace_core::Error::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| cellspace_core::Error::io(dir, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    fn write_into(&self, dir: &Path) -> Result<()> {
+        let mut files = BTreeMap::new();
+        if let Some(g) = &self.graph {
+            g.file_dump(dir, HNSW_BASENAME)
+                .map_err(|e| Error::Corrupt {
+                    path: dir.to_path_buf(),
+                    reason: format!("hnsw dump failed: {e}"),
+                })?;
+            for f in [GRAPH_FILE, DATA_FILE] {
+                files.insert(f.to_string(), sha_of(&dir.join(f))?);
+            }
+        }
+        let mut rows = String::new();
+        for r in &self.rows {
+            rows.push_str(&serde_json::to_string(r).expect("row serialises"));
+            rows.push('\n');
+        }
+        cellspace_core::atomic::write_atomic(&dir.join(ROWS_FILE), rows.as_bytes())?;
+        files.insert(
+            ROWS_FILE.into(),
+            cellspace_core::sha256_hex(rows.as_bytes()),
+        );
+        runtime::npy::write(&dir.join(VECTORS_FILE), &self.vectors, self.model.dim)?;
+        files.insert(VECTORS_FILE.into(), sha_of(&dir.join(VECTORS_FILE))?);
+        let manifest = IndexManifest {
+            format_version: FORMAT_VERSION,
+            model: self.model.clone(),
+            params: self.params,
+            count: self.rows.len(),
+            files,
+            created: format!("{:?}", std::time::SystemTime::now()),
+        };
+        cellspace_core::atomic::write_atomic(
+            &dir.join(MANIFEST_FILE),
+            serde_json::to_string_pretty(&manifest)
+                .expect("manifest serialises")
+                .as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Open an index directory; every file is checked against the manifest first.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let manifest = IndexManifest::load(dir)?;
+        manifest.verify_files(dir)?;
+        let rp = dir.join(ROWS_FILE);
+        let text = std::fs::read_to_string(&rp).map_err(|e| cellspace_core::Error::io(&rp, e))?;
+        let rows: Vec<Row> = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Corrupt {
+                path: rp.clone(),
+                reason: e.to_string(),
+            })?;
+        let (vectors, dim) = runtime::npy::read(&dir.join(VECTORS_FILE))?;
+        if rows.len() != manifest.count
+            || (manifest.count > 0 && dim != manifest.model.dim)
+            || vectors.len() != rows.len() * manifest.model.dim
+        {
+            return Err(Error::Corrupt {
+                path: dir.to_path_buf(),
+                reason: "rows, vectors and manifest disagree".into(),
+            });
+        }
+        let graph = if manifest.count == 0 {
+            None // hnsw_rs panics reloading an empty graph: an empty index has none
+        } else {
+            Some(load_graph(dir)?)
+        };
+        Ok(Self {
+            model: manifest.model,
+            params: manifest.params,
+            rows,
+            vectors,
+            graph,
+        })
+    }
+
+    /// Approximate memory held by the index, in bytes (vectors twice: ours and hnsw_rs's, plus links).
+    pub fn memory_bytes(&self) -> usize {
+        let n = self.len();
+        n * (2 * self.model.dim * 4 + 2 * self.params.m * 8 + 64)
+            + self.rows.iter().map(|r| r.path.len() + 96).sum::<usize>()
+    }
+}
+
+fn sha_of(p: &Path) -> Result<String> {
+    let bytes = std::fs::read(p).map_err(|e| cellspace_core::Error::io(p, e))?;
+    Ok(cellspace_core::sha256_hex(&bytes))
+}
+
+/// Reload the hnsw_rs graph. hnsw_rs's loaded graph borrows its `HnswIo`, so the (small) loader
+/// is leaked to give the graph a `'static` life; one per opened index. Its panics on malformed
+/// files become errors.
+fn load_graph(dir: &Path) -> Result<Graph> {
+    let dir_owned: PathBuf = dir.to_path_buf();
+    let r = std::panic::catch_unwind(move || {
+        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir_owned, HNSW_BASENAME)));
+        io.load_hnsw::<f32, CosineDistance>()
+    });
+    match r {
+        Ok(Ok(g)) => Ok(g),
+        Ok(Err(e)) => Err(Error::Corrupt {
+            path: dir.join(GRAPH_FILE),
+            reason: format!("cannot load HNSW graph: {e}"),
+        }),
+        Err(_) => Err(Error::Corrupt {
+            path: dir.join(GRAPH_FILE),
+            reason: "malformed HNSW graph".into(),
+        }),
+    }
+}

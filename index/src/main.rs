@@ -1,0 +1,233 @@
+//! `index`: the command line over the index library (build, add, query, eval, stats).
+//! hnsw_rs cannot delete or update points: `add` appends, and a full `build` replaces.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use index::{HnswParams, default_index, ops};
+use runtime::{Device, EmbedOptions};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "index",
+    version,
+    about = "Find similar white-blood-cell images: an HNSW index of cellspace embeddings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Index directory (default: ./cells.index or $CELLSPACE_INDEX).
+    #[arg(long, short = 'i')]
+    index: Option<PathBuf>,
+    /// Model card; by default the one the index was built with (must be the same model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+}
+
+impl Common {
+    fn dir(&self) -> PathBuf {
+        self.index.clone().unwrap_or_else(default_index)
+    }
+    fn opts(&self) -> EmbedOptions {
+        EmbedOptions {
+            device: self.device,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build an index from a `runtime embed` output folder, or from images with --images.
+    Build {
+        /// Output folder of `runtime embed` (DIR.embeddings).
+        emb_dir: Option<PathBuf>,
+        /// Embed this image folder first (into DIR.embeddings), then build.
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Index directory to write (default: ./cells.index).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Model card (default: models/cellspace.json).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: Device,
+        #[arg(long, default_value_t = HnswParams::default().m)]
+        m: usize,
+        #[arg(long, default_value_t = HnswParams::default().ef_construction)]
+        ef_construction: usize,
+        #[arg(long, default_value_t = HnswParams::default().ef_search)]
+        ef_search: usize,
+    },
+    /// Append images or embeddings to an index (no delete: hnsw_rs cannot remove points).
+    Add {
+        /// Output folder of `runtime embed`.
+        emb_dir: Option<PathBuf>,
+        #[arg(long)]
+        images: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the k most similar indexed cells for each image.
+    Query {
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+        #[arg(long)]
+        ef: Option<usize>,
+        /// Skip indexed copies of the query file itself.
+        #[arg(long)]
+        exclude_self: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Retrieval quality for a labelled query folder (class = parent folder name).
+    Eval {
+        query_dir: PathBuf,
+        #[arg(long)]
+        ef: Option<usize>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Size, dimension, parameters, model and memory of an index.
+    Stats {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn model_path(m: Option<PathBuf>) -> Result<PathBuf> {
+    m.or_else(runtime::default_model)
+        .context("no --model given and no models/cellspace.json found")
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Build {
+            emb_dir,
+            images,
+            out,
+            model,
+            device,
+            m,
+            ef_construction,
+            ef_search,
+        } => {
+            let params = HnswParams {
+                m,
+                ef_construction,
+                ef_search,
+                ..Default::default()
+            };
+            let embedder = runtime::Embedder::new(
+                &model_path(model)?,
+                &EmbedOptions {
+                    device,
+                    ..Default::default()
+                },
+            )?;
+            let t = std::time::Instant::now();
+            let index = match (emb_dir, images) {
+                (Some(d), None) => ops::build_from_embeddings(&d, &embedder, params)?,
+                (None, Some(d)) => ops::build_from_images(&d, &embedder, params, true)?.0,
+                _ => bail!("give either an embeddings folder or --images DIR"),
+            };
+            let out = out.unwrap_or_else(default_index);
+            index.save(&out)?;
+            eprintln!(
+                "indexed {} cells ({}-d, model {}) in {:.1}s -> {}",
+                index.len(),
+                index.model().dim,
+                index.model().name,
+                t.elapsed().as_secs_f64(),
+                out.display()
+            );
+        }
+        Cmd::Add {
+            emb_dir,
+            images,
+            common,
+        } => {
+            let dir = common.dir();
+            let (mut index, embedder) =
+                ops::open_with_model(&dir, common.model.as_deref(), &common.opts())?;
+            let emb = match (emb_dir, images) {
+                (Some(d), None) => d,
+                (None, Some(d)) => {
+                    let out = runtime::folder::default_out(&d);
+                    runtime::folder::embed_dir(&embedder, &d, &out, true)?;
+                    out
+                }
+                _ => bail!("give either an embeddings folder or --images DIR"),
+            };
+            let n = ops::add_embeddings(&mut index, &emb, &embedder)?;
+            index.save(&dir)?;
+            eprintln!("added {n} cells; the index now holds {}", index.len());
+        }
+        Cmd::Query {
+            images,
+            k,
+            ef,
+            exclude_self,
+            json,
+            common,
+        } => {
+            let (index, embedder) =
+                ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+            let results = ops::query(&index, &embedder, &images, k, ef, exclude_self);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                for r in &results {
+                    println!("{}", r.image);
+                    if let Some(e) = &r.error {
+                        println!("  error: {e}");
+                    }
+                    for h in &r.neighbours {
+                        println!(
+                            "  {:>3}  {:.4}  {:<12} {}",
+                            h.rank,
+                            h.similarity,
+                            h.class.as_deref().unwrap_or("-"),
+                            h.path
+                        );
+                    }
+                }
+            }
+            if results.iter().any(|r| r.error.is_some()) {
+                std::process::exit(2);
+            }
+        }
+        Cmd::Eval {
+            query_dir,
+            ef,
+            common,
+        } => {
+            let (index, embedder) =
+                ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ops::eval(&index, &embedder, &query_dir, ef)?)?
+            );
+        }
+        Cmd::Stats { common } => {
+            let dir = common.dir();
+            let index = index::CellIndex::open(&dir)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ops::stats(&index, &dir))?
+            );
+        }
+    }
+    Ok(())
+}

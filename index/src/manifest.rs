@@ -1,0 +1,109 @@
+//! The index directory's versioned manifest and file names. The manifest records the model
+//! (name, card path, ONNX sha256, dimension), the HNSW parameters and a sha256 of every data
+//! file, so a truncated or swapped file is reported before hnsw_rs ever reads it.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const ROWS_FILE: &str = "rows.jsonl";
+pub const VECTORS_FILE: &str = "embeddings.npy";
+/// hnsw_rs basename: it writes `cells.hnsw.graph` and `cells.hnsw.data`.
+pub const HNSW_BASENAME: &str = "cells";
+pub const GRAPH_FILE: &str = "cells.hnsw.graph";
+pub const DATA_FILE: &str = "cells.hnsw.data";
+/// Format written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The model an index was built with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    /// Card path as given at build time (absolute when possible).
+    pub card: String,
+    pub onnx_sha256: String,
+    pub dim: usize,
+}
+
+impl ModelRef {
+    pub fn of(e: &runtime::Embedder) -> Self {
+        let card =
+            std::fs::canonicalize(e.card_path()).unwrap_or_else(|_| e.card_path().to_path_buf());
+        Self {
+            name: e.card().name.clone(),
+            card: card.display().to_string(),
+            onnx_sha256: e.card().onnx_sha256.clone(),
+            dim: e.dim(),
+        }
+    }
+
+    /// Refuse a model other than this one.
+    pub fn check(&self, e: &runtime::Embedder) -> Result<()> {
+        if e.card().onnx_sha256 != self.onnx_sha256 {
+            return Err(Error::ModelMismatch(format!(
+                "this index was built with model {} (sha256 {}), but {} is model {} (sha256 {}); rebuild the index or pass --model with the original",
+                self.name,
+                short(&self.onnx_sha256),
+                e.card_path().display(),
+                e.card().name,
+                short(&e.card().onnx_sha256)
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexManifest {
+    pub format_version: u32,
+    pub model: ModelRef,
+    pub params: crate::HnswParams,
+    pub count: usize,
+    /// sha256 of each data file by name (the graph files are absent for an empty index).
+    pub files: std::collections::BTreeMap<String, String>,
+    pub created: String,
+}
+
+impl IndexManifest {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let p = dir.join(MANIFEST_FILE);
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{}: no index here (build one with `index build`)",
+                dir.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
+        let m: IndexManifest = serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+            path: p.clone(),
+            reason: format!("not an index manifest: {e}"),
+        })?;
+        if m.format_version > FORMAT_VERSION {
+            return Err(Error::Corrupt {
+                path: p,
+                reason: format!(
+                    "index format {} is newer than this build ({FORMAT_VERSION})",
+                    m.format_version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Check every recorded file against its sha256.
+    pub fn verify_files(&self, dir: &Path) -> Result<()> {
+        for (name, sha) in &self.files {
+            let p = dir.join(name);
+            let bytes = std::fs::read(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
+            if &cellspace_core::sha256_hex(&bytes) != sha {
+                return Err(Error::Corrupt { path: p, reason: "content does not match the manifest (truncated or modified); rebuild the index".into() });
+            }
+        }
+        Ok(())
+    }
+}
