@@ -1,1 +1,223 @@
-fn main() {}
+//! The product end to end on real images: a short self-supervised fit, ONNX export (checked
+//! against burn through onnxruntime), `runtime embed`, `index build` and `index query`, through
+//! the library APIs and through the command-line tools.
+
+mod util;
+
+use burn::prelude::*;
+use std::path::Path;
+use std::process::Command;
+
+/// Short fit on a few dozen real images, exported; returns (run dir, card path).
+fn fit_and_export(work: &Path, data: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use trainer::model::EncoderConfig;
+    use trainer::train::{FitOptions, TrainConfig, fit};
+    let cfg = TrainConfig::new(
+        EncoderConfig::new()
+            .with_widths([8, 16, 32, 32])
+            .with_dim(32)
+            .with_head_dim(32),
+        trainer::augment::AugmentConfig::new(),
+    )
+    .with_image_size(32)
+    .with_batch_size(16)
+    .with_epochs(2)
+    .with_val_gallery_max(200);
+    let run = work.join("run");
+    let summary = fit(&cfg, data, &run, &Device::flex(), &FitOptions::default()).unwrap();
+    let card = trainer::export::export_run(&run, &work.join("models/e2e"), Some(&summary)).unwrap();
+    (run, card)
+}
+
+#[test]
+fn library_path_fit_export_embed_index_query() {
+    let Some(train) = util::real_data("library_path_fit_export_embed_index_query") else {
+        return;
+    };
+    let data = util::real_subset(&train, 12, 3);
+    let work = util::tempdir();
+    let (run, card) = fit_and_export(work.path(), data.path());
+
+    // export parity: onnxruntime and burn agree on real images
+    let embedder = runtime::Embedder::new(
+        &card,
+        &runtime::EmbedOptions {
+            device: runtime::Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (model, cfg, best) = trainer::train::load_best_model(&run, &Device::flex()).unwrap();
+    let pre = cfg.preprocess();
+    let (entries, _) = cellspace_core::dataset::list_images(data.path()).unwrap();
+    let inputs: Vec<Vec<f32>> = entries
+        .iter()
+        .take(8)
+        .map(|e| pre.prepare(&cellspace_core::preprocess::load_rgb(&e.path).unwrap()))
+        .collect();
+    let burn_out =
+        trainer::eval::embed_inputs(&model, best.output, &inputs, pre.size, &Device::flex());
+    let flat: Vec<f32> = inputs.iter().flatten().copied().collect();
+    let ort_out = embedder.embed_prepared(&flat, inputs.len()).unwrap();
+    let max_diff = burn_out
+        .iter()
+        .zip(&ort_out)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert_eq!(burn_out.len(), ort_out.len());
+    assert!(max_diff <= 1e-4, "max |ort - burn| = {max_diff}");
+    println!(
+        "export parity: max |ort - burn| = {max_diff:e} over {} real images",
+        inputs.len()
+    );
+
+    // embed, index, query
+    let out = work.path().join("emb");
+    let (summary, failures) =
+        runtime::folder::embed_dir(&embedder, data.path(), &out, false).unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(summary.embedded, 48);
+    let index =
+        index::ops::build_from_embeddings(&out, &embedder, index::HnswParams::default()).unwrap();
+    index.save(&work.path().join("cells.index")).unwrap();
+    let (index, embedder) =
+        index::ops::open_with_model(&work.path().join("cells.index"), None, &Default::default())
+            .unwrap();
+    let queries: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
+    let results = index::ops::query(&index, &embedder, &queries, 5, None, false);
+    let mut same_class = 0usize;
+    let mut total = 0usize;
+    for (r, e) in results.iter().zip(&entries) {
+        assert!(r.error.is_none(), "{:?}", r.error);
+        let top = &r.neighbours[0];
+        assert!(
+            top.similarity > 0.9999 && top.path.ends_with(&e.rel),
+            "an indexed image finds itself first: {r:?}"
+        );
+        for h in &r.neighbours[1..] {
+            total += 1;
+            same_class += (h.class == e.class) as usize;
+        }
+    }
+    let rate = same_class as f64 / total as f64;
+    println!("neighbours of the same class: {rate:.3} (chance 0.25)");
+    assert!(rate > 0.35, "neighbours' classes beat chance: {rate}");
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("command runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn command_line_path_fit_export_embed_index_query() {
+    let Some(train) = util::real_data("command_line_path_fit_export_embed_index_query") else {
+        return;
+    };
+    let data = util::real_subset(&train, 10, 5);
+    let work = util::tempdir();
+    let w = work.path();
+    let model = w.join("models/cli");
+    run_ok(
+        Command::new(util::bin("trainer"))
+            .args([
+                "fit",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--image-size",
+                "32",
+                "--loss",
+                "triplet",
+            ])
+            .arg("--data")
+            .arg(data.path())
+            .arg("--out")
+            .arg(w.join("run"))
+            .arg("--export")
+            .arg(&model),
+    );
+    assert!(model.with_extension("onnx").is_file() && model.with_extension("json").is_file());
+    let card = model.with_extension("json");
+    let emb = w.join("emb");
+    let text = run_ok(
+        Command::new(util::bin("runtime"))
+            .arg("embed")
+            .arg(data.path())
+            .arg("-o")
+            .arg(&emb)
+            .arg("--model")
+            .arg(&card),
+    );
+    assert!(text.contains("embedded 40"), "{text}");
+    let idx = w.join("cells.index");
+    run_ok(
+        Command::new(util::bin("index"))
+            .arg("build")
+            .arg(&emb)
+            .arg("--model")
+            .arg(&card)
+            .arg("-o")
+            .arg(&idx),
+    );
+    let (entries, _) = cellspace_core::dataset::list_images(data.path()).unwrap();
+    let q = &entries[7];
+    let json = run_ok(
+        Command::new(util::bin("index"))
+            .arg("query")
+            .arg(&q.path)
+            .arg("-i")
+            .arg(&idx)
+            .args(["-k", "3", "--json"]),
+    );
+    let start = json.find('[').unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&json[start..json.rfind(']').unwrap() + 1]).unwrap();
+    let first = &v[0]["neighbours"][0];
+    assert!(first["path"].as_str().unwrap().ends_with(&q.rel), "{v}");
+    assert_eq!(first["class"].as_str(), q.class.as_deref());
+    let excl = run_ok(
+        Command::new(util::bin("index"))
+            .arg("query")
+            .arg(&q.path)
+            .arg("-i")
+            .arg(&idx)
+            .args(["-k", "3", "--exclude-self"]),
+    );
+    assert!(!excl.lines().skip(1).any(|l| l.ends_with(&q.rel)), "{excl}");
+    let stats = run_ok(
+        Command::new(util::bin("index"))
+            .arg("stats")
+            .arg("-i")
+            .arg(&idx),
+    );
+    assert!(stats.contains("\"count\": 40"), "{stats}");
+    // a different model is refused
+    let other = w.join("other.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(util::tiny_model()).unwrap()).unwrap();
+    c["onnx_file"] = serde_json::json!(util::fixture("tiny.onnx").display().to_string());
+    std::fs::write(&other, c.to_string()).unwrap();
+    let refused = Command::new(util::bin("index"))
+        .arg("query")
+        .arg(&q.path)
+        .arg("-i")
+        .arg(&idx)
+        .arg("--model")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("built with model cli"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

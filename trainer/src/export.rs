@@ -7,6 +7,7 @@ use crate::{Error, Result};
 use burn::prelude::*;
 use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
 use cellspace_core::card::{CARD_FORMAT, ModelCard};
+use cellspace_core::preprocess::Preprocess;
 use std::path::{Path, PathBuf};
 
 /// Export `model` (inference mode, plain device) to ONNX bytes; `[B, 3, S, S] -> [B, D]`.
@@ -33,22 +34,33 @@ pub fn onnx_bytes(model: &Encoder, which: EmbeddingOutput, size: u32) -> Result<
     Ok(onnx.into_bytes())
 }
 
-/// Export the best model of `run_dir` to `to` (a path without extension, e.g. `models/cellspace`):
-/// writes `to.onnx` and `to.json`. Returns the card's path.
-pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Result<PathBuf> {
-    let device = Device::flex();
-    // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
-    let (model, cfg, best) = load_best_model(run_dir, &device)?;
-    let bytes = onnx_bytes(&model, best.output, cfg.image_size)?;
+/// What a card says beyond the model's own numbers.
+#[derive(Debug, Clone, Default)]
+pub struct CardInfo {
+    pub training: serde_json::Value,
+    pub data: serde_json::Value,
+    pub metrics: serde_json::Value,
+}
+
+/// Export an encoder to `to.onnx` + `to.json` (`to` without extension). Returns the card path.
+pub fn export_encoder(
+    model: &Encoder,
+    which: EmbeddingOutput,
+    pre: &Preprocess,
+    info: CardInfo,
+    to: &Path,
+) -> Result<PathBuf> {
+    let bytes = onnx_bytes(model, which, pre.size)?;
     let (input_name, output_name) = graph_io_names(&bytes)
         .ok_or_else(|| Error::Export("exported ONNX has no single input/output".into()))?;
-    let onnx_path = to.with_extension("onnx");
-    let card_path = to.with_extension("json");
+    let embedding_dim = match (which, &model.head) {
+        (EmbeddingOutput::Head, Some(h)) => h.out.weight.dims()[1],
+        _ => model.fc.weight.dims()[1],
+    };
     let name = to
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let pre = cfg.preprocess();
     let card = ModelCard {
         format_version: CARD_FORMAT,
         name: name.clone(),
@@ -56,12 +68,30 @@ pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Re
         onnx_sha256: cellspace_core::sha256_hex(&bytes),
         input_name,
         output_name,
-        preprocess: pre,
-        embedding_dim: match best.output {
-            EmbeddingOutput::Head => cfg.encoder.head_dim,
-            EmbeddingOutput::Backbone => cfg.encoder.dim,
-        },
+        preprocess: pre.clone(),
+        embedding_dim,
         l2_normalized: true,
+        training: info.training,
+        data: info.data,
+        metrics: info.metrics,
+        created: now_rfc3339(),
+    };
+    let card_path = to.with_extension("json");
+    cellspace_core::atomic::write_atomic(&to.with_extension("onnx"), &bytes)?;
+    card.save(&card_path)?;
+    Ok(card_path)
+}
+
+/// Export the best model of `run_dir` to `to` (a path without extension, e.g. `models/cellspace`):
+/// writes `to.onnx` and `to.json`. Returns the card's path.
+pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Result<PathBuf> {
+    // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
+    let (model, cfg, best) = load_best_model(run_dir, &Device::flex())?;
+    let baseline: Option<serde_json::Value> =
+        std::fs::read_to_string(run_dir.join(crate::train::BASELINE_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let info = CardInfo {
         training: serde_json::json!({
             "config": cfg,
             "output": best.output,
@@ -73,14 +103,14 @@ pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Re
         data: serde_json::json!({
             "train_images": summary.map(|s| s.train_images),
             "validation_images": summary.map(|s| s.val_images),
-            "split": "whole source groups (source_groups.tsv) held out",
+            "split": "whole source groups (source_groups.tsv) held out for validation",
         }),
-        metrics: serde_json::json!({ "held_out_validation": best.validation }),
-        created: now_rfc3339(),
+        metrics: serde_json::json!({
+            "held_out_validation": best.validation,
+            "histogram_baseline_same_split": baseline,
+        }),
     };
-    cellspace_core::atomic::write_atomic(&onnx_path, &bytes)?;
-    card.save(&card_path)?;
-    Ok(card_path)
+    export_encoder(&model, best.output, &cfg.preprocess(), info, to)
 }
 
 fn hardware() -> String {

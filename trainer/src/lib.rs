@@ -6,6 +6,7 @@
 //! ([`export`]); [`plot`] and [`tsne`] draw what a person looks at.
 
 pub mod augment;
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod eval;

@@ -159,16 +159,25 @@ fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// How `fit` runs (not part of the run's configuration).
+#[derive(Debug, Clone, Default)]
+pub struct FitOptions {
+    /// Continue the run saved in the run directory (its config wins over `cfg`).
+    pub resume: bool,
+    /// Stop (with a checkpoint, as Ctrl-C does) once this many optimizer steps are done.
+    pub stop_after_steps: Option<usize>,
+}
+
 /// Learn an encoder on the images under `data_dir`; everything goes into `run_dir`.
-/// With `resume`, continue the run saved there (its config wins over `cfg`).
 pub fn fit(
     cfg: &TrainConfig,
     data_dir: &Path,
     run_dir: &Path,
     device: &Device,
-    resume: bool,
+    opts: &FitOptions,
 ) -> Result<FitSummary> {
     STOP.store(false, Ordering::SeqCst);
+    let resume = opts.resume;
     std::fs::create_dir_all(run_dir).map_err(|e| cellspace_core::Error::io(run_dir, e))?;
     let (cfg, mut state) = if resume {
         let cfg = load_config(run_dir)?;
@@ -300,7 +309,8 @@ pub fn fit(
                 ips
             ));
             bar.inc(1);
-            if STOP.load(Ordering::SeqCst) {
+            if STOP.load(Ordering::SeqCst) || opts.stop_after_steps.is_some_and(|n| state.step >= n)
+            {
                 interrupted = true;
                 break;
             }

@@ -1,0 +1,171 @@
+//! The index crate's promises: identical results after save/load, an indexed vector finds
+//! itself first, k beyond the index size, the empty index, a truncated graph file, and a
+//! model the index was not built with.
+
+mod util;
+
+use index::manifest::{GRAPH_FILE, ModelRef};
+use index::{CellIndex, HnswParams, IndexBuilder, Row};
+use rand::{Rng, SeedableRng};
+
+fn model(dim: usize, sha: &str) -> ModelRef {
+    ModelRef {
+        name: "synthetic".into(),
+        card: "none.json".into(),
+        onnx_sha256: sha.into(),
+        dim,
+    }
+}
+
+fn vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut v: Vec<f32> = (0..n * dim).map(|_| rng.random::<f32>() - 0.5).collect();
+    for r in v.chunks_mut(dim) {
+        cellspace_core::l2_normalize(r);
+    }
+    v
+}
+
+fn build(n: usize, dim: usize) -> (CellIndex, Vec<f32>) {
+    let v = vectors(n, dim, 1);
+    let mut b = IndexBuilder::new(model(dim, "abc"), HnswParams::default()).unwrap();
+    for i in 0..n {
+        let row = Row {
+            path: format!("/cells/{i}.png"),
+            class: Some(["A", "B"][i % 2].into()),
+            sha256: format!("h{i}"),
+        };
+        b.push(row, &v[i * dim..(i + 1) * dim]).unwrap();
+    }
+    (b.build(), v)
+}
+
+#[test]
+fn save_load_round_trip_gives_identical_results_and_self_first() {
+    let dir = util::tempdir();
+    let (idx, v) = build(500, 16);
+    idx.save(&dir.path().join("i")).unwrap();
+    let loaded = CellIndex::open(&dir.path().join("i")).unwrap();
+    assert_eq!(loaded.len(), 500);
+    for q in [0usize, 17, 499] {
+        let query = &v[q * 16..(q + 1) * 16];
+        let a = idx.search(query, 10, None, |_| false).unwrap();
+        let b = loaded.search(query, 10, None, |_| false).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0].id, q, "an indexed vector finds itself first");
+        assert!((a[0].similarity - 1.0).abs() < 1e-5);
+        let skipped = loaded.search(query, 3, None, |id| id == q).unwrap();
+        assert!(skipped.iter().all(|h| h.id != q) && skipped.len() == 3);
+    }
+}
+
+#[test]
+fn k_larger_than_index_returns_everything() {
+    let (idx, v) = build(7, 8);
+    let hits = idx.search(&v[..8], 50, None, |_| false).unwrap();
+    assert_eq!(hits.len(), 7);
+    assert!(hits.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+}
+
+#[test]
+fn empty_index_saves_loads_and_answers_nothing() {
+    let dir = util::tempdir();
+    let idx = IndexBuilder::new(model(8, "abc"), HnswParams::default())
+        .unwrap()
+        .build();
+    idx.save(&dir.path().join("e")).unwrap();
+    let loaded = CellIndex::open(&dir.path().join("e")).unwrap();
+    assert!(loaded.is_empty());
+    assert!(
+        loaded
+            .search(&[0.5; 8], 5, None, |_| false)
+            .unwrap()
+            .is_empty()
+    );
+    // adding to an empty index works and persists
+    let mut loaded = loaded;
+    let v = vectors(3, 8, 2);
+    let rows = (0..3)
+        .map(|i| Row {
+            path: format!("{i}"),
+            class: None,
+            sha256: format!("{i}"),
+        })
+        .collect();
+    loaded.add(rows, &v).unwrap();
+    loaded.save(&dir.path().join("e")).unwrap();
+    assert_eq!(CellIndex::open(&dir.path().join("e")).unwrap().len(), 3);
+}
+
+#[test]
+fn truncated_graph_file_is_an_error_not_a_panic() {
+    let dir = util::tempdir();
+    let (idx, _) = build(100, 8);
+    let p = dir.path().join("t");
+    idx.save(&p).unwrap();
+    let g = std::fs::read(p.join(GRAPH_FILE)).unwrap();
+    std::fs::write(p.join(GRAPH_FILE), &g[..g.len() / 2]).unwrap();
+    let err = CellIndex::open(&p)
+        .err()
+        .expect("truncated graph refused")
+        .to_string();
+    assert!(
+        err.contains(GRAPH_FILE) && err.contains("does not match"),
+        "{err}"
+    );
+    let missing = CellIndex::open(&dir.path().join("nowhere"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(missing.contains("no index here"), "{missing}");
+}
+
+#[test]
+fn failed_save_keeps_the_previous_index() {
+    let dir = util::tempdir();
+    let p = dir.path().join("keep");
+    let (idx, _) = build(50, 8);
+    idx.save(&p).unwrap();
+    // a vector of the wrong dimension is refused before anything is written
+    let mut b = IndexBuilder::new(model(8, "abc"), HnswParams::default()).unwrap();
+    assert!(
+        b.push(
+            Row {
+                path: "x".into(),
+                class: None,
+                sha256: "x".into()
+            },
+            &[1.0; 4]
+        )
+        .is_err()
+    );
+    assert_eq!(CellIndex::open(&p).unwrap().len(), 50);
+}
+
+#[test]
+fn index_refuses_a_model_it_was_not_built_with() {
+    let dir = util::tempdir();
+    let mut b = IndexBuilder::new(model(8, "not-the-tiny-model"), HnswParams::default()).unwrap();
+    b.push(
+        Row {
+            path: "x".into(),
+            class: None,
+            sha256: "x".into(),
+        },
+        &vectors(1, 8, 3),
+    )
+    .unwrap();
+    b.build().save(&dir.path().join("m")).unwrap();
+    let opts = runtime::EmbedOptions {
+        device: runtime::Device::Cpu,
+        ..Default::default()
+    };
+    let err = index::ops::open_with_model(&dir.path().join("m"), Some(&util::tiny_model()), &opts)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("built with model synthetic") && err.contains("tiny"),
+        "{err}"
+    );
+}

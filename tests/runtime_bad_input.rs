@@ -1,0 +1,235 @@
+//! Bad input never stops `runtime embed` and never loses a row: every case in the runtime issue
+//! is either embedded (converted to RGB) or reported with its reason.
+
+mod util;
+
+use image::{DynamicImage, ImageBuffer, Luma, Rgba};
+use runtime::folder::{Embeddings, FAILURES_FILE, embed_dir};
+use runtime::{EmbedOptions, Embedder};
+use std::path::Path;
+
+fn embedder() -> Embedder {
+    Embedder::new(
+        &util::tiny_model(),
+        &EmbedOptions {
+            device: runtime::Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn big_png(path: &Path) {
+    // 10,000 x 10,000 grey: refused from its header, never decoded into 300 MB
+    let img: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_pixel(10_000, 10_000, Luma([128]));
+    let f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let enc = image::codecs::png::PngEncoder::new_with_quality(
+        f,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::NoFilter,
+    );
+    img.write_with_encoder(enc).unwrap();
+}
+
+#[test]
+fn every_bad_input_is_embedded_or_reported() {
+    let dir = util::tempdir();
+    let d = dir.path().join("cells");
+    let c = d.join("MIXED");
+    std::fs::create_dir_all(&c).unwrap();
+    util::write_cell(&c.join("good.png"), 1);
+    let mut jpeg = Vec::new();
+    util::cell_image(2, 64, 48)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    std::fs::write(c.join("truncated.jpeg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(c.join("empty.jpg"), b"").unwrap();
+    std::fs::write(c.join("text.png"), b"this is not a picture\n").unwrap();
+    util::cell_image(3, 1, 1)
+        .save(c.join("one_pixel.png"))
+        .unwrap();
+    DynamicImage::ImageRgb8(util::cell_image(4, 30, 30))
+        .to_luma8()
+        .save(c.join("gray.png"))
+        .unwrap();
+    ImageBuffer::from_fn(20, 20, |x, _| Rgba([200, 100, (x * 10) as u8, 128]))
+        .save(c.join("rgba.png"))
+        .unwrap();
+    DynamicImage::ImageRgb8(util::cell_image(5, 30, 30))
+        .to_rgb16()
+        .save(c.join("sixteen_bit.png"))
+        .unwrap();
+    std::fs::copy(util::fixture("cmyk.jpg"), c.join("cmyk.jpg")).unwrap();
+    big_png(&c.join("huge.png"));
+    // unreadable: a dangling symlink (permissions do not stop root, who runs CI) and mode 000
+    std::os::unix::fs::symlink(c.join("missing.png"), c.join("dangling.png")).unwrap();
+    util::write_cell(&c.join("no_permission.png"), 6);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        c.join("no_permission.png"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let as_root = std::fs::read(c.join("no_permission.png")).is_ok();
+    // a symlink loop
+    std::os::unix::fs::symlink(&d, c.join("loop")).unwrap();
+
+    let out = dir.path().join("out");
+    let (summary, failures) = embed_dir(&embedder(), &d, &out, false).unwrap();
+    let failed: Vec<&str> = failures
+        .iter()
+        .map(|f| f.path.rsplit('/').next().unwrap())
+        .collect();
+    let reason = |name: &str| {
+        failures
+            .iter()
+            .find(|f| f.path.ends_with(name))
+            .map(|f| f.reason.clone())
+            .unwrap_or_default()
+    };
+    for bad in [
+        "truncated.jpeg",
+        "empty.jpg",
+        "text.png",
+        "huge.png",
+        "dangling.png",
+    ] {
+        assert!(
+            failed.contains(&bad),
+            "{bad} should be reported: {failures:?}"
+        );
+    }
+    assert!(
+        reason("empty.jpg").contains("empty"),
+        "{}",
+        reason("empty.jpg")
+    );
+    assert!(
+        reason("text.png").contains("not an image"),
+        "{}",
+        reason("text.png")
+    );
+    assert!(
+        reason("huge.png").contains("too large"),
+        "{}",
+        reason("huge.png")
+    );
+    assert!(
+        failures.iter().any(|f| f.reason.contains("loop")),
+        "symlink loop reported: {failures:?}"
+    );
+    if as_root {
+        println!("note: running as root, so the mode-000 file is readable and embedded");
+    } else {
+        assert!(failed.contains(&"no_permission.png"));
+    }
+    let emb = Embeddings::load(&out).unwrap();
+    let names: Vec<&str> = emb
+        .rows
+        .iter()
+        .map(|r| r.path.rsplit('/').next().unwrap())
+        .collect();
+    for ok in [
+        "good.png",
+        "one_pixel.png",
+        "gray.png",
+        "rgba.png",
+        "sixteen_bit.png",
+        "cmyk.jpg",
+    ] {
+        assert!(names.contains(&ok), "{ok} should be embedded: {names:?}");
+    }
+    assert_eq!(summary.embedded, emb.rows.len());
+    assert!(emb.data.iter().all(|x| x.is_finite()));
+    // every file is accounted for: embedded or reported
+    let listed = std::fs::read_dir(&c).unwrap().count() - 1; // the loop link is a folder
+    assert_eq!(
+        emb.rows.len()
+            + failures
+                .iter()
+                .filter(|f| !f.reason.contains("loop"))
+                .count(),
+        listed
+    );
+    let report = std::fs::read_to_string(out.join(FAILURES_FILE)).unwrap();
+    assert_eq!(report.lines().count(), failures.len());
+    // the CMYK JPEG is converted, not garbled: its colour is close to what Pillow encoded
+    let cmyk = image::open(util::fixture("cmyk.jpg")).unwrap().to_rgb8();
+    let p = cmyk.get_pixel(5, 5).0;
+    assert!(
+        p[0] > 150 && p[1] < 200 && p[2] > 100,
+        "CMYK converted to RGB: {p:?}"
+    );
+}
+
+#[test]
+fn second_run_reuses_unchanged_files_and_embeds_new_ones() {
+    let dir = util::tempdir();
+    let d = dir.path().join("cells");
+    for i in 0..5 {
+        util::write_cell(&d.join("A").join(format!("{i}.png")), i);
+    }
+    let out = dir.path().join("out");
+    let e = embedder();
+    let (first, _) = embed_dir(&e, &d, &out, false).unwrap();
+    assert_eq!((first.embedded, first.reused), (5, 0));
+    let before = Embeddings::load(&out).unwrap();
+    util::write_cell(&d.join("A/new.png"), 9);
+    util::write_cell(&d.join("A/0.png"), 3); // changed content
+    let (second, _) = embed_dir(&e, &d, &out, false).unwrap();
+    assert_eq!((second.embedded, second.reused), (2, 4));
+    let after = Embeddings::load(&out).unwrap();
+    assert_eq!(after.rows.len(), 6);
+    let row = |emb: &Embeddings, name: &str| {
+        emb.row(emb.rows.iter().position(|r| r.path == name).unwrap())
+            .to_vec()
+    };
+    assert_eq!(row(&before, "A/1.png"), row(&after, "A/1.png"));
+    assert_eq!(
+        row(&after, "A/0.png"),
+        row(&after, "A/3.png"),
+        "same content, same embedding"
+    );
+}
+
+#[test]
+fn model_whose_checksum_or_card_disagrees_is_refused() {
+    let dir = util::tempdir();
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(util::tiny_model()).unwrap()).unwrap();
+    let onnx = std::fs::read(util::fixture("tiny.onnx")).unwrap();
+    // a truncated model file
+    std::fs::write(dir.path().join("tiny.onnx"), &onnx[..onnx.len() - 10]).unwrap();
+    std::fs::write(dir.path().join("tiny.json"), card.to_string()).unwrap();
+    let err = Embedder::from_model_card(dir.path().join("tiny.json"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("sha256") && err.contains("tiny.onnx"), "{err}");
+    // the right file, but a card that claims another dimension
+    std::fs::write(dir.path().join("tiny.onnx"), &onnx).unwrap();
+    let mut wrong = card.clone();
+    wrong["embedding_dim"] = serde_json::json!(16);
+    std::fs::write(dir.path().join("tiny.json"), wrong.to_string()).unwrap();
+    let err = Embedder::from_model_card(dir.path().join("tiny.json"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("output shape"), "{err}");
+}
+
+#[test]
+fn explicit_gpu_without_support_is_an_error_not_a_cpu_run() {
+    let opts = EmbedOptions {
+        device: runtime::Device::Cuda,
+        ..Default::default()
+    };
+    let err = Embedder::new(&util::tiny_model(), &opts)
+        .err()
+        .expect("no CUDA here")
+        .to_string();
+    assert!(err.contains("CUDA"), "{err}");
+}

@@ -1,0 +1,206 @@
+//! The trainer on its own: bad input, the loss falling on real images, exact resumption.
+
+mod util;
+
+use burn::prelude::*;
+use cellspace_core::preprocess::Preprocess;
+use trainer::augment::AugmentConfig;
+use trainer::data::{Batch, CellImages, EpochPlan, spawn_batches};
+use trainer::loss::LossKind;
+use trainer::model::{EmbeddingOutput, EncoderConfig};
+use trainer::train::{FitOptions, TrainConfig, fit, train_step};
+
+fn tiny_config(loss: LossKind) -> TrainConfig {
+    let head = if loss == LossKind::Ntxent { 16 } else { 0 };
+    TrainConfig::new(
+        EncoderConfig::new()
+            .with_widths([8, 16, 16, 32])
+            .with_dim(16)
+            .with_head_dim(head),
+        AugmentConfig::new(),
+    )
+    .with_loss(loss)
+    .with_image_size(16)
+    .with_batch_size(8)
+    .with_epochs(2)
+    .with_val_fraction(0.25)
+    .with_val_gallery_max(100)
+}
+
+fn synthetic_folder(n: u32) -> tempfile::TempDir {
+    let dir = util::tempdir();
+    for i in 0..n {
+        let class = ["A", "B", "C", "D"][(i % 4) as usize];
+        util::write_cell(&dir.path().join(class).join(format!("{i}.png")), i);
+    }
+    dir
+}
+
+#[test]
+fn unreadable_image_is_reported_and_skipped_empty_folder_is_an_error() {
+    let dir = synthetic_folder(6);
+    std::fs::write(dir.path().join("A/broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
+    let data = CellImages::load(dir.path(), 32, None).unwrap();
+    assert_eq!(data.len(), 6);
+    assert_eq!(data.failed.len(), 1);
+    assert!(
+        data.failed[0].0.ends_with("broken.jpg"),
+        "{:?}",
+        data.failed
+    );
+    let empty = util::tempdir();
+    let err = CellImages::load(empty.path(), 32, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no images found") && err.contains(&empty.path().display().to_string()),
+        "{err}"
+    );
+    let cfg = tiny_config(LossKind::Ntxent);
+    let err = fit(
+        &cfg,
+        empty.path(),
+        &empty.path().join("run"),
+        &Device::flex(),
+        &FitOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("no images found"), "{err}");
+}
+
+fn first_batch(data: std::sync::Arc<CellImages>, cfg: &TrainConfig) -> Batch {
+    let plan = EpochPlan {
+        order: (0..data.len()).collect(),
+        batch_size: cfg.batch_size,
+        start_batch: 0,
+        aug: cfg.augment.clone(),
+        pre: Preprocess::blood_cells(cfg.image_size),
+        seed: 1,
+        epoch: 0,
+    };
+    spawn_batches(data, plan).recv().unwrap()
+}
+
+#[test]
+fn loss_falls_on_a_few_dozen_real_images_with_both_losses() {
+    let Some(train) = util::real_data("loss_falls_on_a_few_dozen_real_images_with_both_losses")
+    else {
+        return;
+    };
+    let subset = util::real_subset(&train, 8, 0);
+    for loss in [LossKind::Ntxent, LossKind::Triplet] {
+        let cfg = tiny_config(loss)
+            .with_image_size(32)
+            .with_batch_size(32)
+            .with_lr(3e-3);
+        let data = std::sync::Arc::new(CellImages::load(subset.path(), 64, None).unwrap());
+        assert_eq!(data.len(), 32);
+        let batch = first_batch(data, &cfg);
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let mut model = cfg.encoder.init(&device);
+        let mut optim = burn::optim::AdamWConfig::new().init();
+        let out = if loss == LossKind::Ntxent {
+            EmbeddingOutput::Head
+        } else {
+            EmbeddingOutput::Backbone
+        };
+        let mut losses = Vec::new();
+        for _ in 0..12 {
+            let (m, l) = train_step(model, &mut optim, &batch, &cfg, out, cfg.lr, &device);
+            model = m;
+            losses.push(l);
+        }
+        let (first, last) = (
+            losses[..3].iter().sum::<f32>() / 3.0,
+            losses[9..].iter().sum::<f32>() / 3.0,
+        );
+        assert!(last < 0.8 * first, "{loss:?}: loss should fall: {losses:?}");
+    }
+}
+
+fn metrics_losses(run: &std::path::Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn interrupted_run_resumes_exactly() {
+    let data = synthetic_folder(40);
+    let cfg = tiny_config(LossKind::Triplet);
+    let out = util::tempdir();
+    let (a, b) = (out.path().join("a"), out.path().join("b"));
+    let full = fit(
+        &cfg,
+        data.path(),
+        &a,
+        &Device::flex(),
+        &FitOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(full.epochs_done, 2);
+    let stopped = fit(
+        &cfg,
+        data.path(),
+        &b,
+        &Device::flex(),
+        &FitOptions {
+            stop_after_steps: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(stopped.interrupted);
+    assert!(
+        b.join("checkpoint/state.json").is_file(),
+        "a usable checkpoint is left"
+    );
+    let err = fit(
+        &cfg,
+        data.path(),
+        &b,
+        &Device::flex(),
+        &FitOptions::default(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("--resume"),
+        "an existing run is never overwritten: {err}"
+    );
+    let resumed = fit(
+        &cfg,
+        data.path(),
+        &b,
+        &Device::flex(),
+        &FitOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.epochs_done, 2);
+    let (la, lb) = (metrics_losses(&a), metrics_losses(&b));
+    assert_eq!(la.len(), 2);
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(&lb) {
+        assert!(
+            (x - y).abs() < 1e-4,
+            "resumed losses {lb:?} differ from uninterrupted {la:?}"
+        );
+    }
+    for f in ["loss.png", "embedding-map.png", "best.bpk", "config.json"] {
+        assert!(b.join(f).is_file(), "{f} written");
+    }
+}

@@ -1,0 +1,93 @@
+//! Fixture helpers shared by every integration test: temp dirs, tiny generated images, the tiny
+//! committed model, the real data (with an honest skip when it is absent) and the binaries.
+#![allow(dead_code)]
+
+use image::{Rgb, RgbImage};
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+/// The tiny untrained model (16 px, 8-d) committed for plumbing tests.
+pub fn tiny_model() -> PathBuf {
+    fixture("tiny.json")
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// A synthetic cell: a coloured disc (hue from `seed`) on a pale background.
+pub fn cell_image(seed: u32, w: u32, h: u32) -> RgbImage {
+    let hue = [[150, 60, 170], [90, 40, 140], [200, 90, 120], [60, 90, 170]][(seed % 4) as usize];
+    let (cx, cy, r) = (
+        w as f32 / 2.0 + (seed % 7) as f32,
+        h as f32 / 2.0,
+        w.min(h) as f32 / 3.0,
+    );
+    RgbImage::from_fn(w, h, |x, y| {
+        let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+        if d < r {
+            Rgb(hue)
+        } else {
+            Rgb([230, 200 + (seed % 20) as u8, 210])
+        }
+    })
+}
+
+pub fn write_cell(path: &Path, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    cell_image(seed, 40, 30).save(path).unwrap();
+}
+
+/// The real blood-cell TRAIN folder, or None with the reason printed (the test then skips).
+pub fn real_data(test: &str) -> Option<PathBuf> {
+    let p = root().join("../shared/data/blood-cells/TRAIN");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        println!(
+            "SKIPPED {test}: real data not found at {} (see README: Data)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// A folder of `per_class` real images of each class (symlinks), spread over the source groups.
+pub fn real_subset(train: &Path, per_class: usize, offset: usize) -> tempfile::TempDir {
+    let dir = tempdir();
+    for class in ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(train.join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let step = files.len() / per_class.max(1);
+        std::fs::create_dir_all(dir.path().join(class)).unwrap();
+        for i in 0..per_class {
+            let src = &files[(i * step + offset) % files.len()];
+            std::os::unix::fs::symlink(src, dir.path().join(class).join(src.file_name().unwrap()))
+                .unwrap();
+        }
+    }
+    dir
+}
+
+/// A workspace binary built beside the test executable (target/<profile>/NAME).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --release --workspace` first",
+        p.display()
+    );
+    p
+}

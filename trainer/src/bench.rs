@@ -1,0 +1,89 @@
+//! `trainer bench`: training and inference images/s of a configuration on this machine, on real
+//! images (a benchmark that prints figures, never a timed test).
+
+use crate::data::{CellImages, EpochPlan, spawn_batches};
+use crate::loss::LossKind;
+use crate::model::EmbeddingOutput;
+use crate::train::{TrainConfig, train_step};
+use burn::prelude::*;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub loss: LossKind,
+    pub image_size: u32,
+    pub batch_size: usize,
+    pub train_steps: usize,
+    /// Images (each seen as two views) per second through forward, backward and update.
+    pub train_images_per_s: f64,
+    /// Images per second through burn's inference forward (batch 256).
+    pub burn_inference_images_per_s: f64,
+    pub threads: usize,
+}
+
+pub fn bench(
+    cfg: &TrainConfig,
+    data_dir: &Path,
+    steps: usize,
+    device: &Device,
+) -> crate::Result<BenchReport> {
+    let n = (cfg.batch_size * (steps + 1)).max(256);
+    let data = Arc::new(CellImages::load(data_dir, 2 * cfg.image_size, Some(n))?);
+    let plan = EpochPlan {
+        order: (0..data.len()).collect(),
+        batch_size: cfg.batch_size,
+        start_batch: 0,
+        aug: cfg.augment.clone(),
+        pre: cfg.preprocess(),
+        seed: cfg.seed,
+        epoch: 0,
+    };
+    let ad = device.clone().autodiff();
+    let mut model = cfg.encoder.init(&ad);
+    let mut optim = burn::optim::AdamWConfig::new().init();
+    let out = if cfg.loss == LossKind::Ntxent {
+        EmbeddingOutput::Head
+    } else {
+        EmbeddingOutput::Backbone
+    };
+    let mut batches = spawn_batches(data.clone(), plan).into_iter();
+    // one warm-up step
+    let b = batches
+        .next()
+        .ok_or_else(|| crate::Error::Data("not enough images for one batch".into()))?;
+    model = train_step(model, &mut optim, &b, cfg, out, cfg.lr, &ad).0;
+    let t = Instant::now();
+    let mut images = 0;
+    for b in batches.take(steps) {
+        images += b.n;
+        model = train_step(model, &mut optim, &b, cfg, out, cfg.lr, &ad).0;
+    }
+    let train_ips = images as f64 / t.elapsed().as_secs_f64();
+    let valid = model.valid();
+    let pre = cfg.preprocess();
+    let inputs: Vec<Vec<f32>> = (0..256.min(data.len()))
+        .map(|i| data.prepared(i, &pre))
+        .collect();
+    let _ = crate::eval::embed_inputs(
+        &valid,
+        EmbeddingOutput::Backbone,
+        &inputs[..16],
+        pre.size,
+        device,
+    );
+    let t = Instant::now();
+    let _ = crate::eval::embed_inputs(&valid, EmbeddingOutput::Backbone, &inputs, pre.size, device);
+    let infer_ips = inputs.len() as f64 / t.elapsed().as_secs_f64();
+    Ok(BenchReport {
+        loss: cfg.loss,
+        image_size: cfg.image_size,
+        batch_size: cfg.batch_size,
+        train_steps: steps,
+        train_images_per_s: train_ips,
+        burn_inference_images_per_s: infer_ips,
+        threads: rayon::current_num_threads(),
+    })
+}
