@@ -25,7 +25,8 @@ fn fit_and_export(work: &Path, data: &Path) -> (std::path::PathBuf, std::path::P
     .with_val_gallery_max(200);
     let run = work.join("run");
     let summary = fit(&cfg, data, &run, &Device::flex(), &FitOptions::default()).unwrap();
-    let card = trainer::export::export_run(&run, &work.join("models/e2e"), Some(&summary)).unwrap();
+    let card =
+        trainer::export::export_run(&run, &work.join("models/e2e"), Some(&summary), None).unwrap();
     (run, card)
 }
 

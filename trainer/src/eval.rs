@@ -2,6 +2,7 @@
 //! per-epoch validation, and `trainer eval`, all printed with the colour-histogram baseline.
 
 use crate::Result;
+use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel, blend};
 use crate::data::CellImages;
 use crate::model::{EmbeddingOutput, Encoder};
 use burn::prelude::*;
@@ -39,16 +40,31 @@ impl Split {
     }
 }
 
-/// Held-out metrics of the backbone embedding and, when the model has one, the head's.
+/// Colour weights tried when blending the learned embedding with the colour histogram.
+pub const COLOUR_WEIGHTS: [f32; 7] = [0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 1.0];
+
+/// One candidate served embedding and its held-out metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Candidate {
+    pub output: EmbeddingOutput,
+    /// 0 = learned embedding only, 1 = colour histogram only.
+    pub colour_weight: f32,
+    pub report: RetrievalReport,
+}
+
+/// Held-out metrics of the backbone embedding, the head's (when the model has one), and their
+/// blends with the in-graph colour histogram.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValidationResult {
     pub backbone: RetrievalReport,
     pub head: Option<RetrievalReport>,
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
 }
 
 impl ValidationResult {
-    /// The output that retrieves better (kNN-200 accuracy) and its report.
-    pub fn best(&self) -> (EmbeddingOutput, RetrievalReport) {
+    /// The learned output that retrieves better (kNN-200 accuracy) and its report.
+    pub fn best_learned(&self) -> (EmbeddingOutput, RetrievalReport) {
         match &self.head {
             Some(h) if h.knn200_acc > self.backbone.knn200_acc => {
                 (EmbeddingOutput::Head, h.clone())
@@ -56,9 +72,30 @@ impl ValidationResult {
             _ => (EmbeddingOutput::Backbone, self.backbone.clone()),
         }
     }
+
+    /// The best served embedding by kNN-200 accuracy (ties: less colour). The histogram alone
+    /// (weight 1) is a baseline, never chosen: the learned embedding is always part of it.
+    pub fn best(&self) -> Candidate {
+        let (output, report) = self.best_learned();
+        let learned = Candidate {
+            output,
+            colour_weight: 0.0,
+            report,
+        };
+        self.candidates
+            .iter()
+            .filter(|c| c.colour_weight < 1.0)
+            .fold(learned, |best, c| {
+                if c.report.knn200_acc > best.report.knn200_acc + 1e-9 {
+                    c.clone()
+                } else {
+                    best
+                }
+            })
+    }
 }
 
-/// Embed prepared inputs (`[3, S, S]` each) with `model` in batches of 256. Returns `[n, D]`.
+/// Embed prepared inputs (`[3, S, S]` each) with `model` in batches of 64. Returns `[n, D]`.
 pub fn embed_inputs(
     model: &Encoder,
     which: EmbeddingOutput,
@@ -66,13 +103,26 @@ pub fn embed_inputs(
     size: u32,
     device: &Device,
 ) -> Vec<f32> {
+    embed_with(inputs, size, device, |x| model.output(which, x))
+}
+
+/// Run `f` over prepared inputs in batches of 64; returns the rows `[n, D]` flat.
+pub fn embed_with(
+    inputs: &[Vec<f32>],
+    size: u32,
+    device: &Device,
+    f: impl Fn(Tensor<4>) -> Tensor<2>,
+) -> Vec<f32> {
     let s = size as usize;
     let mut out = Vec::new();
-    for chunk in inputs.chunks(256) {
+    for chunk in inputs.chunks(64) {
         let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-        let x = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), 3, s, s]), device);
-        let z = model.output(which, x);
-        out.extend(z.into_data().try_to_vec::<f32>().expect("f32 embeddings"));
+        let x = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), 3, s, s]), device); // [B, 3, S, S]
+        out.extend(
+            f(x).into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 embeddings"),
+        );
     }
     out
 }
@@ -92,19 +142,17 @@ pub fn validate(
     let labels =
         |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| data.labels[i].clone()).collect() };
     let (ql, gl) = (labels(&split.val), labels(&split.gallery));
-    let report = |which| {
-        let q = embed_inputs(model, which, &q_in, pre.size, &device);
-        let g = embed_inputs(model, which, &g_in, pre.size, &device);
+    let report = |q: &[f32], g: &[f32]| {
         let dim = q.len() / ql.len().max(1);
         evaluate(
             &Labeled {
-                emb: &g,
+                emb: g,
                 dim,
                 labels: &gl,
                 groups: None,
             },
             &Labeled {
-                emb: &q,
+                emb: q,
                 dim,
                 labels: &ql,
                 groups: None,
@@ -113,9 +161,48 @@ pub fn validate(
             seed,
         )
     };
+    let emb = |which| {
+        (
+            embed_inputs(model, which, &q_in, pre.size, &device),
+            embed_inputs(model, which, &g_in, pre.size, &device),
+        )
+    };
+    let colour = ColourHistogram::new(pre, &device);
+    let hq = embed_with(&q_in, pre.size, &device, |x| colour.forward(x));
+    let hg = embed_with(&g_in, pre.size, &device, |x| colour.forward(x));
+    let (bq, bg) = emb(EmbeddingOutput::Backbone);
+    let backbone = report(&bq, &bg);
+    let head_emb = model.head.as_ref().map(|_| emb(EmbeddingOutput::Head));
+    let head = head_emb.as_ref().map(|(q, g)| report(q, g));
+    let mut candidates = Vec::new();
+    let learned = [
+        (EmbeddingOutput::Backbone, Some((bq, bg))),
+        (EmbeddingOutput::Head, head_emb),
+    ];
+    for (output, e) in learned {
+        let Some((q, g)) = e else { continue };
+        let dl = q.len() / ql.len().max(1);
+        for &w in COLOUR_WEIGHTS.iter().filter(|&&w| w > 0.0 && w < 1.0) {
+            let r = report(
+                &blend(&q, dl, &hq, COLOUR_DIM, w),
+                &blend(&g, dl, &hg, COLOUR_DIM, w),
+            );
+            candidates.push(Candidate {
+                output,
+                colour_weight: w,
+                report: r,
+            });
+        }
+    }
+    candidates.push(Candidate {
+        output: EmbeddingOutput::Backbone,
+        colour_weight: 1.0,
+        report: report(&hq, &hg),
+    });
     Ok(ValidationResult {
-        backbone: report(EmbeddingOutput::Backbone),
-        head: model.head.as_ref().map(|_| report(EmbeddingOutput::Head)),
+        backbone,
+        head,
+        candidates,
     })
 }
 
@@ -159,8 +246,9 @@ pub struct EvalReport {
 }
 
 pub fn eval_folders(
-    model: &Encoder,
+    model: &RetrievalModel,
     which: EmbeddingOutput,
+    colour_weight: f32,
     pre: &Preprocess,
     gallery: &CellImages,
     query: Option<&CellImages>,
@@ -169,7 +257,9 @@ pub fn eval_folders(
     let device = Device::flex();
     let emb = |d: &CellImages| -> Vec<f32> {
         let inputs: Vec<Vec<f32>> = (0..d.len()).map(|i| d.prepared(i, pre)).collect();
-        embed_inputs(model, which, &inputs, pre.size, &device)
+        embed_with(&inputs, pre.size, &device, |x| {
+            model.forward(x, which, colour_weight)
+        })
     };
     let hist =
         |d: &CellImages| -> Vec<f32> { d.squares.iter().flat_map(histogram_embedding).collect() };

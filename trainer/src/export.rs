@@ -1,8 +1,9 @@
 //! ONNX export: the best model of a run becomes `NAME.onnx` (dynamic batch axis, weights
 //! embedded) and its model card `NAME.json`, both written atomically.
 
+use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel};
 use crate::model::{EmbeddingOutput, Encoder};
-use crate::train::{FitSummary, load_best_model};
+use crate::train::{BestInfo, FitSummary, load_best_model};
 use crate::{Error, Result};
 use burn::prelude::*;
 use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
@@ -11,7 +12,12 @@ use cellspace_core::preprocess::Preprocess;
 use std::path::{Path, PathBuf};
 
 /// Export `model` (inference mode, plain device) to ONNX bytes; `[B, 3, S, S] -> [B, D]`.
-pub fn onnx_bytes(model: &Encoder, which: EmbeddingOutput, size: u32) -> Result<Vec<u8>> {
+pub fn onnx_bytes(
+    model: &RetrievalModel,
+    which: EmbeddingOutput,
+    colour_weight: f32,
+    size: u32,
+) -> Result<Vec<u8>> {
     let s = size as usize;
     let device = Device::flex();
     let sample = Tensor::<4>::zeros([2, 3, s, s], &device);
@@ -28,7 +34,7 @@ pub fn onnx_bytes(model: &Encoder, which: EmbeddingOutput, size: u32) -> Result<
             sample,
             validation,
             &specs,
-            |m: &Encoder, x: Tensor<4>| m.output(which, x),
+            |m: &RetrievalModel, x: Tensor<4>| m.forward(x, which, colour_weight),
         )
         .map_err(|e| Error::Export(e.to_string()))?;
     Ok(onnx.into_bytes())
@@ -42,20 +48,32 @@ pub struct CardInfo {
     pub metrics: serde_json::Value,
 }
 
-/// Export an encoder to `to.onnx` + `to.json` (`to` without extension). Returns the card path.
+/// Export an encoder, blended with the colour histogram at `colour_weight` (0 = none), to
+/// `to.onnx` + `to.json` (`to` without extension). Returns the card path.
 pub fn export_encoder(
     model: &Encoder,
     which: EmbeddingOutput,
+    colour_weight: f32,
     pre: &Preprocess,
     info: CardInfo,
     to: &Path,
 ) -> Result<PathBuf> {
-    let bytes = onnx_bytes(model, which, pre.size)?;
+    let device = Device::flex();
+    let full = RetrievalModel {
+        encoder: model.clone(),
+        colour: ColourHistogram::new(pre, &device),
+    };
+    let bytes = onnx_bytes(&full, which, colour_weight, pre.size)?;
     let (input_name, output_name) = graph_io_names(&bytes)
         .ok_or_else(|| Error::Export("exported ONNX has no single input/output".into()))?;
-    let embedding_dim = match (which, &model.head) {
+    let learned_dim = match (which, &model.head) {
         (EmbeddingOutput::Head, Some(h)) => h.out.weight.dims()[1],
         _ => model.fc.weight.dims()[1],
+    };
+    let embedding_dim = match colour_weight {
+        w if w <= 0.0 => learned_dim,
+        w if w >= 1.0 => COLOUR_DIM,
+        _ => learned_dim + COLOUR_DIM,
     };
     let name = to
         .file_name()
@@ -83,10 +101,31 @@ pub fn export_encoder(
 }
 
 /// Export the best model of `run_dir` to `to` (a path without extension, e.g. `models/cellspace`):
-/// writes `to.onnx` and `to.json`. Returns the card's path.
-pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Result<PathBuf> {
+/// writes `to.onnx` and `to.json`. With `data` (the run's data folder), the held-out validation
+/// is computed again with this build (all candidate embeddings) and the best one is exported.
+/// Returns the card's path.
+pub fn export_run(
+    run_dir: &Path,
+    to: &Path,
+    summary: Option<&FitSummary>,
+    data: Option<&Path>,
+) -> Result<PathBuf> {
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
-    let (model, cfg, best) = load_best_model(run_dir, &Device::flex())?;
+    let (model, cfg, mut best) = load_best_model(run_dir, &Device::flex())?;
+    if let Some(dir) = data {
+        let images = crate::data::CellImages::load(dir, 2 * cfg.image_size, cfg.limit)?;
+        let split =
+            crate::eval::Split::new(&images, cfg.val_fraction, cfg.seed, cfg.val_gallery_max);
+        let validation =
+            crate::eval::validate(&model, &images, &split, &cfg.preprocess(), cfg.seed)?;
+        let choice = validation.best();
+        best = BestInfo {
+            epoch: best.epoch,
+            output: choice.output,
+            colour_weight: choice.colour_weight,
+            validation,
+        };
+    }
     let baseline: Option<serde_json::Value> =
         std::fs::read_to_string(run_dir.join(crate::train::BASELINE_FILE))
             .ok()
@@ -95,6 +134,7 @@ pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Re
         training: serde_json::json!({
             "config": cfg,
             "output": best.output,
+            "colour_weight": best.colour_weight,
             "best_epoch": best.epoch,
             "run_dir": run_dir.display().to_string(),
             "summary": summary,
@@ -106,11 +146,19 @@ pub fn export_run(run_dir: &Path, to: &Path, summary: Option<&FitSummary>) -> Re
             "split": "whole source groups (source_groups.tsv) held out for validation",
         }),
         metrics: serde_json::json!({
+            "served": best.validation.best(),
             "held_out_validation": best.validation,
             "histogram_baseline_same_split": baseline,
         }),
     };
-    export_encoder(&model, best.output, &cfg.preprocess(), info, to)
+    export_encoder(
+        &model,
+        best.output,
+        best.colour_weight,
+        &cfg.preprocess(),
+        info,
+        to,
+    )
 }
 
 fn hardware() -> String {

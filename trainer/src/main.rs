@@ -51,6 +51,10 @@ enum Cmd {
         /// Output path without extension, e.g. models/cellspace.
         #[arg(long)]
         to: PathBuf,
+        /// The run's data folder: validate the best model again with this build and export the
+        /// best served embedding (learned, or blended with the colour histogram).
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -133,8 +137,12 @@ fn main() -> Result<()> {
             }
             eprintln!("run written to {}", a.out.display());
             if a.export != "none" {
-                let card =
-                    trainer::export::export_run(&a.out, &PathBuf::from(&a.export), Some(&summary))?;
+                let card = trainer::export::export_run(
+                    &a.out,
+                    &PathBuf::from(&a.export),
+                    Some(&summary),
+                    None,
+                )?;
                 eprintln!(
                     "model exported: {} (card {})",
                     card.with_extension("onnx").display(),
@@ -160,9 +168,14 @@ fn main() -> Result<()> {
             let q = query
                 .map(|q| trainer::data::CellImages::load(&q, pre.size, None))
                 .transpose()?;
+            let full = trainer::colour::RetrievalModel {
+                colour: trainer::colour::ColourHistogram::new(&pre, &device),
+                encoder: model,
+            };
             let report = trainer::eval::eval_folders(
-                &model,
+                &full,
                 best.output,
+                best.colour_weight,
                 &pre,
                 &g,
                 q.as_ref(),
@@ -170,8 +183,8 @@ fn main() -> Result<()> {
             );
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Cmd::Export { run, to } => {
-            let card = trainer::export::export_run(&run, &to, None)?;
+        Cmd::Export { run, to, data } => {
+            let card = trainer::export::export_run(&run, &to, None, data.as_deref())?;
             eprintln!(
                 "model exported: {} (card {})",
                 card.with_extension("onnx").display(),

@@ -125,11 +125,14 @@ pub struct FitSummary {
     pub images_per_s: f64,
 }
 
-/// The best epoch by held-out kNN-200 accuracy and which output achieved it.
+/// The best epoch by held-out kNN-200 accuracy and which served embedding achieved it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BestInfo {
     pub epoch: usize,
     pub output: EmbeddingOutput,
+    /// Weight of the colour histogram in the served embedding (0 = learned only).
+    #[serde(default)]
+    pub colour_weight: f32,
     pub validation: ValidationResult,
 }
 
@@ -325,17 +328,21 @@ pub fn fit(
         let secs = epoch_start.elapsed().as_secs_f64();
         let valid = model.valid();
         let val = validate(&valid, &data, &split, &pre, cfg.seed)?;
-        let (output, report) = val.best();
+        let (_, learned) = val.best_learned();
+        let choice = val.best();
+        let (output, report) = (choice.output, choice.report.clone());
         let score = report.knn200_acc;
         eprintln!(
-            "epoch {}: loss {:.4}, {:.0} img/s, held-out kNN-200 {:.3} P@1 {:.3} MAP@R {:.3} ({:?})",
+            "epoch {}: loss {:.4}, {:.0} img/s, held-out kNN-200 learned {:.3}, best {:.3} P@1 {:.3} MAP@R {:.3} ({:?}, colour weight {})",
             epoch + 1,
             train_loss,
             epoch_images as f64 / secs,
+            learned.knn200_acc,
             score,
             report.precision_at_1,
             report.map_at_r,
-            output
+            output,
+            choice.colour_weight
         );
         let line = serde_json::json!({
             "epoch": epoch + 1, "loss": train_loss, "lr": cosine_lr(cfg.lr, state.step, total_steps),
@@ -350,6 +357,7 @@ pub fn fit(
                 &BestInfo {
                     epoch: epoch + 1,
                     output,
+                    colour_weight: choice.colour_weight,
                     validation: val,
                 },
             )?;
