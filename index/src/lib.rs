@@ -4,6 +4,7 @@
 //! manifest naming the model it was built with, so it refuses any other model.
 //! hnsw_rs cannot delete or update points: `add` only appends.
 
+pub mod bench;
 pub mod cellindex;
 pub mod manifest;
 pub mod ops;

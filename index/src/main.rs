@@ -99,6 +99,21 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
+    /// Build time, queries/s and recall@10 at several ef against brute force, on a
+    /// `runtime embed` output folder and/or a synthetic set.
+    Bench {
+        /// Output folder of `runtime embed` (real embeddings).
+        emb_dir: Option<PathBuf>,
+        /// Also a synthetic set of this many vectors (of the real set's dimension, or --dim).
+        #[arg(long)]
+        synthetic: Option<usize>,
+        #[arg(long, default_value_t = 128)]
+        dim: usize,
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        ef: Vec<usize>,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+    },
     /// Size, dimension, parameters, model and memory of an index.
     Stats {
         #[command(flatten)]
@@ -219,6 +234,41 @@ fn main() -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&ops::eval(&index, &embedder, &query_dir, ef)?)?
             );
+        }
+        Cmd::Bench {
+            emb_dir,
+            synthetic,
+            dim,
+            ef,
+            queries,
+        } => {
+            let mut dim = dim;
+            let params = HnswParams::default();
+            if let Some(d) = emb_dir {
+                let emb = runtime::folder::Embeddings::load(&d)?;
+                dim = emb.dim;
+                let r = index::bench::bench(
+                    &format!("real: {}", d.display()),
+                    &emb.data,
+                    emb.dim,
+                    params,
+                    &ef,
+                    queries,
+                )?;
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            if let Some(n) = synthetic {
+                let v = index::bench::synthetic(n, dim, 7);
+                let r = index::bench::bench(
+                    &format!("synthetic {n} x {dim}"),
+                    &v,
+                    dim,
+                    params,
+                    &ef,
+                    queries,
+                )?;
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
         }
         Cmd::Stats { common } => {
             let dir = common.dir();

@@ -9,6 +9,7 @@
 //! # Ok::<(), runtime::Error>(())
 //! ```
 
+pub mod bench;
 pub mod embedder;
 pub mod folder;
 pub mod npy;

@@ -61,6 +61,16 @@ enum Cmd {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Decode-only, inference-only and end-to-end images/s on a folder, per batch size.
+    Bench {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        limit: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,32,256")]
+        batch_sizes: Vec<usize>,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Print the model card, the onnxruntime library and the execution providers available.
     Info {
         #[command(flatten)]
@@ -68,18 +78,28 @@ enum Cmd {
     },
 }
 
-fn load(m: &ModelArgs) -> Result<Embedder> {
-    let path = match &m.model {
-        Some(p) => p.clone(),
-        None => runtime::default_model().context("no --model given and no models/cellspace.json found (set CELLSPACE_MODEL or pass --model)")?,
-    };
-    let opts = EmbedOptions {
+fn model_path(m: &ModelArgs) -> Result<PathBuf> {
+    match &m.model {
+        Some(p) => Ok(p.clone()),
+        None => runtime::default_model().context(
+            "no --model given and no models/cellspace.json found (set CELLSPACE_MODEL or pass --model)",
+        ),
+    }
+}
+
+fn options(m: &ModelArgs) -> EmbedOptions {
+    EmbedOptions {
         device: m.device,
         batch_size: m.batch_size,
         threads: m.threads,
         fp16: m.fp16,
         trt_cache: m.trt_cache.clone(),
-    };
+    }
+}
+
+fn load(m: &ModelArgs) -> Result<Embedder> {
+    let path = model_path(m)?;
+    let opts = options(m);
     let e =
         Embedder::new(&path, &opts).with_context(|| format!("loading model {}", path.display()))?;
     for n in e.notes() {
@@ -135,6 +155,17 @@ fn run(cli: Cli) -> Result<u8> {
                 "{}",
                 serde_json::json!({ "path": image, "model": e.card().name, "embedding": v })
             );
+            Ok(0)
+        }
+        Cmd::Bench {
+            dir,
+            limit,
+            batch_sizes,
+            model,
+        } => {
+            let path = model_path(&model)?;
+            let report = runtime::bench::bench(&path, &options(&model), &dir, limit, &batch_sizes)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(0)
         }
         Cmd::Info { model } => {

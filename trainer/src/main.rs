@@ -84,7 +84,7 @@ struct FitArgs {
     /// Run directory (checkpoints, metrics, pictures).
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint (starts one if there is none).
     #[arg(long)]
     resume: bool,
     /// Encoder preset: small (CPU) or resnet18 (torchvision layout, for --init).
@@ -126,8 +126,16 @@ fn main() -> Result<()> {
             install_ctrlc();
             let device = trainer::device::select(&a.device)?;
             let cfg = config(&a)?;
+            // --resume on a folder without a checkpoint starts the run (what a re-run script wants)
+            let resume = a.resume && a.out.join(trainer::train::CHECKPOINT_DIR).exists();
+            if a.resume && !resume {
+                eprintln!(
+                    "nothing to resume in {}: starting a new run",
+                    a.out.display()
+                );
+            }
             let opts = trainer::train::FitOptions {
-                resume: a.resume,
+                resume,
                 ..Default::default()
             };
             let summary = fit(&cfg, &a.data, &a.out, &device, &opts)?;

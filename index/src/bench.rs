@@ -1,0 +1,120 @@
+//! `index bench`: build time, queries/s and recall@10 against exact brute force at several `ef`,
+//! on real embeddings (every 10th held out as a query) and on a synthetic set of any size
+//! (a benchmark that prints figures, never a timed test).
+
+use crate::{HnswParams, IndexBuilder, ModelRef, Result, Row};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct EfRow {
+    pub ef: usize,
+    pub queries_per_s: f64,
+    pub recall_at_10: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub name: String,
+    pub vectors: usize,
+    pub dim: usize,
+    pub params: HnswParams,
+    pub build_seconds: f64,
+    pub memory_bytes_per_vector: f64,
+    pub brute_force_queries_per_s: f64,
+    pub rows: Vec<EfRow>,
+}
+
+/// Index all rows but every `hold_out`-th, query with those, compare with brute force.
+pub fn bench(
+    name: &str,
+    vectors: &[f32],
+    dim: usize,
+    params: HnswParams,
+    efs: &[usize],
+    max_queries: usize,
+) -> Result<BenchReport> {
+    let n = vectors.len() / dim;
+    let hold_out = 10;
+    let model = ModelRef {
+        name: name.into(),
+        card: String::new(),
+        onnx_sha256: String::new(),
+        dim,
+    };
+    let mut builder = IndexBuilder::new(model, params)?;
+    let mut queries = Vec::new();
+    for (i, v) in vectors.chunks_exact(dim).enumerate() {
+        if i % hold_out == 0 && queries.len() < max_queries * dim {
+            queries.extend_from_slice(v);
+        } else {
+            builder.push(
+                Row {
+                    path: String::new(),
+                    class: None,
+                    sha256: String::new(),
+                },
+                v,
+            )?;
+        }
+    }
+    let t = Instant::now();
+    let index = builder.build();
+    let build_seconds = t.elapsed().as_secs_f64();
+    let nq = queries.len() / dim;
+    let t = Instant::now();
+    let exact: Vec<Vec<usize>> = queries
+        .chunks_exact(dim)
+        .map(|q| index.exact(q, 10).into_iter().map(|(i, _)| i).collect())
+        .collect();
+    let brute = nq as f64 / t.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for &ef in efs {
+        let t = Instant::now();
+        let found: Vec<Vec<usize>> = queries
+            .chunks_exact(dim)
+            .map(|q| {
+                index
+                    .search(q, 10, Some(ef), |_| false)
+                    .map(|h| h.into_iter().map(|h| h.id).collect())
+            })
+            .collect::<Result<_>>()?;
+        let qps = nq as f64 / t.elapsed().as_secs_f64();
+        let recall = found
+            .iter()
+            .zip(&exact)
+            .map(|(f, e)| f.iter().filter(|i| e.contains(i)).count() as f64 / e.len().max(1) as f64)
+            .sum::<f64>()
+            / nq.max(1) as f64;
+        rows.push(EfRow {
+            ef,
+            queries_per_s: qps,
+            recall_at_10: recall,
+        });
+    }
+    Ok(BenchReport {
+        name: name.into(),
+        vectors: n - nq,
+        dim,
+        params,
+        build_seconds,
+        memory_bytes_per_vector: index.memory_bytes() as f64 / (n - nq).max(1) as f64,
+        brute_force_queries_per_s: brute,
+        rows,
+    })
+}
+
+/// `n` unit vectors of `dim` drawn around 300 random centres (like augmented copies of cells).
+pub fn synthetic(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let centres: Vec<f32> = (0..300 * dim).map(|_| rng.random::<f32>() - 0.5).collect();
+    let mut out = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let c = rng.random_range(0..300);
+        let start = out.len();
+        out.extend((0..dim).map(|d| centres[c * dim + d] + 0.3 * (rng.random::<f32>() - 0.5)));
+        cellspace_core::l2_normalize(&mut out[start..]);
+    }
+    out
+}
