@@ -4,6 +4,15 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
+echo "== browser for the lab-tool test (Debian's chromium + chromium-driver; skipped by the test if this fails)"
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "warning: could not install chromium; the browser test will say SKIPPED"
+  else
+    echo "warning: chromium/chromedriver missing and not root: the browser test will say SKIPPED"
+  fi
+fi
 echo "== fmt"
 cargo fmt --all --check
 echo "== clippy (with the GPU features: trainer/gpu, runtime/cuda, runtime/tensorrt)"

@@ -172,6 +172,30 @@ pub fn evaluate(
     }
 }
 
+/// [`evaluate`] for queries of other cells than the gallery's (no groups, nothing excluded):
+/// the held-out validation, `index eval` and the baselines all measure this way.
+pub fn evaluate_unseen(
+    gallery: &[f32],
+    gallery_labels: &[String],
+    query: &[f32],
+    query_labels: &[String],
+    dim: usize,
+    seed: u64,
+) -> RetrievalReport {
+    let set = |emb, labels| Labeled {
+        emb,
+        dim,
+        labels,
+        groups: None,
+    };
+    evaluate(
+        &set(gallery, gallery_labels),
+        &set(query, query_labels),
+        Exclude::Nothing,
+        seed,
+    )
+}
+
 /// Lloyd's k-means with k-means++ seeding; returns the cluster of each row.
 pub fn kmeans(data: &[f32], dim: usize, k: usize, iters: usize, seed: u64) -> Vec<usize> {
     let n = data.len() / dim.max(1);

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cellindex;
 pub mod manifest;
 pub mod ops;
+pub mod serve;
 
 pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};
 pub use manifest::{IndexManifest, ModelRef};

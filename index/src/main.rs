@@ -114,6 +114,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         queries: usize,
     },
+    /// Serve the lab page and JSON API (127.0.0.1 only by default).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Neighbours shown per query.
+        #[arg(short, default_value_t = 12)]
+        k: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Size, dimension, parameters, model and memory of an index.
     Stats {
         #[command(flatten)]
@@ -268,6 +278,22 @@ fn main() -> Result<()> {
                     queries,
                 )?;
                 println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+        }
+        Cmd::Serve { addr, k, common } => {
+            let (index, embedder) =
+                ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+            let n = index.len();
+            let state = index::serve::AppState {
+                index,
+                embedder,
+                default_k: k,
+            };
+            let bound = index::serve::spawn(state, addr)
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            println!("cellspace lab tool: http://{bound}/  ({n} cells; Ctrl-C to stop)");
+            loop {
+                std::thread::park();
             }
         }
         Cmd::Stats { common } => {

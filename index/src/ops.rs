@@ -2,7 +2,7 @@
 //! build from `runtime embed` output or from images, add, query, eval and stats.
 
 use crate::{CellIndex, Error, Hit, HnswParams, IndexBuilder, ModelRef, Result, Row};
-use cellspace_core::metrics::{Exclude, Labeled, RetrievalReport, evaluate};
+use cellspace_core::metrics::{RetrievalReport, evaluate_unseen};
 use runtime::folder::{Embeddings, embed_dir};
 use runtime::{EmbedOptions, Embedder};
 use serde::Serialize;
@@ -205,22 +205,7 @@ pub fn eval(
         .map(|r| r.class.clone().unwrap_or_default())
         .collect();
     let dim = index.model().dim;
-    let retrieval = evaluate(
-        &Labeled {
-            emb: index.vectors(),
-            dim,
-            labels: &gl,
-            groups: None,
-        },
-        &Labeled {
-            emb: &q,
-            dim,
-            labels: &ql,
-            groups: None,
-        },
-        Exclude::Nothing,
-        0,
-    );
+    let retrieval = evaluate_unseen(index.vectors(), &gl, &q, &ql, dim, 0);
     Ok(EvalResult {
         retrieval,
         hnsw_recall_at_10: recall_at(index, &q, 10, ef)?,

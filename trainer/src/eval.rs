@@ -8,7 +8,7 @@ use crate::model::{EmbeddingOutput, Encoder};
 use burn::prelude::*;
 use cellspace_core::dataset::split_by_group;
 use cellspace_core::histogram::histogram_embedding;
-use cellspace_core::metrics::{Exclude, Labeled, RetrievalReport, evaluate};
+use cellspace_core::metrics::{Exclude, Labeled, RetrievalReport, evaluate, evaluate_unseen};
 use cellspace_core::preprocess::Preprocess;
 use serde::{Deserialize, Serialize};
 
@@ -144,22 +144,7 @@ pub fn validate(
     let (ql, gl) = (labels(&split.val), labels(&split.gallery));
     let report = |q: &[f32], g: &[f32]| {
         let dim = q.len() / ql.len().max(1);
-        evaluate(
-            &Labeled {
-                emb: g,
-                dim,
-                labels: &gl,
-                groups: None,
-            },
-            &Labeled {
-                emb: q,
-                dim,
-                labels: &ql,
-                groups: None,
-            },
-            Exclude::Nothing,
-            seed,
-        )
+        evaluate_unseen(g, &gl, q, &ql, dim, seed)
     };
     let emb = |which| {
         (
@@ -218,22 +203,7 @@ pub fn histogram_baseline(data: &CellImages, split: &Split, seed: u64) -> Retrie
     let (q, g) = (emb(&split.val), emb(&split.gallery));
     let (ql, gl) = (labels(&split.val), labels(&split.gallery));
     let dim = cellspace_core::histogram::DIM;
-    evaluate(
-        &Labeled {
-            emb: &g,
-            dim,
-            labels: &gl,
-            groups: None,
-        },
-        &Labeled {
-            emb: &q,
-            dim,
-            labels: &ql,
-            groups: None,
-        },
-        Exclude::Nothing,
-        seed,
-    )
+    evaluate_unseen(&g, &gl, &q, &ql, dim, seed)
 }
 
 /// `trainer eval`: a model's and the histogram's metrics for a query folder against a gallery

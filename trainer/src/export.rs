@@ -112,13 +112,20 @@ pub fn export_run(
 ) -> Result<PathBuf> {
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_best_model(run_dir, &Device::flex())?;
+    let mut baseline: Option<serde_json::Value> =
+        std::fs::read_to_string(run_dir.join(crate::train::BASELINE_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
     if let Some(dir) = data {
-        let images = crate::data::CellImages::load(dir, 2 * cfg.image_size, cfg.limit)?;
+        // images cached at the input size, so validation prepares them exactly as the runtime does
+        let images = crate::data::CellImages::load(dir, cfg.image_size, cfg.limit)?;
         let split =
             crate::eval::Split::new(&images, cfg.val_fraction, cfg.seed, cfg.val_gallery_max);
         let validation =
             crate::eval::validate(&model, &images, &split, &cfg.preprocess(), cfg.seed)?;
         let choice = validation.best();
+        let base = crate::eval::histogram_baseline(&images, &split, cfg.seed);
+        baseline = Some(serde_json::to_value(base).expect("report serialises"));
         best = BestInfo {
             epoch: best.epoch,
             output: choice.output,
@@ -126,10 +133,6 @@ pub fn export_run(
             validation,
         };
     }
-    let baseline: Option<serde_json::Value> =
-        std::fs::read_to_string(run_dir.join(crate::train::BASELINE_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
     let info = CardInfo {
         training: serde_json::json!({
             "config": cfg,

@@ -1,0 +1,201 @@
+//! `index serve`: the lab tool. One process serves a page (drop or choose a cell image, or paste
+//! the path of an indexed one; see the most similar known cells with similarity, class and a
+//! class vote; click a neighbour to search from it) and a JSON API for other lab software:
+//! `POST /api/query?k=N` (image bytes), `GET /api/neighbours/{id}?k=N`, `GET /api/health`,
+//! `GET /thumb/{id}`. Thumbnails are served by row id only, so no path outside the indexed
+//! cells can ever be read. Binds to 127.0.0.1 by default; uploads are limited to 20 MB.
+
+use crate::{CellIndex, Hit};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use runtime::Embedder;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest accepted upload.
+pub const MAX_UPLOAD: usize = 20 * 1024 * 1024;
+const PAGE: &str = include_str!("web/index.html");
+
+pub struct AppState {
+    pub index: CellIndex,
+    pub embedder: Embedder,
+    pub default_k: usize,
+}
+
+#[derive(Deserialize)]
+struct KParam {
+    k: Option<usize>,
+    path: Option<String>,
+}
+
+#[derive(Serialize)]
+struct QueryAnswer {
+    neighbours: Vec<Hit>,
+    /// Classes of the neighbours, counted.
+    votes: BTreeMap<String, usize>,
+    /// Row id of the query when it is an indexed cell.
+    query_id: Option<usize>,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+fn answer(neighbours: Vec<Hit>, query_id: Option<usize>) -> Response {
+    let mut votes = BTreeMap::new();
+    for h in &neighbours {
+        *votes
+            .entry(h.class.clone().unwrap_or_else(|| "unknown".into()))
+            .or_insert(0) += 1;
+    }
+    Json(QueryAnswer {
+        neighbours,
+        votes,
+        query_id,
+    })
+    .into_response()
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({
+        "status": "ok",
+        "model": s.index.model().name,
+        "model_sha256": s.index.model().onnx_sha256,
+        "dim": s.index.model().dim,
+        "index_size": s.index.len(),
+        "execution_provider": s.embedder.provider().name(),
+    }))
+    .into_response()
+}
+
+async fn query(State(s): State<Arc<AppState>>, Query(p): Query<KParam>, body: Bytes) -> Response {
+    let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
+    if let Some(path) = p.path {
+        // a pasted path: only an indexed cell's own path is accepted
+        return match s.index.rows().iter().position(|r| r.path == path) {
+            Some(id) => neighbours_of(s, id, k).await,
+            None => error(StatusCode::NOT_FOUND, "that path is not an indexed cell"),
+        };
+    }
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty body: send the image file's bytes",
+        );
+    }
+    let r = tokio::task::spawn_blocking(move || {
+        let img = cellspace_core::preprocess::decode_rgb(&body).map_err(|e| {
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("not a readable image: {e}"),
+            )
+        })?;
+        let v = s
+            .embedder
+            .embed_image(&img)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        s.index
+            .search(&v, k, None, |_| false)
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await;
+    match r {
+        Ok(Ok(hits)) => answer(hits, None),
+        Ok(Err((status, msg))) => error(status, msg),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn neighbours_of(s: Arc<AppState>, id: usize, k: usize) -> Response {
+    if id >= s.index.len() {
+        return error(StatusCode::NOT_FOUND, "no such cell");
+    }
+    let r = tokio::task::spawn_blocking(move || {
+        let v = s.index.vector(id).to_vec();
+        s.index.search(&v, k, None, |j| j == id)
+    })
+    .await;
+    match r {
+        Ok(Ok(hits)) => answer(hits, Some(id)),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn neighbours(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<usize>,
+    Query(p): Query<KParam>,
+) -> Response {
+    let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
+    neighbours_of(s, id, k).await
+}
+
+async fn thumb(State(s): State<Arc<AppState>>, Path(id): Path<usize>) -> Response {
+    let Some(row) = s.index.rows().get(id) else {
+        return error(StatusCode::NOT_FOUND, "no such cell");
+    };
+    let path = std::path::PathBuf::from(&row.path);
+    let mime = match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("png") => "image/png",
+        Some("bmp") => "image/bmp",
+        Some("tif" | "tiff") => "image/tiff",
+        _ => "image/jpeg",
+    };
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, mime),
+                (header::CACHE_CONTROL, "max-age=3600"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, "the indexed file is no longer there"),
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(page))
+        .route("/api/health", get(health))
+        .route("/api/query", post(query))
+        .route("/api/neighbours/{id}", get(neighbours))
+        .route("/thumb/{id}", get(thumb))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .with_state(state)
+}
+
+/// Serve on an already bound listener until the process ends.
+pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+/// Start the server on its own thread and runtime; returns the bound address (for tests and
+/// embedding the tool in another program).
+pub fn spawn(state: AppState, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
+    let bound = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let _ = rt.block_on(serve(Arc::new(state), listener));
+    });
+    Ok(bound)
+}

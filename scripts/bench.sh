@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Benchmarks on this machine and real data: training images/s, embedding images/s (decode,
+# inference, end to end), index build time, queries/s and recall@10, the default model's
+# held-out metrics. Prints figures; asserts nothing.
+#
+#   scripts/bench.sh [DATA_DIR] [--synthetic N]
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+data="$root/../shared/data/blood-cells/TRAIN" synthetic=100000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --synthetic) synthetic="$2"; shift 2 ;;
+    *) data="$1"; shift ;;
+  esac
+done
+[ -d "$data" ] || { echo "error: $data not found (see README: Data)" >&2; exit 1; }
+cargo build --release --workspace >/dev/null
+model="$root/models/cellspace.json"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+echo "## training (default configuration, CPU)"
+trainer bench --data "$data" --steps 10
+echo "## embedding (runtime, $(basename "$model"))"
+runtime bench "$data" --model "$model" --device cpu --limit 2000
+echo "## index (real embeddings of $data, then a synthetic set of $synthetic)"
+emb="$root/runs/bench.embeddings"
+runtime embed "$data" -o "$emb" --model "$model" --device cpu >/dev/null 2>&1 || true
+index bench "$emb" --synthetic "$synthetic"
+echo "## default model, held-out groups (from its card)"
+python3 - "$model" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["metrics"]
+print(json.dumps({"served": m["served"], "histogram_baseline": m.get("histogram_baseline_same_split")}, indent=2))
+PY

@@ -1,0 +1,377 @@
+//! The lab tool (`index serve`): its JSON API and error cases over a real loopback socket, a
+//! bounded load test, and the page in headless Chromium (skipped, with the reason, where
+//! Chromium and chromedriver are not installed).
+
+mod util;
+
+use index::serve::{AppState, MAX_UPLOAD, spawn};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A server over `dir`'s images with the tiny model; returns its address and the image paths.
+fn start(dir: &Path) -> (SocketAddr, Vec<PathBuf>) {
+    let opts = runtime::EmbedOptions {
+        device: runtime::Device::Cpu,
+        ..Default::default()
+    };
+    let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();
+    let (index, _) =
+        index::ops::build_from_images(dir, &embedder, index::HnswParams::default(), false).unwrap();
+    let paths = index
+        .rows()
+        .iter()
+        .map(|r| PathBuf::from(&r.path))
+        .collect();
+    let addr = spawn(
+        AppState {
+            index,
+            embedder,
+            default_k: 5,
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    (addr, paths)
+}
+
+fn synthetic_cells() -> tempfile::TempDir {
+    let dir = util::tempdir();
+    for i in 0..24 {
+        util::write_cell(
+            &dir.path()
+                .join(["A", "B", "C"][i % 3])
+                .join(format!("{i}.png")),
+            i as u32,
+        );
+    }
+    dir
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+}
+
+#[test]
+fn api_answers_queries_and_refuses_bad_requests() {
+    let cells = synthetic_cells();
+    let (addr, paths) = start(cells.path());
+    let (st, body) = util::http(addr, "GET", "/api/health", b"");
+    assert_eq!(st, 200);
+    let h = json(&body);
+    assert_eq!(h["index_size"], 24);
+    assert_eq!(h["execution_provider"], "CPU");
+    // an indexed image finds itself first
+    let img = std::fs::read(&paths[7]).unwrap();
+    let (st, body) = util::http(addr, "POST", "/api/query?k=4", &img);
+    assert_eq!(st, 200);
+    let a = json(&body);
+    assert_eq!(a["neighbours"].as_array().unwrap().len(), 4);
+    assert_eq!(a["neighbours"][0]["id"], 7);
+    assert!(
+        a["votes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>()
+            == 4
+    );
+    // neighbours of an indexed cell exclude the cell itself
+    let (st, body) = util::http(addr, "GET", "/api/neighbours/7?k=3", b"");
+    assert_eq!(st, 200);
+    assert!(
+        json(&body)["neighbours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["id"] != 7)
+    );
+    // thumbnails by row id only
+    let (st, body) = util::http(addr, "GET", "/thumb/7", b"");
+    assert_eq!((st, body), (200, img.clone()));
+    assert_eq!(util::http(addr, "GET", "/thumb/9999", b"").0, 404);
+    // bad input: empty, not an image, too large, unknown path, traversal attempts
+    assert_eq!(util::http(addr, "POST", "/api/query", b"").0, 400);
+    let (st, body) = util::http(addr, "POST", "/api/query", b"plain text, not a picture");
+    assert_eq!(st, 415);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a readable image")
+    );
+    assert_eq!(
+        util::http(addr, "POST", "/api/query", &vec![0u8; MAX_UPLOAD + 1]).0,
+        413
+    );
+    assert_eq!(
+        util::http(addr, "POST", "/api/query?path=/etc/passwd", b"").0,
+        404
+    );
+    for evil in [
+        "/thumb/../../etc/passwd",
+        "/thumb/%2e%2e%2fetc%2fpasswd",
+        "/../etc/passwd",
+        "/thumb/-1",
+    ] {
+        let (st, body) = util::http(addr, "GET", evil, b"");
+        assert!(st == 404 || st == 400, "{evil}: {st}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("root:"),
+            "{evil} leaked a file"
+        );
+    }
+    // the page is served, self-contained (no external CDN)
+    let (st, body) = util::http(addr, "GET", "/", b"");
+    let page = String::from_utf8_lossy(&body);
+    assert_eq!(st, 200);
+    assert!(
+        page.contains("id=\"file\"") && !page.contains("http://") && !page.contains("https://")
+    );
+}
+
+#[test]
+fn load_two_thousand_queries_eight_concurrent() {
+    let cells = synthetic_cells();
+    let (addr, paths) = start(cells.path());
+    let images: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let images = std::sync::Arc::new(images);
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let images = images.clone();
+            std::thread::spawn(move || {
+                (0..250)
+                    .map(|i| {
+                        let t = std::time::Instant::now();
+                        let (st, _) = util::http(
+                            addr,
+                            "POST",
+                            "/api/query?k=5",
+                            &images[(w * 250 + i) % images.len()],
+                        );
+                        (st, t.elapsed().as_secs_f64())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut results: Vec<(u16, f64)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(results.len(), 2000);
+    let failed = results.iter().filter(|r| r.0 != 200).count();
+    results.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let pct =
+        |p: f64| results[((results.len() as f64 * p) as usize).min(results.len() - 1)].1 * 1000.0;
+    println!(
+        "load: 2000 queries, 8 concurrent: {:.0} queries/s, p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+        2000.0 / secs,
+        pct(0.5),
+        pct(0.99)
+    );
+    assert_eq!(failed, 0);
+}
+
+/// A few WebDriver calls over the minimal HTTP client.
+fn wd(addr: SocketAddr, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (st, out) = util::http(addr, method, path, text.as_bytes());
+    let v = json(&out);
+    assert!(st == 200, "webdriver {method} {path}: {st} {v}");
+    v["value"].clone()
+}
+
+#[test]
+fn page_in_headless_chromium_finds_the_uploaded_cell() {
+    let (chromium, driver) = (
+        Path::new("/usr/bin/chromium"),
+        Path::new("/usr/bin/chromedriver"),
+    );
+    if !chromium.is_file() || !driver.is_file() {
+        println!(
+            "SKIPPED page_in_headless_chromium_finds_the_uploaded_cell: /usr/bin/chromium or /usr/bin/chromedriver missing (apt-get install chromium chromium-driver)"
+        );
+        return;
+    }
+    let real = util::real_data("page_in_headless_chromium_finds_the_uploaded_cell");
+    let cells = match &real {
+        Some(train) => util::real_subset(train, 6, 2),
+        None => synthetic_cells(),
+    };
+    let (addr, paths) = start(cells.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let daddr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let ready = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(daddr).is_ok()
+    });
+    assert!(ready, "chromedriver did not start");
+    let profile = util::tempdir();
+    let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        "binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]}}}});
+    let session = wd(daddr, "POST", "/session", caps)["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = format!("/session/{session}");
+    let result = std::panic::catch_unwind(|| {
+        wd(
+            daddr,
+            "POST",
+            &format!("{s}/url"),
+            serde_json::json!({"url": format!("http://{addr}/")}),
+        );
+        let input = wd(
+            daddr,
+            "POST",
+            &format!("{s}/element"),
+            serde_json::json!({"using": "css selector", "value": "#file"}),
+        );
+        let eid = input
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        let upload = &paths[5];
+        let real_file = std::fs::canonicalize(upload).unwrap();
+        wd(
+            daddr,
+            "POST",
+            &format!("{s}/element/{eid}/value"),
+            serde_json::json!({"text": real_file.display().to_string()}),
+        );
+        let mut hits = serde_json::Value::Null;
+        for _ in 0..100 {
+            hits = wd(
+                daddr,
+                "POST",
+                &format!("{s}/elements"),
+                serde_json::json!({"using": "css selector", "value": ".hit"}),
+            );
+            if hits.as_array().is_some_and(|h| !h.is_empty()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let hits = hits.as_array().expect("result grid").clone();
+        assert_eq!(hits.len(), 5, "k neighbours shown");
+        let first = hits[0]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string();
+        let title = wd(
+            daddr,
+            "GET",
+            &format!("{s}/element/{first}/attribute/title"),
+            serde_json::Value::Null,
+        );
+        assert_eq!(
+            title.as_str().unwrap(),
+            upload.display().to_string(),
+            "the uploaded indexed cell is the top result"
+        );
+        let votes = wd(
+            daddr,
+            "GET",
+            &format!("{s}/element/{}/text", {
+                let v = wd(
+                    daddr,
+                    "POST",
+                    &format!("{s}/element"),
+                    serde_json::json!({"using": "css selector", "value": "#votes"}),
+                );
+                v.as_object()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }),
+            serde_json::Value::Null,
+        );
+        assert!(votes.as_str().unwrap().contains("Class vote"), "{votes}");
+        let png = wd(
+            daddr,
+            "GET",
+            &format!("{s}/screenshot"),
+            serde_json::Value::Null,
+        );
+        let bytes = base64_decode(png.as_str().unwrap());
+        let shot = std::env::temp_dir().join("cellspace-serve-screenshot.png");
+        std::fs::write(&shot, &bytes).unwrap();
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert!(img.width() >= 800, "screenshot of the page");
+        println!(
+            "browser: top result {} ({} real images); screenshot {}",
+            title,
+            real.is_some(),
+            shot.display()
+        );
+    });
+    let _ = util::http(daddr, "DELETE", &s, b"");
+    let _ = child.kill();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let clean: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|&c| val(c) as u32).collect();
+        let n = v
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, x)| acc | (x << (18 - 6 * i)));
+        out.push((n >> 16) as u8);
+        if v.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if v.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    out
+}
