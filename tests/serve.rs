@@ -341,6 +341,7 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
     });
     let _ = util::http(daddr, "DELETE", &s, b"");
     let _ = child.kill();
+    let _ = child.wait();
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

@@ -190,10 +190,7 @@ mod tests {
             assert!(tr.iter().all(|&t| groups[t] != groups[v]));
         }
         // consecutive group names (the data's classes are runs of them) spread over both sides
-        let first_half = va
-            .iter()
-            .filter(|&&i| groups[i] < "g48".to_string())
-            .count();
+        let first_half = va.iter().filter(|&&i| groups[i].as_str() < "g48").count();
         assert!(
             first_half > va.len() / 5 && first_half < va.len() * 4 / 5,
             "{first_half} of {}",

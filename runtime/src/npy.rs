@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Write `data` (`rows * dim` floats) atomically as a `[rows, dim]` float32 array.
 pub fn write(path: &Path, data: &[f32], dim: usize) -> Result<()> {
-    let rows = if dim == 0 { 0 } else { data.len() / dim };
+    let rows = data.len().checked_div(dim).unwrap_or(0);
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     // magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64

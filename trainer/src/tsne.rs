@@ -41,10 +41,10 @@ pub fn tsne(data: &[f32], dim: usize, perplexity: f32, iters: usize, seed: u64) 
                 }
                 let sum = sum.max(1e-12);
                 let mut h = 0.0;
-                for j in 0..n {
-                    p[j] /= sum;
-                    if p[j] > 1e-12 {
-                        h -= p[j] * p[j].ln();
+                for pj in p.iter_mut() {
+                    *pj /= sum;
+                    if *pj > 1e-12 {
+                        h -= *pj * pj.ln();
                     }
                 }
                 if (h - target).abs() < 1e-4 {
