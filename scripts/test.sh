@@ -19,4 +19,14 @@ echo "== clippy (with the GPU features: trainer/gpu, runtime/cuda, runtime/tenso
 cargo clippy --release --workspace --all-targets --features trainer/gpu,runtime/cuda,runtime/tensorrt -- -D warnings
 echo "== build and test (release; real-data tests read ../shared/data and skip with a reason without it)"
 cargo build --release --workspace --bins
-cargo test --release --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace -- --show-output 2>&1 | tee "$log" || status=$?
+# one closing line for the whole suite (cargo prints one per test binary)
+sum() { grep -E '^test result:' "$log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s+=$1} END {print s+0}'; }
+passed=$(sum passed)
+failed=$(sum failed)
+skipped=$(grep -cE '^SKIPPED ' "$log" || true)
+echo "cellspace: $((passed - skipped)) passed, $failed failed, $skipped skipped"
+exit "$status"
