@@ -133,6 +133,12 @@ pub fn export_run(
             validation,
         };
     }
+    // time spent training, from the run's per-epoch log (validation excluded)
+    let epoch_seconds: Vec<f64> = std::fs::read_to_string(run_dir.join(crate::train::METRICS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seconds")?.as_f64())
+        .collect();
     let info = CardInfo {
         training: serde_json::json!({
             "config": cfg,
@@ -141,6 +147,8 @@ pub fn export_run(
             "best_epoch": best.epoch,
             "run_dir": run_dir.display().to_string(),
             "summary": summary,
+            "epochs_trained": epoch_seconds.len(),
+            "training_seconds": epoch_seconds.iter().sum::<f64>(),
             "hardware": hardware(),
         }),
         data: serde_json::json!({
