@@ -42,7 +42,7 @@ echo "== embed $data"
 runtime embed "$data" -o "$out/embeddings" --model "$model" --device cpu
 echo "== index"
 index build "$out/embeddings" --model "$model" -o "$out/cells.index"
-sample=$(find "$data" -type f \( -iname '*.jpeg' -o -iname '*.jpg' -o -iname '*.png' \) | sort | head -1)
+sample=$(find "$data" -type f \( -iname '*.jpeg' -o -iname '*.jpg' -o -iname '*.png' \) | sort | sed -n 1p)
 echo "== query: the cells most similar to $sample (its own copies excluded)"
 index query "$sample" -i "$out/cells.index" -k 8 --exclude-self
 echo "== held-out retrieval (whole source groups held out; kNN-200 accuracy, P@1, MAP@R)"
