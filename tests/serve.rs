@@ -247,15 +247,7 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             &format!("{s}/element"),
             serde_json::json!({"using": "css selector", "value": "#file"}),
         );
-        let eid = input
-            .as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string();
+        let eid = element_id(&input);
         let upload = &paths[5];
         let real_file = std::fs::canonicalize(upload).unwrap();
         wd(
@@ -279,15 +271,7 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
         }
         let hits = hits.as_array().expect("result grid").clone();
         assert_eq!(hits.len(), 5, "k neighbours shown");
-        let first = hits[0]
-            .as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_string();
+        let first = element_id(&hits[0]);
         let title = wd(
             daddr,
             "GET",
@@ -299,25 +283,16 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             upload.display().to_string(),
             "the uploaded indexed cell is the top result"
         );
+        let votes_el = wd(
+            daddr,
+            "POST",
+            &format!("{s}/element"),
+            serde_json::json!({"using": "css selector", "value": "#votes"}),
+        );
         let votes = wd(
             daddr,
             "GET",
-            &format!("{s}/element/{}/text", {
-                let v = wd(
-                    daddr,
-                    "POST",
-                    &format!("{s}/element"),
-                    serde_json::json!({"using": "css selector", "value": "#votes"}),
-                );
-                v.as_object()
-                    .unwrap()
-                    .values()
-                    .next()
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            }),
+            &format!("{s}/element/{}/text", element_id(&votes_el)),
             serde_json::Value::Null,
         );
         assert!(votes.as_str().unwrap().contains("Class vote"), "{votes}");
@@ -345,6 +320,15 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// The id in a WebDriver element reference (`{"element-6066-...": id}`).
+fn element_id(v: &serde_json::Value) -> String {
+    v.as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|x| x.as_str())
+        .expect("element reference")
+        .to_string()
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -137,7 +137,12 @@ pub fn export_run(
     let epoch_seconds: Vec<f64> = std::fs::read_to_string(run_dir.join(crate::train::METRICS_FILE))
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seconds")?.as_f64())
+        .filter_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .get("seconds")?
+                .as_f64()
+        })
         .collect();
     let info = CardInfo {
         training: serde_json::json!({
