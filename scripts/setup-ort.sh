@@ -8,12 +8,14 @@ version=1.31.1
 pkg=onnxruntime
 [ "${CELLSPACE_ORT_GPU:-0}" = 1 ] && pkg=onnxruntime-gpu
 lib="$root/.ort/lib"
+# downloaded wheels are kept outside the checkout, so fresh clones do not fetch them again
+wheels="${XDG_CACHE_HOME:-$HOME/.cache}/cellspace/wheels"
 if [ ! -f "$lib/libonnxruntime.so.$version" ] || [ "$(cat "$lib/PACKAGE" 2>/dev/null)" != "$pkg" ]; then
-  mkdir -p "$root/.ort/wheel" "$lib"
-  wheel=$(ls "$root"/.ort/wheel/${pkg//-/_}-$version-*.whl 2>/dev/null | head -1 || true)
+  mkdir -p "$wheels" "$lib"
+  wheel=$(ls "$wheels"/${pkg//-/_}-$version-*.whl 2>/dev/null | sed -n 1p || true)
   if [ -z "$wheel" ]; then
-    python3 -m pip download -q --no-deps --only-binary=:all: -d "$root/.ort/wheel" "$pkg==$version" >&2
-    wheel=$(ls "$root"/.ort/wheel/${pkg//-/_}-$version-*.whl | head -1)
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$wheels" "$pkg==$version" >&2
+    wheel=$(ls "$wheels"/${pkg//-/_}-$version-*.whl | sed -n 1p)
   fi
   rm -rf "$lib" && mkdir -p "$lib"
   python3 - "$wheel" "$lib" <<'PY'
