@@ -93,10 +93,6 @@ pub fn evaluate(
 ) -> RetrievalReport {
     assert_eq!(gallery.dim, query.dim, "dimension mismatch");
     let dim = gallery.dim;
-    let mut class_count: HashMap<&str, usize> = HashMap::new();
-    for l in gallery.labels {
-        *class_count.entry(l.as_str()).or_default() += 1;
-    }
     let per_query: Vec<(f64, f64, f64, f64)> = (0..query.len())
         .into_par_iter()
         .map(|i| {

@@ -7,6 +7,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod checkpoint;
 pub mod colour;
 pub mod data;
 pub mod device;
