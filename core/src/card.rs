@@ -71,8 +71,7 @@ impl ModelCard {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("card serialises");
-        crate::atomic::write_atomic(path, text.as_bytes())
+        crate::atomic::write_json(path, self)
     }
 
     /// Check that `onnx_bytes` is the file this card was written for.

@@ -268,7 +268,10 @@ impl CellIndex {
                     reason: format!("hnsw dump failed: {e}"),
                 })?;
             for f in [GRAPH_FILE, DATA_FILE] {
-                files.insert(f.to_string(), sha_of(&dir.join(f))?);
+                files.insert(
+                    f.to_string(),
+                    cellspace_core::atomic::sha256_file(&dir.join(f))?,
+                );
             }
         }
         let mut rows = String::new();
@@ -282,21 +285,19 @@ impl CellIndex {
             cellspace_core::sha256_hex(rows.as_bytes()),
         );
         runtime::npy::write(&dir.join(VECTORS_FILE), &self.vectors, self.model.dim)?;
-        files.insert(VECTORS_FILE.into(), sha_of(&dir.join(VECTORS_FILE))?);
+        files.insert(
+            VECTORS_FILE.into(),
+            cellspace_core::atomic::sha256_file(&dir.join(VECTORS_FILE))?,
+        );
         let manifest = IndexManifest {
             format_version: FORMAT_VERSION,
             model: self.model.clone(),
             params: self.params,
             count: self.rows.len(),
             files,
-            created: format!("{:?}", std::time::SystemTime::now()),
+            created: cellspace_core::atomic::now_rfc3339(),
         };
-        cellspace_core::atomic::write_atomic(
-            &dir.join(MANIFEST_FILE),
-            serde_json::to_string_pretty(&manifest)
-                .expect("manifest serialises")
-                .as_bytes(),
-        )?;
+        cellspace_core::atomic::write_json(&dir.join(MANIFEST_FILE), &manifest)?;
         Ok(())
     }
 
@@ -344,11 +345,6 @@ impl CellIndex {
         n * (2 * self.model.dim * 4 + 2 * self.params.m * 8 + 64)
             + self.rows.iter().map(|r| r.path.len() + 96).sum::<usize>()
     }
-}
-
-fn sha_of(p: &Path) -> Result<String> {
-    let bytes = std::fs::read(p).map_err(|e| cellspace_core::Error::io(p, e))?;
-    Ok(cellspace_core::sha256_hex(&bytes))
 }
 
 /// Reload the hnsw_rs graph. hnsw_rs's loaded graph borrows its `HnswIo`, so the (small) loader

@@ -99,8 +99,7 @@ impl IndexManifest {
     pub fn verify_files(&self, dir: &Path) -> Result<()> {
         for (name, sha) in &self.files {
             let p = dir.join(name);
-            let bytes = std::fs::read(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
-            if &cellspace_core::sha256_hex(&bytes) != sha {
+            if &cellspace_core::atomic::sha256_file(&p)? != sha {
                 return Err(Error::Corrupt { path: p, reason: "content does not match the manifest (truncated or modified); rebuild the index".into() });
             }
         }

@@ -259,11 +259,6 @@ fn write_outputs(
         manifest_sha256: cellspace_core::sha256_hex(manifest.as_bytes()),
         complete,
     };
-    cellspace_core::atomic::write_atomic(
-        &out.join(STATE_FILE),
-        serde_json::to_string_pretty(&state)
-            .expect("state serialises")
-            .as_bytes(),
-    )?;
+    cellspace_core::atomic::write_json(&out.join(STATE_FILE), &state)?;
     Ok(())
 }

@@ -59,10 +59,7 @@ pub(crate) fn save_checkpoint(
     let op = tmp.join(OPTIM_FILE);
     optim.save(&op).map_err(|e| record_err(&op, e))?;
     let sp = tmp.join(STATE_FILE);
-    cellspace_core::atomic::write_atomic(
-        &sp,
-        serde_json::to_string_pretty(state).unwrap().as_bytes(),
-    )?;
+    cellspace_core::atomic::write_json(&sp, state)?;
     let dst = run_dir.join(CHECKPOINT_DIR);
     let old = run_dir.join(format!("{CHECKPOINT_DIR}.old"));
     let _ = std::fs::remove_dir_all(&old);
@@ -82,8 +79,7 @@ pub(crate) fn save_best(run_dir: &Path, model: &Encoder, info: &BestInfo) -> Res
         .map_err(|e| record_err(&tmp, e))?;
     let dst = run_dir.join(BEST_MODEL);
     std::fs::rename(&tmp, &dst).map_err(|e| cellspace_core::Error::io(&dst, e))?;
-    let text = serde_json::to_string_pretty(info).unwrap();
-    cellspace_core::atomic::write_atomic(&run_dir.join(BEST_INFO), text.as_bytes())?;
+    cellspace_core::atomic::write_json(&run_dir.join(BEST_INFO), info)?;
     Ok(())
 }
 

@@ -186,8 +186,7 @@ pub fn fit(
             )));
         }
         cfg.check()?;
-        let text = serde_json::to_string_pretty(cfg).expect("config serialises");
-        cellspace_core::atomic::write_atomic(&run_dir.join(CONFIG_FILE), text.as_bytes())?;
+        cellspace_core::atomic::write_json(&run_dir.join(CONFIG_FILE), cfg)?;
         let _ = std::fs::remove_file(run_dir.join(METRICS_FILE));
         (cfg.clone(), RunState::default())
     };
@@ -241,8 +240,7 @@ pub fn fit(
             "colour-histogram baseline on the held-out groups: kNN-200 {:.3} P@1 {:.3} MAP@R {:.3}",
             base.knn200_acc, base.precision_at_1, base.map_at_r
         );
-        let text = serde_json::to_string_pretty(&base).expect("report serialises");
-        cellspace_core::atomic::write_atomic(&run_dir.join(BASELINE_FILE), text.as_bytes())?;
+        cellspace_core::atomic::write_json(&run_dir.join(BASELINE_FILE), &base)?;
     }
     let mut optim = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay)
