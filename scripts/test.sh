@@ -22,7 +22,7 @@ cargo build --release --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --release --workspace -- --show-output 2>&1 | tee "$log" || status=$?
+cargo test --release --workspace --no-fail-fast -- --show-output 2>&1 | tee "$log" || status=$?
 # one closing line for the whole suite (cargo prints one per test binary)
 sum() { grep -E '^test result:' "$log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s+=$1} END {print s+0}'; }
 passed=$(sum passed)

@@ -10,6 +10,14 @@ use trainer::loss::LossKind;
 use trainer::model::{EmbeddingOutput, EncoderConfig};
 use trainer::train::{FitOptions, TrainConfig, fit, train_step};
 
+/// burn's backend random generator is global to the process: tests that initialise models
+/// take turns, or a parallel test's draws would change this one's "seeded" weights.
+static BURN_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    BURN_RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn tiny_config(loss: LossKind) -> TrainConfig {
     let head = if loss == LossKind::Ntxent { 16 } else { 0 };
     TrainConfig::new(
@@ -38,6 +46,7 @@ fn synthetic_folder(n: u32) -> tempfile::TempDir {
 
 #[test]
 fn unreadable_image_is_reported_and_skipped_empty_folder_is_an_error() {
+    let _turn = rng_lock();
     let dir = synthetic_folder(6);
     std::fs::write(dir.path().join("A/broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
     let data = CellImages::load(dir.path(), 32, None).unwrap();
@@ -86,6 +95,7 @@ fn first_batch(data: std::sync::Arc<CellImages>, cfg: &TrainConfig) -> Batch {
 
 #[test]
 fn loss_falls_on_a_few_dozen_real_images_with_both_losses() {
+    let _turn = rng_lock();
     let Some(train) = util::real_data("loss_falls_on_a_few_dozen_real_images_with_both_losses")
     else {
         return;
@@ -136,6 +146,7 @@ fn metrics_losses(run: &std::path::Path) -> Vec<f64> {
 
 #[test]
 fn interrupted_run_resumes_exactly() {
+    let _turn = rng_lock();
     let data = synthetic_folder(40);
     let cfg = tiny_config(LossKind::Triplet);
     let out = util::tempdir();
