@@ -22,11 +22,14 @@ fn fit_and_export(work: &Path, data: &Path) -> (std::path::PathBuf, std::path::P
     .with_image_size(32)
     .with_batch_size(16)
     .with_epochs(4)
-    .with_val_gallery_max(200);
+    .with_val_gallery_max(200)
+    // the in-graph colour branch is exported too, so parity covers it
+    .with_colour_weight(0.5);
     let run = work.join("run");
     let summary = fit(&cfg, data, &run, &Device::flex(), &FitOptions::default()).unwrap();
     let card =
-        trainer::export::export_run(&run, &work.join("models/e2e"), Some(&summary), None).unwrap();
+        trainer::export::export_run(&run, &work.join("models/e2e"), Some(&summary), None, None)
+            .unwrap();
     (run, card)
 }
 

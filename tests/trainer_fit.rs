@@ -49,7 +49,7 @@ fn unreadable_image_is_reported_and_skipped_empty_folder_is_an_error() {
     let _turn = rng_lock();
     let dir = synthetic_folder(6);
     std::fs::write(dir.path().join("A/broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
-    let data = CellImages::load(dir.path(), 32, None).unwrap();
+    let data = CellImages::load(dir.path(), &Preprocess::blood_cells(16), 32, None).unwrap();
     assert_eq!(data.len(), 6);
     assert_eq!(data.failed.len(), 1);
     assert!(
@@ -58,7 +58,7 @@ fn unreadable_image_is_reported_and_skipped_empty_folder_is_an_error() {
         data.failed
     );
     let empty = util::tempdir();
-    let err = CellImages::load(empty.path(), 32, None)
+    let err = CellImages::load(empty.path(), &Preprocess::blood_cells(16), 32, None)
         .err()
         .unwrap()
         .to_string();
@@ -106,7 +106,9 @@ fn loss_falls_on_a_few_dozen_real_images_with_both_losses() {
             .with_image_size(32)
             .with_batch_size(32)
             .with_lr(3e-3);
-        let data = std::sync::Arc::new(CellImages::load(subset.path(), 64, None).unwrap());
+        let data = std::sync::Arc::new(
+            CellImages::load(subset.path(), &cfg.preprocess(), 64, None).unwrap(),
+        );
         assert_eq!(data.len(), 32);
         let batch = first_batch(data, &cfg);
         let device = Device::flex().autodiff();
@@ -211,7 +213,101 @@ fn interrupted_run_resumes_exactly() {
             "resumed losses {lb:?} differ from uninterrupted {la:?}"
         );
     }
-    for f in ["loss.png", "embedding-map.png", "best.bpk", "config.json"] {
+    for f in ["loss.png", "embedding-map.png", "served.bpk", "config.json"] {
         assert!(b.join(f).is_file(), "{f} written");
     }
+}
+
+#[test]
+fn cross_validation_reports_every_fold_and_resumes() {
+    let _turn = rng_lock();
+    let data = synthetic_folder(48);
+    let cfg = tiny_config(LossKind::Ntxent).with_epochs(1);
+    let out = util::tempdir();
+    let report = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex())
+        .unwrap()
+        .expect("not interrupted");
+    assert_eq!(report.fold_results.len(), 3);
+    // every image is queried exactly once, by the fold that held out its (estimated) group
+    let queries: usize = report.fold_results.iter().map(|f| f.query_images).sum();
+    assert_eq!(queries, 48);
+    for f in &report.fold_results {
+        assert_eq!(f.train_images + f.query_images, 48);
+        assert_eq!(
+            f.validation.backbone.n_gallery, f.train_images,
+            "all training cells searched"
+        );
+    }
+    assert_eq!(report.served.knn200_per_fold.len(), 3);
+    assert_eq!(report.histogram_baseline.knn200_per_fold.len(), 3);
+    let m = &report.served.mean;
+    assert!((0.0..=1.0).contains(&m.knn200_acc) && report.served.sd.knn200_acc >= 0.0);
+    let table = trainer::cv::table(&report);
+    assert!(
+        table.contains("± ") && table.contains("(served)"),
+        "{table}"
+    );
+    assert!(out.path().join("cv.json").is_file());
+    // a second run reuses the finished folds: same figures, no training
+    let again = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex())
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.served.knn200_per_fold, report.served.knn200_per_fold);
+    assert!(again.seconds < report.seconds);
+}
+
+#[test]
+fn groups_estimate_finds_copies_on_real_images() {
+    let Some(train) = util::real_data("groups_estimate_finds_copies_on_real_images") else {
+        return;
+    };
+    // 60 real images and a flipped and a rotated copy of each; the reference is each source
+    // image's group in source_groups.tsv (two of the 60 may be copies of one original)
+    let groups = cellspace_core::dataset::SourceGroups::find(&train)
+        .unwrap()
+        .unwrap();
+    let dir = util::tempdir();
+    let subset = util::real_subset(&train, 15, 3);
+    let mut truth = Vec::new();
+    let mut n = 0;
+    for class in ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"] {
+        for e in std::fs::read_dir(subset.path().join(class)).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let source = groups
+                .group_of(&format!("{class}/{name}"))
+                .unwrap()
+                .to_string();
+            let img = image::open(&path).unwrap().to_rgb8();
+            for (k, copy) in [
+                img.clone(),
+                image::imageops::flip_horizontal(&img),
+                image::imageops::rotate180(&img),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let p = dir.path().join(class).join(format!("{n}_{k}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                copy.save(&p).unwrap();
+                truth.push((format!("{class}/{n}_{k}.png"), source.clone()));
+            }
+            n += 1;
+        }
+    }
+    let (entries, ids, failed) = cellspace_core::duplicates::estimate_groups(
+        dir.path(),
+        cellspace_core::duplicates::DEFAULT_THRESHOLD,
+    )
+    .unwrap();
+    assert!(failed.is_empty());
+    truth.sort();
+    let reference: Vec<&str> = entries
+        .iter()
+        .map(|e| truth.iter().find(|(p, _)| *p == e.rel).unwrap().1.as_str())
+        .collect();
+    let (precision, recall) = cellspace_core::duplicates::pair_agreement(&ids, &reference);
+    println!("groups of real copies: pairwise precision {precision:.3}, recall {recall:.3}");
+    assert_eq!(recall, 1.0, "every copy found");
+    assert!(precision > 0.9, "few distinct cells merged: {precision}");
 }

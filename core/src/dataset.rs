@@ -151,22 +151,42 @@ pub fn groups_for(entries: &[ImageEntry], groups: Option<&SourceGroups>) -> Vec<
         .collect()
 }
 
+/// A stable hash of a group name salted by `seed` (FNV-1a, then a splitmix64 finaliser:
+/// FNV's high bits barely change between "g12" and "g13"), the same on every platform.
+fn group_hash(g: &str, seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325 ^ seed;
+    for b in g.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d049bb133111eb);
+    h ^ (h >> 31)
+}
+
+/// Fold (0..k) of every item for k-fold cross-validation over groups: the distinct groups,
+/// shuffled by their salted hash, are dealt to the folds in turn, so every fold holds the
+/// same number of originals (±1) and a group is never split.
+pub fn group_folds(groups: &[String], k: usize, seed: u64) -> Vec<usize> {
+    let mut distinct: Vec<&str> = groups.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct.sort_by_key(|g| (group_hash(g, seed), *g));
+    let fold: HashMap<&str, usize> = distinct
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (*g, i % k.max(1)))
+        .collect();
+    groups.iter().map(|g| fold[g.as_str()]).collect()
+}
+
 /// Deterministic group-aware split: a group is in validation when its hash (salted by `seed`)
 /// falls under `fraction`. Returns (train indices, validation indices).
 pub fn split_by_group(groups: &[String], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut train = Vec::new();
     let mut val = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        // FNV-1a: stable across platforms and Rust versions.
-        let mut h: u64 = 0xcbf29ce484222325 ^ seed;
-        for b in g.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        // splitmix64 finaliser: FNV's high bits barely change between "g12" and "g13"
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d049bb133111eb);
-        h ^= h >> 31;
+        let h = group_hash(g, seed);
         if ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction {
             val.push(i);
         } else {
@@ -196,6 +216,32 @@ mod tests {
             "{first_half} of {}",
             va.len()
         );
+    }
+
+    #[test]
+    fn group_folds_are_balanced_and_keep_groups_whole() {
+        let groups: Vec<String> = (0..1000).map(|i| format!("g{}", i % 53)).collect();
+        let folds = group_folds(&groups, 5, 3);
+        for (i, g) in groups.iter().enumerate() {
+            for (j, h) in groups.iter().enumerate() {
+                if g == h {
+                    assert_eq!(folds[i], folds[j]);
+                }
+            }
+        }
+        let mut per_fold = [
+            std::collections::HashSet::new(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        ];
+        for (g, &f) in groups.iter().zip(&folds) {
+            per_fold[f].insert(g.clone());
+        }
+        let sizes: Vec<usize> = per_fold.iter().map(|s| s.len()).collect();
+        assert!(sizes.iter().all(|&n| n == 10 || n == 11), "{sizes:?}");
+        assert_ne!(folds, group_folds(&groups, 5, 4), "the seed reshuffles");
     }
 
     #[test]

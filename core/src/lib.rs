@@ -7,7 +7,9 @@
 pub mod atomic;
 pub mod card;
 pub mod dataset;
+pub mod duplicates;
 pub mod histogram;
+pub mod locate;
 pub mod metrics;
 pub mod preprocess;
 

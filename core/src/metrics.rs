@@ -51,6 +51,19 @@ pub struct RetrievalReport {
     pub precision_at_1: f64,
     pub map_at_r: f64,
     pub kmeans_nmi: f64,
+    /// kNN-11 and kNN-200 accuracy averaged over classes (mean per-class recall), so a
+    /// class with more copies weighs no more than another.
+    #[serde(default)]
+    pub knn11_balanced: f64,
+    #[serde(default)]
+    pub knn200_balanced: f64,
+    /// Accuracy per original cell: the majority of its copies' kNN-200 votes against the
+    /// cell's class, averaged over originals (needs the queries' source groups; 0 without).
+    #[serde(default)]
+    pub per_original_acc: f64,
+    /// Originals among the queries (0 when the groups are unknown).
+    #[serde(default)]
+    pub n_originals: usize,
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -93,7 +106,7 @@ pub fn evaluate(
 ) -> RetrievalReport {
     assert_eq!(gallery.dim, query.dim, "dimension mismatch");
     let dim = gallery.dim;
-    let per_query: Vec<(f64, f64, f64, f64)> = (0..query.len())
+    let per_query: Vec<(Option<&str>, Option<&str>, f64, f64)> = (0..query.len())
         .into_par_iter()
         .map(|i| {
             let q = query.row(i);
@@ -117,9 +130,9 @@ pub fn evaluate(
             let need = r.max(200);
             let nn = topk(q, gallery.emb, dim, need, keep);
             if nn.is_empty() {
-                return (0.0, 0.0, 0.0, 0.0);
+                return (None, None, 0.0, 0.0);
             }
-            let vote = |k: usize, weighted: bool| -> f64 {
+            let vote = |k: usize, weighted: bool| -> Option<&str> {
                 let mut score: HashMap<&str, f64> = HashMap::new();
                 for &(j, s) in nn.iter().take(k) {
                     let w = if weighted {
@@ -129,11 +142,10 @@ pub fn evaluate(
                     };
                     *score.entry(gallery.labels[j].as_str()).or_default() += w;
                 }
-                let best = score
+                score
                     .into_iter()
                     .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(a.0)))
-                    .map(|(l, _)| l);
-                (best == Some(label)) as u8 as f64
+                    .map(|(l, _)| l)
             };
             let p1 = (gallery.labels[nn[0].0] == label) as u8 as f64;
             let mut hits = 0usize;
@@ -149,7 +161,18 @@ pub fn evaluate(
         })
         .collect();
     let n = per_query.len().max(1) as f64;
-    let mean = |f: fn(&(f64, f64, f64, f64)) -> f64| per_query.iter().map(f).sum::<f64>() / n;
+    let right = |p: Option<&str>, i: usize| (p == Some(query.labels[i].as_str())) as u8 as f64;
+    let knn11: Vec<f64> = per_query
+        .iter()
+        .enumerate()
+        .map(|(i, t)| right(t.0, i))
+        .collect();
+    let knn200: Vec<f64> = per_query
+        .iter()
+        .enumerate()
+        .map(|(i, t)| right(t.1, i))
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
     let n_classes = {
         let mut v: Vec<&String> = query.labels.iter().collect();
         v.sort();
@@ -157,36 +180,101 @@ pub fn evaluate(
         v.len()
     };
     let clusters = kmeans(query.emb, dim, n_classes.max(1), 50, seed);
+    let (per_original_acc, n_originals) = match query.groups {
+        Some(groups) => {
+            let votes: Vec<Option<&str>> = per_query.iter().map(|t| t.1).collect();
+            per_original(&votes, query.labels, groups)
+        }
+        None => (0.0, 0),
+    };
     RetrievalReport {
         n_query: query.len(),
         n_gallery: gallery.len(),
-        knn11_acc: mean(|t| t.0),
-        knn200_acc: mean(|t| t.1),
-        precision_at_1: mean(|t| t.2),
-        map_at_r: mean(|t| t.3),
+        knn11_acc: mean(&knn11),
+        knn200_acc: mean(&knn200),
+        precision_at_1: per_query.iter().map(|t| t.2).sum::<f64>() / n,
+        map_at_r: per_query.iter().map(|t| t.3).sum::<f64>() / n,
         kmeans_nmi: nmi(&clusters, query.labels),
+        knn11_balanced: balanced(&knn11, query.labels),
+        knn200_balanced: balanced(&knn200, query.labels),
+        per_original_acc,
+        n_originals,
     }
 }
 
-/// [`evaluate`] for queries of other cells than the gallery's (no groups, nothing excluded):
-/// the held-out validation, `index eval` and the baselines all measure this way.
+/// Mean over classes of the mean of `right` within the class.
+fn balanced(right: &[f64], labels: &[String]) -> f64 {
+    let mut by: HashMap<&str, (f64, f64)> = HashMap::new();
+    for (r, l) in right.iter().zip(labels) {
+        let e = by.entry(l.as_str()).or_default();
+        e.0 += r;
+        e.1 += 1.0;
+    }
+    if by.is_empty() {
+        return 0.0;
+    }
+    by.values().map(|(s, c)| s / c).sum::<f64>() / by.len() as f64
+}
+
+/// Majority of a label per group (ties: the smaller label, so the result is deterministic).
+fn majority<'a>(items: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for l in items {
+        *count.entry(l).or_default() += 1;
+    }
+    count
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(l, _)| l)
+}
+
+/// Accuracy per original cell: the majority vote of its copies' predictions against the
+/// majority class of its copies. Returns (accuracy, number of originals).
+pub fn per_original(
+    predicted: &[Option<&str>],
+    labels: &[String],
+    groups: &[String],
+) -> (f64, usize) {
+    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        members.entry(g.as_str()).or_default().push(i);
+    }
+    let right = members
+        .values()
+        .filter(|idx| {
+            let truth = majority(idx.iter().map(|&i| labels[i].as_str()));
+            let vote = majority(idx.iter().filter_map(|&i| predicted[i]));
+            vote.is_some() && vote == truth
+        })
+        .count();
+    (right as f64 / members.len().max(1) as f64, members.len())
+}
+
+/// [`evaluate`] for queries of other cells than the gallery's (nothing excluded): the
+/// held-out validation, cross-validation, `index eval` and the baselines all measure this
+/// way. `query_groups` (the queries' originals) adds the accuracy per original cell.
 pub fn evaluate_unseen(
     gallery: &[f32],
     gallery_labels: &[String],
     query: &[f32],
     query_labels: &[String],
+    query_groups: Option<&[String]>,
     dim: usize,
     seed: u64,
 ) -> RetrievalReport {
-    let set = |emb, labels| Labeled {
-        emb,
-        dim,
-        labels,
-        groups: None,
-    };
     evaluate(
-        &set(gallery, gallery_labels),
-        &set(query, query_labels),
+        &Labeled {
+            emb: gallery,
+            dim,
+            labels: gallery_labels,
+            groups: None,
+        },
+        &Labeled {
+            emb: query,
+            dim,
+            labels: query_labels,
+            groups: query_groups,
+        },
         Exclude::Nothing,
         seed,
     )
@@ -320,6 +408,18 @@ mod tests {
         };
         let r = evaluate(&s, &s, Exclude::SameGroup, 1);
         assert_eq!(r.precision_at_1, 0.0);
+    }
+
+    #[test]
+    fn balanced_and_per_original_accuracy() {
+        // three "a" queries right, one "b" query wrong: plain 0.75, balanced (1 + 0) / 2
+        let right = [1.0, 1.0, 1.0, 0.0];
+        let labels: Vec<String> = ["a", "a", "a", "b"].iter().map(|s| s.to_string()).collect();
+        assert!((balanced(&right, &labels) - 0.5).abs() < 1e-12);
+        // original x: 2 of 3 copies voted right -> right; original y: its one copy wrong
+        let groups: Vec<String> = ["x", "x", "x", "y"].iter().map(|s| s.to_string()).collect();
+        let pred = [Some("a"), Some("b"), Some("a"), Some("a")];
+        assert_eq!(per_original(&pred, &labels, &groups), (0.5, 2));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The one image -> tensor path. The trainer's validation, the exported model's runtime and the
 //! index all call [`Preprocess::prepare`], so what a model sees when served is, bit for bit,
-//! what it saw when measured. The trainer's augmentations end in [`Preprocess::normalize`].
+//! what it saw when measured. The trainer's augmentations start from [`Preprocess::window`]
+//! (the same located window) and end in [`Preprocess::normalize`].
 
+use crate::locate::{LocateConfig, Location, crop, locate};
 use crate::{Error, Result};
 use image::{ImageReader, RgbImage, imageops::FilterType};
 use serde::{Deserialize, Serialize};
@@ -18,12 +20,15 @@ pub const MAX_DECODE_BYTES: u64 = 200 * 1024 * 1024;
 pub const BLACK_THRESHOLD: u8 = 20;
 
 /// How an image is brought to the model's square input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResizeRule {
     /// Crop the central square (side = shorter side), then resize it to `size` x `size`
-    /// with a triangle (bilinear) filter.
+    /// with a triangle (bilinear) filter. The whole field: models before the cell window.
     CenterSquareBilinear,
+    /// Locate the stained white cell ([`crate::locate`]), cut the square window around it
+    /// (outside the field is padding), then resize it with a triangle (bilinear) filter.
+    CellWindow(LocateConfig),
 }
 
 /// Everything the runtime needs to turn an image into the model's input; stored in the card.
@@ -43,11 +48,17 @@ pub struct Preprocess {
 }
 
 impl Preprocess {
-    /// The blood-cell dataset's statistics (README of the data: measured on 1,000 images).
+    /// The blood-cell dataset's statistics (README of the data: measured on 1,000 images),
+    /// looking at the window around the white cell.
     pub fn blood_cells(size: u32) -> Self {
+        Self::blood_cells_with(size, ResizeRule::CellWindow(LocateConfig::default()))
+    }
+
+    /// The blood-cell statistics with another resize rule (the whole field, another window).
+    pub fn blood_cells_with(size: u32, resize: ResizeRule) -> Self {
         Self {
             size,
-            resize: ResizeRule::CenterSquareBilinear,
+            resize,
             mean: [0.679, 0.642, 0.661],
             std: [0.265, 0.264, 0.261],
             fill_black: true,
@@ -65,14 +76,42 @@ impl Preprocess {
         self.size == 0
     }
 
-    /// The serving path: centre square, resize, normalise. `[3, size, size]` row-major.
+    /// The serving path: window (located cell or centre square), resize, normalise.
+    /// `[3, size, size]` row-major.
     pub fn prepare(&self, img: &RgbImage) -> Vec<f32> {
-        if img.dimensions() == (self.size, self.size) {
-            return self.normalize(img);
+        self.prepare_located(img).0
+    }
+
+    /// [`Preprocess::prepare`], and where the cell was found (None for the centre-square rule).
+    pub fn prepare_located(&self, img: &RgbImage) -> (Vec<f32>, Option<Location>) {
+        let (input, loc) = self.input_image(img);
+        (self.normalize(&input), loc)
+    }
+
+    /// The `size` x `size` image the model sees (before normalisation): what a person should
+    /// be shown as "the crop that was embedded".
+    pub fn input_image(&self, img: &RgbImage) -> (RgbImage, Option<Location>) {
+        let (window, loc) = self.window(img);
+        (self.resize_window(window), loc)
+    }
+
+    /// A window (from [`Preprocess::window`]) brought to the model's `size` x `size`.
+    pub fn resize_window(&self, window: RgbImage) -> RgbImage {
+        if window.dimensions() == (self.size, self.size) {
+            return window;
         }
-        let square = center_square(img);
-        let resized = image::imageops::resize(&square, self.size, self.size, FilterType::Triangle);
-        self.normalize(&resized)
+        image::imageops::resize(&window, self.size, self.size, FilterType::Triangle)
+    }
+
+    /// The square window of the source image that the rule looks at, at source resolution.
+    pub fn window(&self, img: &RgbImage) -> (RgbImage, Option<Location>) {
+        match &self.resize {
+            ResizeRule::CenterSquareBilinear => (center_square(img), None),
+            ResizeRule::CellWindow(cfg) => {
+                let loc = locate(img, cfg);
+                (crop(img, &loc), Some(loc))
+            }
+        }
     }
 
     /// Normalise an image already `size` x `size` into CHW floats.
@@ -171,6 +210,44 @@ mod tests {
         // black padding in a square-resized image becomes exactly the mean (0)
         let black = RgbImage::from_pixel(8, 8, image::Rgb([3, 3, 3]));
         assert!(p.normalize(&black).iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn cell_window_rule_looks_at_the_stained_cell() {
+        let p = Preprocess::blood_cells(16);
+        // a pink field with one purple nucleus near the right edge
+        let img = RgbImage::from_fn(320, 240, |x, y| {
+            let (dx, dy) = (x as i64 - 250, y as i64 - 100);
+            if dx * dx + dy * dy < 400 {
+                image::Rgb([130, 90, 230])
+            } else {
+                image::Rgb([200, 150, 160])
+            }
+        });
+        let (input, loc) = p.input_image(&img);
+        let loc = loc.expect("cell window rule locates");
+        assert!(loc.flags.is_empty(), "{loc:?}");
+        assert_eq!(input.dimensions(), (16, 16));
+        // the nucleus is in the middle of the model's input, not off to the side
+        let mid = input.get_pixel(8, 8).0;
+        assert!(mid[2] as i32 - mid[1] as i32 > 100, "{mid:?}");
+        let whole = Preprocess::blood_cells_with(16, ResizeRule::CenterSquareBilinear);
+        let (field, none) = whole.input_image(&img);
+        assert!(none.is_none());
+        let mid = field.get_pixel(8, 8).0;
+        assert!(mid[2] as i32 - mid[1] as i32 <= 10, "{mid:?}");
+        assert_eq!(p.prepare(&img), p.normalize(&input));
+    }
+
+    #[test]
+    fn old_cards_still_parse() {
+        let old = r#"{"size":64,"resize":"center-square-bilinear","mean":[0.5,0.5,0.5],"std":[0.2,0.2,0.2],"fill_black":true,"layout":"NCHW"}"#;
+        let p: Preprocess = serde_json::from_str(old).unwrap();
+        assert_eq!(p.resize, ResizeRule::CenterSquareBilinear);
+        let new = serde_json::to_string(&Preprocess::blood_cells(64)).unwrap();
+        assert!(new.contains("cell-window"), "{new}");
+        let back: Preprocess = serde_json::from_str(&new).unwrap();
+        assert_eq!(back, Preprocess::blood_cells(64));
     }
 
     #[test]

@@ -205,7 +205,7 @@ pub fn eval(
         .map(|r| r.class.clone().unwrap_or_default())
         .collect();
     let dim = index.model().dim;
-    let retrieval = evaluate_unseen(index.vectors(), &gl, &q, &ql, dim, 0);
+    let retrieval = evaluate_unseen(index.vectors(), &gl, &q, &ql, None, dim, 0);
     Ok(EvalResult {
         retrieval,
         hnsw_recall_at_10: recall_at(index, &q, 10, ef)?,

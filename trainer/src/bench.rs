@@ -31,7 +31,12 @@ pub fn bench(
     device: &Device,
 ) -> crate::Result<BenchReport> {
     let n = (cfg.batch_size * (steps + 1)).max(256);
-    let data = Arc::new(CellImages::load(data_dir, 2 * cfg.image_size, Some(n))?);
+    let data = Arc::new(CellImages::load(
+        data_dir,
+        &cfg.preprocess(),
+        2 * cfg.image_size,
+        Some(n),
+    )?);
     let plan = EpochPlan {
         order: (0..data.len()).collect(),
         batch_size: cfg.batch_size,

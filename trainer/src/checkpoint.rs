@@ -15,8 +15,9 @@ use std::path::Path;
 pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
-pub const BEST_MODEL: &str = "best.bpk";
-pub const BEST_INFO: &str = "best.json";
+/// The served model (the last finished epoch; a fixed recipe, never the "best" on validation).
+pub const BEST_MODEL: &str = "served.bpk";
+pub const BEST_INFO: &str = "served.json";
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
@@ -176,6 +177,9 @@ pub fn write_pictures(
     let Ok((model, _, best)) = load_best_model(run_dir, &Device::flex()) else {
         return Ok(());
     };
+    if split.val.is_empty() {
+        return Ok(());
+    }
     let idx: Vec<usize> = split
         .val
         .iter()

@@ -1,11 +1,14 @@
-//! Training data: images are decoded once, in parallel, into small cached squares; batches of
-//! two augmented views are produced by rayon workers on a background thread, one batch ahead,
-//! so the backend never waits on JPEG decoding. Every view is seeded from (seed, epoch, image),
-//! which makes a run, and a resumed run, reproducible.
+//! Training data: images are decoded once, in parallel; the window around each image's white
+//! cell (the serving preprocessing's own [`Preprocess::window`]) is cached as a small square for
+//! the augmentations, and the exact model input the runtime would build is kept for
+//! measuring. Batches of two augmented views are produced by rayon workers on a background
+//! thread, one batch ahead, so the backend never waits on JPEG decoding. Every view is seeded
+//! from (seed, epoch, image), which makes a run, and a resumed run, reproducible.
 
 use crate::augment::{AugmentConfig, view};
 use cellspace_core::dataset::{ImageEntry, SourceGroups, groups_for, list_images};
-use cellspace_core::preprocess::{Preprocess, center_square, load_rgb};
+use cellspace_core::locate::{LocateFlag, Location};
+use cellspace_core::preprocess::{Preprocess, load_rgb};
 use image::{RgbImage, imageops::FilterType};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -18,8 +21,14 @@ use std::sync::mpsc::{Receiver, sync_channel};
 /// Decoded images of a folder, labels kept only for measuring.
 pub struct CellImages {
     pub entries: Vec<ImageEntry>,
-    /// Central square of each image, resized to the cache size (the augmentation source).
+    /// The window each image is looked at through (around its white cell, or the central
+    /// square), resized to the cache size: the augmentation source and the histogram's input.
     pub squares: Vec<RgbImage>,
+    /// The model's input for each image, exactly as the runtime prepares it (before
+    /// normalisation), so validation measures what is served.
+    pub inputs: Vec<RgbImage>,
+    /// Where the white cell was found (None with the whole-field rule).
+    pub locations: Vec<Option<Location>>,
     /// Class (parent folder) per image, "" when unknown.
     pub labels: Vec<String>,
     /// Source group per image (the image itself when unknown).
@@ -29,10 +38,17 @@ pub struct CellImages {
 }
 
 impl CellImages {
-    /// Read up to `limit` images under `root` (all when None), keeping each one's central square
-    /// at `cache` x `cache` pixels. An unreadable image is reported on stderr and skipped; an
-    /// empty folder is an error.
-    pub fn load(root: &Path, cache: u32, limit: Option<usize>) -> crate::Result<Self> {
+    /// Read up to `limit` images under `root` (all when None), keeping each one's window (as
+    /// `pre` cuts it) at `cache` x `cache` pixels and its model input. An unreadable image is
+    /// reported on stderr and skipped; an empty folder is an error. Source groups come from
+    /// `source_groups.tsv` in or beside `root`, or else are estimated from the images
+    /// ([`cellspace_core::duplicates`]).
+    pub fn load(
+        root: &Path,
+        pre: &Preprocess,
+        cache: u32,
+        limit: Option<usize>,
+    ) -> crate::Result<Self> {
         let (mut entries, problems) = list_images(root)?;
         let mut failed: Vec<(String, String)> = problems
             .into_iter()
@@ -49,17 +65,25 @@ impl CellImages {
             )));
         }
         let bar = progress(entries.len() as u64, "decoding");
-        let decoded: Vec<Result<RgbImage, String>> = entries
+        let groups_file = SourceGroups::find(root)?;
+        let decoded: Vec<Result<Decoded, String>> = entries
             .par_iter()
             .map(|e| {
                 let r = load_rgb(&e.path)
                     .map(|img| {
-                        image::imageops::resize(
-                            &center_square(&img),
-                            cache,
-                            cache,
-                            FilterType::Triangle,
-                        )
+                        let (window, location) = pre.window(&img);
+                        let square =
+                            image::imageops::resize(&window, cache, cache, FilterType::Triangle);
+                        let input = pre.resize_window(window);
+                        let signature = groups_file
+                            .is_none()
+                            .then(|| cellspace_core::duplicates::signature(&img));
+                        Decoded {
+                            square,
+                            input,
+                            location,
+                            signature,
+                        }
                     })
                     .map_err(|err| err.to_string());
                 bar.inc(1);
@@ -69,11 +93,17 @@ impl CellImages {
         bar.finish_and_clear();
         let mut kept = Vec::new();
         let mut squares = Vec::new();
+        let mut inputs = Vec::new();
+        let mut locations = Vec::new();
+        let mut signatures = Vec::new();
         for (e, d) in entries.into_iter().zip(decoded) {
             match d {
-                Ok(img) => {
+                Ok(d) => {
                     kept.push(e);
-                    squares.push(img);
+                    squares.push(d.square);
+                    inputs.push(d.input);
+                    locations.push(d.location);
+                    signatures.extend(d.signature.into_iter().flatten());
                 }
                 Err(reason) => {
                     eprintln!("skipped {}: {reason}", e.path.display());
@@ -87,19 +117,69 @@ impl CellImages {
                 root.display()
             )));
         }
-        let groups_file = SourceGroups::find(root)?;
-        let groups = groups_for(&kept, groups_file.as_ref());
+        let groups = match &groups_file {
+            Some(g) => groups_for(&kept, Some(g)),
+            None => {
+                let est = cellspace_core::duplicates::group(
+                    &signatures,
+                    cellspace_core::duplicates::DEFAULT_THRESHOLD,
+                );
+                eprintln!(
+                    "no {} in or beside {}: estimated {} source groups of near-duplicate images",
+                    cellspace_core::dataset::GROUPS_FILE,
+                    root.display(),
+                    est.iter().collect::<std::collections::HashSet<_>>().len()
+                );
+                est.into_iter().map(|g| format!("est:{g}")).collect()
+            }
+        };
         let labels = kept
             .iter()
             .map(|e| e.class.clone().unwrap_or_default())
             .collect();
-        Ok(Self {
+        let data = Self {
             entries: kept,
             squares,
+            inputs,
+            locations,
             labels,
             groups,
             failed,
-        })
+        };
+        let flags = data.flag_counts();
+        if !flags.is_empty() {
+            let text: Vec<String> = flags
+                .iter()
+                .map(|(f, n)| format!("{n} {}", f.name()))
+                .collect();
+            eprintln!(
+                "white cell located in {} images; flagged: {}",
+                data.len(),
+                text.join(", ")
+            );
+        }
+        Ok(data)
+    }
+
+    /// How many images carry each localisation flag.
+    pub fn flag_counts(&self) -> Vec<(LocateFlag, usize)> {
+        let all = [
+            LocateFlag::NoStain,
+            LocateFlag::Several,
+            LocateFlag::Border,
+            LocateFlag::Cut,
+        ];
+        all.into_iter()
+            .map(|f| {
+                let n = self
+                    .locations
+                    .iter()
+                    .filter(|l| l.as_ref().is_some_and(|l| l.has(f)))
+                    .count();
+                (f, n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -110,11 +190,18 @@ impl CellImages {
         self.entries.is_empty()
     }
 
-    /// The serving-path input of image `i`; exactly the runtime's when the cache size is the
-    /// model's input size, else up to resampling of the cache.
+    /// The serving-path input of image `i`, exactly the runtime's.
     pub fn prepared(&self, i: usize, pre: &Preprocess) -> Vec<f32> {
-        pre.prepare(&self.squares[i])
+        pre.normalize(&self.inputs[i])
     }
+}
+
+/// One decoded image, before it is sorted into [`CellImages`].
+struct Decoded {
+    square: RgbImage,
+    input: RgbImage,
+    location: Option<Location>,
+    signature: Option<Vec<f32>>,
 }
 
 /// Take `n` entries spread evenly over the sorted list, so every class is represented.

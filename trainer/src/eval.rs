@@ -6,7 +6,7 @@ use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel, blend};
 use crate::data::CellImages;
 use crate::model::{EmbeddingOutput, Encoder};
 use burn::prelude::*;
-use cellspace_core::dataset::split_by_group;
+use cellspace_core::dataset::{group_folds, split_by_group};
 use cellspace_core::histogram::histogram_embedding;
 use cellspace_core::metrics::{Exclude, Labeled, RetrievalReport, evaluate, evaluate_unseen};
 use cellspace_core::preprocess::Preprocess;
@@ -22,8 +22,32 @@ pub struct Split {
 }
 
 impl Split {
+    /// The split a run's configuration asks for: fold k of K, or a `val_fraction` share.
+    pub fn for_config(data: &CellImages, cfg: &crate::train::TrainConfig) -> Self {
+        match cfg.fold {
+            Some([k, n]) => Self::fold(data, k, n, cfg.seed, cfg.val_gallery_max),
+            None => Self::new(data, cfg.val_fraction, cfg.seed, cfg.val_gallery_max),
+        }
+    }
+
     pub fn new(data: &CellImages, fraction: f64, seed: u64, gallery_max: usize) -> Self {
         let (train, val) = split_by_group(&data.groups, fraction, seed);
+        Self::with(data, train, val, gallery_max)
+    }
+
+    /// Fold `k` of `n` ([`group_folds`]) held out; the other folds train.
+    pub fn fold(data: &CellImages, k: usize, n: usize, seed: u64, gallery_max: usize) -> Self {
+        let folds = group_folds(&data.groups, n, seed);
+        let (val, train): (Vec<usize>, Vec<usize>) = (0..data.len()).partition(|&i| folds[i] == k);
+        Self::with(data, train, val, gallery_max)
+    }
+
+    /// The same split with a gallery of at most `gallery_max` training images.
+    pub fn regallery(&self, data: &CellImages, gallery_max: usize) -> Self {
+        Self::with(data, self.train.clone(), self.val.clone(), gallery_max)
+    }
+
+    fn with(data: &CellImages, train: Vec<usize>, val: Vec<usize>, gallery_max: usize) -> Self {
         let step = (train.len() as f64 / gallery_max.max(1) as f64).max(1.0);
         let gallery = (0..train.len().min(gallery_max))
             .map(|i| train[(i as f64 * step) as usize])
@@ -63,35 +87,39 @@ pub struct ValidationResult {
 }
 
 impl ValidationResult {
-    /// The learned output that retrieves better (kNN-200 accuracy) and its report.
-    pub fn best_learned(&self) -> (EmbeddingOutput, RetrievalReport) {
-        match &self.head {
-            Some(h) if h.knn200_acc > self.backbone.knn200_acc => {
-                (EmbeddingOutput::Head, h.clone())
-            }
-            _ => (EmbeddingOutput::Backbone, self.backbone.clone()),
+    /// Every measured embedding: the learned outputs alone (weight 0), their blends, and the
+    /// in-graph colour histogram alone (weight 1).
+    pub fn all(&self) -> Vec<Candidate> {
+        let mut out = vec![Candidate {
+            output: EmbeddingOutput::Backbone,
+            colour_weight: 0.0,
+            report: self.backbone.clone(),
+        }];
+        if let Some(h) = &self.head {
+            out.push(Candidate {
+                output: EmbeddingOutput::Head,
+                colour_weight: 0.0,
+                report: h.clone(),
+            });
         }
+        out.extend(self.candidates.iter().cloned());
+        out
     }
 
-    /// The best served embedding by kNN-200 accuracy (ties: less colour). The histogram alone
-    /// (weight 1) is a baseline, never chosen: the learned embedding is always part of it.
-    pub fn best(&self) -> Candidate {
-        let (output, report) = self.best_learned();
-        let learned = Candidate {
-            output,
-            colour_weight: 0.0,
-            report,
-        };
+    /// The report of one served embedding (the recipe's), if it was measured.
+    pub fn candidate(&self, output: EmbeddingOutput, colour_weight: f32) -> Option<Candidate> {
+        self.all().into_iter().find(|c| {
+            (c.output == output || c.colour_weight >= 1.0)
+                && (c.colour_weight - colour_weight).abs() < 1e-6
+        })
+    }
+
+    /// The in-graph colour histogram alone, on the model's input.
+    pub fn histogram(&self) -> Option<RetrievalReport> {
         self.candidates
             .iter()
-            .filter(|c| c.colour_weight < 1.0)
-            .fold(learned, |best, c| {
-                if c.report.knn200_acc > best.report.knn200_acc + 1e-9 {
-                    c.clone()
-                } else {
-                    best
-                }
-            })
+            .find(|c| c.colour_weight >= 1.0)
+            .map(|c| c.report.clone())
     }
 }
 
@@ -142,9 +170,10 @@ pub fn validate(
     let labels =
         |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| data.labels[i].clone()).collect() };
     let (ql, gl) = (labels(&split.val), labels(&split.gallery));
+    let qg: Vec<String> = split.val.iter().map(|&i| data.groups[i].clone()).collect();
     let report = |q: &[f32], g: &[f32]| {
         let dim = q.len() / ql.len().max(1);
-        evaluate_unseen(g, &gl, q, &ql, dim, seed)
+        evaluate_unseen(g, &gl, q, &ql, Some(&qg), dim, seed)
     };
     let emb = |which| {
         (
@@ -191,7 +220,8 @@ pub fn validate(
     })
 }
 
-/// The colour-histogram baseline on the same held-out split.
+/// The colour-histogram baseline (8x8x8 of the window the model looks through, at the cache's
+/// resolution) on the same held-out split.
 pub fn histogram_baseline(data: &CellImages, split: &Split, seed: u64) -> RetrievalReport {
     let emb = |idx: &[usize]| -> Vec<f32> {
         idx.iter()
@@ -202,8 +232,9 @@ pub fn histogram_baseline(data: &CellImages, split: &Split, seed: u64) -> Retrie
         |idx: &[usize]| -> Vec<String> { idx.iter().map(|&i| data.labels[i].clone()).collect() };
     let (q, g) = (emb(&split.val), emb(&split.gallery));
     let (ql, gl) = (labels(&split.val), labels(&split.gallery));
+    let qg: Vec<String> = split.val.iter().map(|&i| data.groups[i].clone()).collect();
     let dim = cellspace_core::histogram::DIM;
-    evaluate_unseen(&g, &gl, &q, &ql, dim, seed)
+    evaluate_unseen(&g, &gl, &q, &ql, Some(&qg), dim, seed)
 }
 
 /// `trainer eval`: a model's and the histogram's metrics for a query folder against a gallery

@@ -3,7 +3,7 @@
 
 use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel};
 use crate::model::{EmbeddingOutput, Encoder};
-use crate::train::{BestInfo, FitSummary, load_best_model};
+use crate::train::{FitSummary, load_best_model};
 use crate::{Error, Result};
 use burn::prelude::*;
 use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
@@ -100,15 +100,17 @@ pub fn export_encoder(
     Ok(card_path)
 }
 
-/// Export the best model of `run_dir` to `to` (a path without extension, e.g. `models/cellspace`):
-/// writes `to.onnx` and `to.json`. With `data` (the run's data folder), the held-out validation
-/// is computed again with this build (all candidate embeddings) and the best one is exported.
+/// Export the served model of `run_dir` to `to` (a path without extension, e.g.
+/// `models/cellspace`): writes `to.onnx` and `to.json`. With `data` (the run's data folder),
+/// the run's held-out validation is measured again with this build. With `cv` (a
+/// `trainer cv` report of the same recipe), the card carries that cross-validated estimate.
 /// Returns the card's path.
 pub fn export_run(
     run_dir: &Path,
     to: &Path,
     summary: Option<&FitSummary>,
     data: Option<&Path>,
+    cv: Option<&Path>,
 ) -> Result<PathBuf> {
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_best_model(run_dir, &Device::flex())?;
@@ -116,23 +118,29 @@ pub fn export_run(
         std::fs::read_to_string(run_dir.join(crate::train::BASELINE_FILE))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
+    let mut locate_flags = serde_json::Value::Null;
     if let Some(dir) = data {
-        // images cached at the input size, so validation prepares them exactly as the runtime does
-        let images = crate::data::CellImages::load(dir, cfg.image_size, cfg.limit)?;
-        let split =
-            crate::eval::Split::new(&images, cfg.val_fraction, cfg.seed, cfg.val_gallery_max);
-        let validation =
-            crate::eval::validate(&model, &images, &split, &cfg.preprocess(), cfg.seed)?;
-        let choice = validation.best();
-        let base = crate::eval::histogram_baseline(&images, &split, cfg.seed);
-        baseline = Some(serde_json::to_value(base).expect("report serialises"));
-        best = BestInfo {
-            epoch: best.epoch,
-            output: choice.output,
-            colour_weight: choice.colour_weight,
-            validation,
-        };
+        let images =
+            crate::data::CellImages::load(dir, &cfg.preprocess(), cfg.image_size, cfg.limit)?;
+        let split = crate::eval::Split::for_config(&images, &cfg);
+        if !split.val.is_empty() {
+            let validation =
+                crate::eval::validate(&model, &images, &split, &cfg.preprocess(), cfg.seed)?;
+            let base = crate::eval::histogram_baseline(&images, &split, cfg.seed);
+            baseline = Some(serde_json::to_value(base).expect("report serialises"));
+            best.validation = Some(validation);
+        }
+        locate_flags = flag_json(&images);
     }
+    let cv_report: Option<serde_json::Value> = match cv {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| cellspace_core::Error::io(p, e))?;
+            Some(serde_json::from_str(&text).map_err(|e| {
+                cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}"))
+            })?)
+        }
+        None => None,
+    };
     // time spent training, from the run's per-epoch log (validation excluded)
     let epoch_seconds: Vec<f64> = std::fs::read_to_string(run_dir.join(crate::train::METRICS_FILE))
         .unwrap_or_default()
@@ -144,12 +152,17 @@ pub fn export_run(
                 .as_f64()
         })
         .collect();
+    let served = best
+        .validation
+        .as_ref()
+        .and_then(|v| v.candidate(best.output, best.colour_weight));
     let info = CardInfo {
         training: serde_json::json!({
             "config": cfg,
             "output": best.output,
             "colour_weight": best.colour_weight,
-            "best_epoch": best.epoch,
+            "epoch": best.epoch,
+            "recipe": "fixed before training: the last epoch, the configured output and colour weight (nothing chosen on validation)",
             "run_dir": run_dir.display().to_string(),
             "summary": summary,
             "epochs_trained": epoch_seconds.len(),
@@ -159,10 +172,16 @@ pub fn export_run(
         data: serde_json::json!({
             "train_images": summary.map(|s| s.train_images),
             "validation_images": summary.map(|s| s.val_images),
-            "split": "whole source groups (source_groups.tsv) held out for validation",
+            "split": match cfg.fold {
+                Some([k, n]) => format!("fold {} of {n} (whole source groups) held out", k + 1),
+                None if cfg.val_fraction > 0.0 => format!("{:.0}% of source groups held out", cfg.val_fraction * 100.0),
+                None => "every image trained on; see metrics.cross_validation for the estimate on unseen cells".into(),
+            },
+            "cell_localisation_flags": locate_flags,
         }),
         metrics: serde_json::json!({
-            "served": best.validation.best(),
+            "cross_validation": cv_report,
+            "served": served,
             "held_out_validation": best.validation,
             "histogram_baseline_same_split": baseline,
         }),
@@ -175,6 +194,16 @@ pub fn export_run(
         info,
         to,
     )
+}
+
+/// Counts of the localisation flags of a data folder, for the card.
+fn flag_json(images: &crate::data::CellImages) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("images".into(), images.len().into());
+    for (f, n) in images.flag_counts() {
+        m.insert(f.name().into(), n.into());
+    }
+    serde_json::Value::Object(m)
 }
 
 fn hardware() -> String {

@@ -9,6 +9,7 @@ pub mod augment;
 pub mod bench;
 pub mod checkpoint;
 pub mod colour;
+pub mod cv;
 pub mod data;
 pub mod device;
 pub mod eval;

@@ -1,11 +1,12 @@
-//! `trainer`: the command line over the trainer library (fit, eval, export).
+//! `trainer`: the command line over the trainer library (fit, cv, groups, eval, export, bench).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use trainer::loss::LossKind;
+use trainer::model::EmbeddingOutput;
 use trainer::model::EncoderConfig;
-use trainer::train::{TrainConfig, fit, install_ctrlc};
+use trainer::train::{Crop, TrainConfig, fit, install_ctrlc};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +23,29 @@ struct Cli {
 enum Cmd {
     /// Train an encoder on a folder of cell images (labels are never used to train).
     Fit(FitArgs),
-    /// Retrieval metrics of a run's best model on labelled folders, beside the histogram baseline.
+    /// Cross-validate the fit recipe over K folds of whole source groups: mean ± SD per metric,
+    /// beside the colour histogram of the same crops on the same folds.
+    Cv {
+        #[command(flatten)]
+        fit: FitArgs,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+    },
+    /// Estimate which images are copies of one original (no labels): writes path<TAB>group.
+    Groups {
+        /// Folder of images.
+        dir: PathBuf,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Cosine similarity of colour signatures above which two images are copies.
+        #[arg(long, default_value_t = cellspace_core::duplicates::DEFAULT_THRESHOLD)]
+        threshold: f32,
+        /// A reference grouping to report agreement with (default: source_groups.tsv in or
+        /// beside DIR, when there is one).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
+    /// Retrieval metrics of a run's served model on labelled folders, beside the histogram baseline.
     Eval {
         #[arg(long)]
         run: PathBuf,
@@ -51,10 +74,12 @@ enum Cmd {
         /// Output path without extension, e.g. models/cellspace.
         #[arg(long)]
         to: PathBuf,
-        /// The run's data folder: validate the best model again with this build and export the
-        /// best served embedding (learned, or blended with the colour histogram).
+        /// The run's data folder: measure the run's held-out validation again with this build.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// A `trainer cv` report (cv.json) of the same recipe, carried in the card.
+        #[arg(long)]
+        cv: Option<PathBuf>,
     },
 }
 
@@ -114,7 +139,22 @@ struct FitArgs {
     /// Torchvision ResNet weights to start from (.pth or .safetensors).
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Where to export the best model (path without extension); "none" to skip.
+    /// What the model looks at: the window around the white cell, or the whole field.
+    #[arg(long, value_enum, default_value = "cell")]
+    crop: Crop,
+    /// Cell window side as a fraction of the image's shorter side (0.4667 = 112 of 240 px).
+    #[arg(long, default_value_t = 0.4667)]
+    window: f32,
+    /// Served embedding: backbone or head (fixed before training; see `trainer cv`).
+    #[arg(long, value_enum, default_value = "backbone")]
+    output: EmbeddingOutput,
+    /// Weight of the in-graph colour histogram in the served embedding (0 = learned only).
+    #[arg(long, default_value_t = 0.0)]
+    colour_weight: f32,
+    /// Share of source groups held out to validate each epoch (0: train on everything).
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// Where to export the served model (path without extension); "none" to skip.
     #[arg(long, default_value = "models/latest")]
     export: String,
 }
@@ -150,6 +190,7 @@ fn main() -> Result<()> {
                     &PathBuf::from(&a.export),
                     Some(&summary),
                     None,
+                    None,
                 )?;
                 eprintln!(
                     "model exported: {} (card {})",
@@ -158,6 +199,29 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Cmd::Cv { fit, folds } => {
+            install_ctrlc();
+            let device = trainer::device::select(&fit.device)?;
+            let cfg = config(&fit)?;
+            let Some(report) =
+                trainer::cv::cross_validate(&cfg, &fit.data, &fit.out, folds, &device)?
+            else {
+                return Ok(());
+            };
+            eprintln!(
+                "\n{folds}-fold cross-validation over source groups (mean ± SD over folds), {:.0} min:\n{}",
+                report.seconds / 60.0,
+                trainer::cv::table(&report)
+            );
+            eprintln!("report: {}", fit.out.join(trainer::cv::CV_FILE).display());
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Cmd::Groups {
+            dir,
+            out,
+            threshold,
+            reference,
+        } => groups(&dir, &out, threshold, reference.as_deref())?,
         Cmd::Bench { fit, steps } => {
             let device = trainer::device::select(&fit.device)?;
             let report = trainer::bench::bench(&config(&fit)?, &fit.data, steps, &device)?;
@@ -172,9 +236,9 @@ fn main() -> Result<()> {
             let device = burn::tensor::Device::flex();
             let (model, cfg, best) = trainer::train::load_best_model(&run, &device)?;
             let pre = cfg.preprocess();
-            let g = trainer::data::CellImages::load(&gallery, pre.size, None)?;
+            let g = trainer::data::CellImages::load(&gallery, &pre, pre.size, None)?;
             let q = query
-                .map(|q| trainer::data::CellImages::load(&q, pre.size, None))
+                .map(|q| trainer::data::CellImages::load(&q, &pre, pre.size, None))
                 .transpose()?;
             let full = trainer::colour::RetrievalModel {
                 colour: trainer::colour::ColourHistogram::new(&pre, &device),
@@ -191,8 +255,9 @@ fn main() -> Result<()> {
             );
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Cmd::Export { run, to, data } => {
-            let card = trainer::export::export_run(&run, &to, None, data.as_deref())?;
+        Cmd::Export { run, to, data, cv } => {
+            let card =
+                trainer::export::export_run(&run, &to, None, data.as_deref(), cv.as_deref())?;
             eprintln!(
                 "model exported: {} (card {})",
                 card.with_extension("onnx").display(),
@@ -226,8 +291,67 @@ fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_margin(a.margin)
         .with_temperature(a.temperature)
         .with_debias(a.debias)
-        .with_fn_threshold(a.fn_threshold);
+        .with_fn_threshold(a.fn_threshold)
+        .with_crop(a.crop)
+        .with_window(a.window)
+        .with_output(a.output)
+        .with_colour_weight(a.colour_weight)
+        .with_val_fraction(a.val_fraction);
     cfg.limit = a.limit;
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     Ok(cfg)
+}
+
+/// `trainer groups`: estimated source groups as `path<TAB>group`, and their agreement with a
+/// reference grouping where there is one.
+fn groups(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    threshold: f32,
+    reference: Option<&std::path::Path>,
+) -> Result<()> {
+    use cellspace_core::dataset::SourceGroups;
+    let (entries, ids, failed) = cellspace_core::duplicates::estimate_groups(dir, threshold)?;
+    for (path, reason) in &failed {
+        eprintln!("skipped {path}: {reason}");
+    }
+    let mut text = String::from("path\tgroup\n");
+    for (e, g) in entries.iter().zip(&ids) {
+        text.push_str(&format!("{}\tg{g}\n", e.rel));
+    }
+    cellspace_core::atomic::write_atomic(out, text.as_bytes())?;
+    let n = ids.iter().collect::<std::collections::HashSet<_>>().len();
+    eprintln!(
+        "{} images in {n} estimated source groups -> {}",
+        entries.len(),
+        out.display()
+    );
+    let reference = match reference {
+        Some(p) => Some(SourceGroups::load(p)?),
+        None => SourceGroups::find(dir)?,
+    };
+    let mut summary = serde_json::json!({
+        "images": entries.len(), "groups": n, "threshold": threshold, "failed": failed.len(),
+    });
+    if let Some(r) = reference {
+        let known: Vec<usize> = (0..entries.len())
+            .filter(|&i| r.group_of(&entries[i].rel).is_some())
+            .collect();
+        let est: Vec<usize> = known.iter().map(|&i| ids[i]).collect();
+        let refs: Vec<&str> = known
+            .iter()
+            .filter_map(|&i| r.group_of(&entries[i].rel))
+            .collect();
+        let (p, rc) = cellspace_core::duplicates::pair_agreement(&est, &refs);
+        let ref_groups = refs.iter().collect::<std::collections::HashSet<_>>().len();
+        eprintln!(
+            "agreement with the reference ({} images in it, {ref_groups} groups): pairwise precision {p:.3}, recall {rc:.3}",
+            known.len()
+        );
+        summary["reference"] = serde_json::json!({
+            "images": known.len(), "groups": ref_groups, "pair_precision": p, "pair_recall": rc,
+        });
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }

@@ -212,7 +212,9 @@ impl Encoder {
 }
 
 /// Which output of the encoder serves as the retrieval embedding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EmbeddingOutput {
     Backbone,

@@ -1,6 +1,12 @@
 //! The training loop: two views per image through the encoder, the chosen loss, AdamW with a
 //! cosine learning rate, validation on held-out source groups after every epoch, a checkpoint
 //! after every epoch and on Ctrl-C, and exact resumption from it.
+//!
+//! The recipe is fixed before training: the served model is the last epoch, with the output and
+//! colour weight of the configuration. Nothing is chosen on the validation split, because one
+//! split of ~60 originals is noise (the same model scores 0.52-0.69 kNN-200 on five of them) and
+//! a choice made on it overstates what unseen cells get. Recipes are compared with
+//! `trainer cv` ([`crate::cv`]), over group folds.
 
 use crate::augment::AugmentConfig;
 pub use crate::checkpoint::{
@@ -17,7 +23,8 @@ use crate::{Error, Result};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use cellspace_core::preprocess::Preprocess;
+use cellspace_core::locate::LocateConfig;
+use cellspace_core::preprocess::{Preprocess, ResizeRule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,11 +71,43 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// Torchvision-style ResNet weights to start from (.pth/.pt/.safetensors).
     pub init: Option<String>,
+    /// What the model looks at: the window around the white cell, or the whole field.
+    #[config(default = "Crop::Cell")]
+    pub crop: Crop,
+    /// Cell window side as a fraction of the image's shorter side (112 px of 240).
+    #[config(default = 0.4667)]
+    pub window: f32,
+    /// The served embedding: the backbone's or the projection head's.
+    #[config(default = "EmbeddingOutput::Backbone")]
+    pub output: EmbeddingOutput,
+    /// Weight of the in-graph colour histogram in the served embedding (0 = learned only).
+    #[config(default = 0.0)]
+    pub colour_weight: f32,
+    /// Cross-validation: validate on fold `[k, K]` (k of K folds of whole source groups)
+    /// instead of a `val_fraction` share.
+    pub fold: Option<[usize; 2]>,
+}
+
+/// What the model looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Crop {
+    /// The square window around the stained white cell ([`cellspace_core::locate`]).
+    Cell,
+    /// The central square of the whole field (models before the cell window).
+    Field,
 }
 
 impl TrainConfig {
     pub fn preprocess(&self) -> Preprocess {
-        Preprocess::blood_cells(self.image_size)
+        let rule = match self.crop {
+            Crop::Cell => ResizeRule::CellWindow(LocateConfig {
+                window: self.window,
+                ..LocateConfig::default()
+            }),
+            Crop::Field => ResizeRule::CenterSquareBilinear,
+        };
+        Preprocess::blood_cells_with(self.image_size, rule)
     }
     pub fn check(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.into()));
@@ -83,6 +122,22 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.debias) {
             return bad("--debias must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.colour_weight) {
+            return bad(
+                "--colour-weight must be in [0, 1): the learned embedding is always served",
+            );
+        }
+        if !(self.window > 0.05 && self.window <= 1.5) {
+            return bad("--window must be a fraction of the shorter side in (0.05, 1.5]");
+        }
+        if self.output == EmbeddingOutput::Head && self.encoder.head_dim == 0 {
+            return bad("--output head needs a projection head (NT-Xent with --head-dim > 0)");
+        }
+        if let Some([k, n]) = self.fold
+            && (n < 2 || k >= n)
+        {
+            return bad("fold must be k of K with K >= 2 and k < K");
         }
         Ok(())
     }
@@ -100,7 +155,7 @@ pub struct RunState {
     /// Sum of the losses of the current epoch so far, and their count.
     pub loss_sum: f64,
     pub loss_count: usize,
-    /// Best validation score so far (kNN-200 accuracy on held-out groups).
+    /// Last validation score (kNN-200 accuracy of the served embedding on held-out groups).
     pub best_score: Option<f64>,
     pub finished: bool,
 }
@@ -118,7 +173,8 @@ pub struct FitSummary {
     pub images_per_s: f64,
 }
 
-/// The best epoch by held-out kNN-200 accuracy and which served embedding achieved it.
+/// The served model of a run (its last finished epoch) and what it serves; the validation is
+/// that epoch's, reported, never used to choose.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BestInfo {
     pub epoch: usize,
@@ -126,7 +182,8 @@ pub struct BestInfo {
     /// Weight of the colour histogram in the served embedding (0 = learned only).
     #[serde(default)]
     pub colour_weight: f32,
-    pub validation: ValidationResult,
+    /// None when the run held nothing out (trained on every group).
+    pub validation: Option<ValidationResult>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -166,9 +223,25 @@ pub fn fit(
     opts: &FitOptions,
 ) -> Result<FitSummary> {
     STOP.store(false, Ordering::SeqCst);
-    let resume = opts.resume;
+    let (cfg, state) = open_run(cfg, run_dir, opts.resume)?;
+    let data = load_data(&cfg, data_dir)?;
+    fit_with(&cfg, data, state, run_dir, device, opts)
+}
+
+/// The images `fit` would load for `cfg`.
+pub fn load_data(cfg: &TrainConfig, data_dir: &Path) -> Result<Arc<CellImages>> {
+    Ok(Arc::new(CellImages::load(
+        data_dir,
+        &cfg.preprocess(),
+        2 * cfg.image_size,
+        cfg.limit,
+    )?))
+}
+
+/// Prepare a run directory for `cfg` (write its config) or read the one to resume.
+fn open_run(cfg: &TrainConfig, run_dir: &Path, resume: bool) -> Result<(TrainConfig, RunState)> {
     std::fs::create_dir_all(run_dir).map_err(|e| cellspace_core::Error::io(run_dir, e))?;
-    let (cfg, mut state) = if resume {
+    if resume {
         let cfg = load_config(run_dir)?;
         let state = load_state(run_dir)?;
         eprintln!(
@@ -177,26 +250,48 @@ pub fn fit(
             state.epoch + 1,
             state.batch
         );
-        (cfg, state)
-    } else {
-        if run_dir.join(CHECKPOINT_DIR).exists() {
-            return Err(Error::Config(format!(
-                "{} already holds a run: pass --resume to continue it, or choose another --out",
-                run_dir.display()
-            )));
-        }
-        cfg.check()?;
-        cellspace_core::atomic::write_json(&run_dir.join(CONFIG_FILE), cfg)?;
-        let _ = std::fs::remove_file(run_dir.join(METRICS_FILE));
-        (cfg.clone(), RunState::default())
-    };
+        return Ok((cfg, state));
+    }
+    if run_dir.join(CHECKPOINT_DIR).exists() {
+        return Err(Error::Config(format!(
+            "{} already holds a run: pass --resume to continue it, or choose another --out",
+            run_dir.display()
+        )));
+    }
+    cfg.check()?;
+    cellspace_core::atomic::write_json(&run_dir.join(CONFIG_FILE), cfg)?;
+    let _ = std::fs::remove_file(run_dir.join(METRICS_FILE));
+    Ok((cfg.clone(), RunState::default()))
+}
+
+/// [`fit`] on images already loaded (cross-validation loads them once for every fold).
+pub fn fit_loaded(
+    cfg: &TrainConfig,
+    data: Arc<CellImages>,
+    run_dir: &Path,
+    device: &Device,
+    opts: &FitOptions,
+) -> Result<FitSummary> {
+    STOP.store(false, Ordering::SeqCst);
+    let (cfg, state) = open_run(cfg, run_dir, opts.resume)?;
+    fit_with(&cfg, data, state, run_dir, device, opts)
+}
+
+fn fit_with(
+    cfg: &TrainConfig,
+    data: Arc<CellImages>,
+    mut state: RunState,
+    run_dir: &Path,
+    device: &Device,
+    opts: &FitOptions,
+) -> Result<FitSummary> {
+    let resume = opts.resume;
     if state.finished {
         eprintln!("run {} is already finished", run_dir.display());
     }
     let pre = cfg.preprocess();
     device.seed(cfg.seed);
-    let data = Arc::new(CellImages::load(data_dir, 2 * cfg.image_size, cfg.limit)?);
-    let split = Split::new(&data, cfg.val_fraction, cfg.seed, cfg.val_gallery_max);
+    let split = Split::for_config(&data, cfg);
     if split.train.len() < cfg.batch_size {
         return Err(Error::Config(format!(
             "only {} training images after holding out validation groups; lower --batch-size (now {})",
@@ -234,7 +329,7 @@ pub fn fit(
             None => fresh,
         }
     };
-    if !resume {
+    if !resume && !split.val.is_empty() {
         let base = crate::eval::histogram_baseline(&data, &split, cfg.seed);
         eprintln!(
             "colour-histogram baseline on the held-out groups: kNN-200 {:.3} P@1 {:.3} MAP@R {:.3}",
@@ -311,41 +406,49 @@ pub fn fit(
         let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
         let secs = epoch_start.elapsed().as_secs_f64();
         let valid = model.valid();
-        let val = validate(&valid, &data, &split, &pre, cfg.seed)?;
-        let (_, learned) = val.best_learned();
-        let choice = val.best();
-        let (output, report) = (choice.output, choice.report.clone());
-        let score = report.knn200_acc;
-        eprintln!(
-            "epoch {}: loss {:.4}, {:.0} img/s, held-out kNN-200 learned {:.3}, best {:.3} P@1 {:.3} MAP@R {:.3} ({:?}, colour weight {})",
-            epoch + 1,
-            train_loss,
-            epoch_images as f64 / secs,
-            learned.knn200_acc,
-            score,
-            report.precision_at_1,
-            report.map_at_r,
-            output,
-            choice.colour_weight
-        );
+        let val = if split.val.is_empty() {
+            None
+        } else {
+            Some(validate(&valid, &data, &split, &pre, cfg.seed)?)
+        };
+        let served = val
+            .as_ref()
+            .and_then(|v| v.candidate(cfg.output, cfg.colour_weight));
+        match (&val, &served) {
+            (Some(v), Some(c)) => eprintln!(
+                "epoch {}: loss {:.4}, {:.0} img/s, held-out kNN-200 served {:.3} (backbone {:.3}, colour histogram {:.3}) P@1 {:.3} MAP@R {:.3}",
+                epoch + 1,
+                train_loss,
+                epoch_images as f64 / secs,
+                c.report.knn200_acc,
+                v.backbone.knn200_acc,
+                v.histogram().map_or(f64::NAN, |h| h.knn200_acc),
+                c.report.precision_at_1,
+                c.report.map_at_r,
+            ),
+            _ => eprintln!(
+                "epoch {}: loss {:.4}, {:.0} img/s (nothing held out)",
+                epoch + 1,
+                train_loss,
+                epoch_images as f64 / secs
+            ),
+        }
         let line = serde_json::json!({
             "epoch": epoch + 1, "loss": train_loss, "lr": cosine_lr(cfg.lr, state.step, total_steps),
             "images_per_s": epoch_images as f64 / secs, "seconds": secs, "validation": val,
         });
         append_line(&run_dir.join(METRICS_FILE), &line.to_string())?;
-        if state.best_score.is_none_or(|b| score > b) {
-            state.best_score = Some(score);
-            save_best(
-                run_dir,
-                &valid,
-                &BestInfo {
-                    epoch: epoch + 1,
-                    output,
-                    colour_weight: choice.colour_weight,
-                    validation: val,
-                },
-            )?;
-        }
+        state.best_score = served.map(|c| c.report.knn200_acc);
+        save_best(
+            run_dir,
+            &valid,
+            &BestInfo {
+                epoch: epoch + 1,
+                output: cfg.output,
+                colour_weight: cfg.colour_weight,
+                validation: val,
+            },
+        )?;
         state.epoch += 1;
         state.batch = 0;
         state.loss_sum = 0.0;
@@ -357,6 +460,7 @@ pub fn fit(
     if !interrupted {
         write_pictures(run_dir, &data, &split, &pre, cfg.seed)?;
     }
+
     Ok(FitSummary {
         run_dir: run_dir.to_path_buf(),
         epochs_done: state.epoch,
