@@ -87,14 +87,21 @@ fn library_path_fit_export_embed_index_query() {
         runtime::folder::embed_dir(&embedder, data.path(), &out, false).unwrap();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(summary.embedded, 48);
-    let index =
-        index::ops::build_from_embeddings(&out, &embedder, index::HnswParams::default()).unwrap();
+    // the real source groups, so that queries can skip their own original's copies
+    let groups = cellspace_core::dataset::SourceGroups::find(&train).unwrap();
+    let index = index::ops::build_from_embeddings(
+        &out,
+        &embedder,
+        index::HnswParams::default(),
+        groups.as_ref(),
+    )
+    .unwrap();
     index.save(&work.path().join("cells.index")).unwrap();
     let (index, embedder) =
         index::ops::open_with_model(&work.path().join("cells.index"), None, &Default::default())
             .unwrap();
     let queries: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
-    let results = index::ops::query(&index, &embedder, &queries, 5, None, false);
+    let results = index::ops::query(&index, &embedder, &queries, 5, None, Default::default());
     let mut same_class = 0usize;
     let mut total = 0usize;
     for (r, e) in results.iter().zip(&entries) {
@@ -112,6 +119,37 @@ fn library_path_fit_export_embed_index_query() {
     let rate = same_class as f64 / total as f64;
     println!("neighbours of the same class: {rate:.3} (chance 0.25)");
     assert!(rate > 0.3, "neighbours' classes beat chance: {rate}");
+
+    // other cells, not copies of the query's own: no hit from its source group, one per group
+    if groups.is_some() {
+        let filter = index::ops::QueryFilter {
+            exclude_self: true,
+            distinct: true,
+        };
+        let results = index::ops::query(&index, &embedder, &queries, 5, None, filter);
+        for (r, e) in results.iter().zip(&entries) {
+            let own = index
+                .rows()
+                .iter()
+                .find(|row| row.path.ends_with(&e.rel))
+                .and_then(|row| row.group.clone())
+                .expect("rows carry their source group");
+            let hit_groups: Vec<&str> = r
+                .neighbours
+                .iter()
+                .map(|h| h.group.as_deref().unwrap())
+                .collect();
+            assert!(!hit_groups.contains(&own.as_str()), "{own}: {hit_groups:?}");
+            let mut uniq = hit_groups.clone();
+            uniq.sort();
+            uniq.dedup();
+            assert_eq!(
+                uniq.len(),
+                hit_groups.len(),
+                "one hit per original: {hit_groups:?}"
+            );
+        }
+    }
 }
 
 fn run_ok(cmd: &mut Command) -> String {

@@ -34,6 +34,7 @@ fn build(n: usize, dim: usize) -> (CellIndex, Vec<f32>) {
             path: format!("/cells/{i}.png"),
             class: Some(["A", "B"][i % 2].into()),
             sha256: format!("h{i}"),
+            ..Default::default()
         };
         b.push(row, &v[i * dim..(i + 1) * dim]).unwrap();
     }
@@ -90,6 +91,7 @@ fn empty_index_saves_loads_and_answers_nothing() {
             path: format!("{i}"),
             class: None,
             sha256: format!("{i}"),
+            ..Default::default()
         })
         .collect();
     loaded.add(rows, &v).unwrap();
@@ -133,7 +135,8 @@ fn failed_save_keeps_the_previous_index() {
             Row {
                 path: "x".into(),
                 class: None,
-                sha256: "x".into()
+                sha256: "x".into(),
+                ..Default::default()
             },
             &[1.0; 4]
         )
@@ -151,6 +154,7 @@ fn index_refuses_a_model_it_was_not_built_with() {
             path: "x".into(),
             class: None,
             sha256: "x".into(),
+            ..Default::default()
         },
         &vectors(1, 8, 3),
     )

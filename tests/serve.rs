@@ -61,13 +61,27 @@ fn api_answers_queries_and_refuses_bad_requests() {
     let h = json(&body);
     assert_eq!(h["index_size"], 24);
     assert_eq!(h["execution_provider"], "CPU");
-    // an indexed image finds itself first
+    // an uploaded cell gets other cells (never itself), and the window it was embedded through
     let img = std::fs::read(&paths[7]).unwrap();
     let (st, body) = util::http(addr, "POST", "/api/query?k=4", &img);
     assert_eq!(st, 200);
     let a = json(&body);
     assert_eq!(a["neighbours"].as_array().unwrap().len(), 4);
-    assert_eq!(a["neighbours"][0]["id"], 7);
+    assert!(
+        a["neighbours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["id"] != 7),
+        "{a}"
+    );
+    assert!(
+        a["query_crop"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,"),
+        "the page shows the crop that was embedded"
+    );
     assert!(
         a["votes"]
             .as_object()
@@ -87,9 +101,14 @@ fn api_answers_queries_and_refuses_bad_requests() {
             .iter()
             .all(|n| n["id"] != 7)
     );
-    // thumbnails by row id only
+    // thumbnails by row id only: the window that was embedded, as PNG
     let (st, body) = util::http(addr, "GET", "/thumb/7", b"");
-    assert_eq!((st, body), (200, img.clone()));
+    assert_eq!(st, 200);
+    let thumb = image::load_from_memory(&body).unwrap();
+    assert_eq!(
+        (thumb.width(), thumb.height()),
+        (index::thumbs::THUMB_SIDE, index::thumbs::THUMB_SIDE)
+    );
     assert_eq!(util::http(addr, "GET", "/thumb/9999", b"").0, 404);
     // bad input: empty, not an image, too large, unknown path, traversal attempts
     assert_eq!(util::http(addr, "POST", "/api/query", b"").0, 400);
@@ -278,10 +297,26 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             &format!("{s}/element/{first}/attribute/title"),
             serde_json::Value::Null,
         );
-        assert_eq!(
+        assert_ne!(
             title.as_str().unwrap(),
             upload.display().to_string(),
-            "the uploaded indexed cell is the top result"
+            "the uploaded cell is not its own neighbour: other cells are shown"
+        );
+        let query_img = wd(
+            daddr,
+            "POST",
+            &format!("{s}/element"),
+            serde_json::json!({"using": "css selector", "value": "#query-img"}),
+        );
+        let src = wd(
+            daddr,
+            "GET",
+            &format!("{s}/element/{}/attribute/src", element_id(&query_img)),
+            serde_json::Value::Null,
+        );
+        assert!(
+            src.as_str().unwrap().starts_with("data:image/png;base64,"),
+            "the page shows the embedded window of the query"
         );
         let votes_el = wd(
             daddr,

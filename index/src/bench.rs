@@ -49,14 +49,7 @@ pub fn bench(
         if i % hold_out == 0 && queries.len() < max_queries * dim {
             queries.extend_from_slice(v);
         } else {
-            builder.push(
-                Row {
-                    path: String::new(),
-                    class: None,
-                    sha256: String::new(),
-                },
-                v,
-            )?;
+            builder.push(Row::default(), v)?;
         }
     }
     let t = Instant::now();

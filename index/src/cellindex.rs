@@ -44,13 +44,26 @@ impl Default for HnswParams {
 }
 
 /// One indexed cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// Image path (absolute when known).
     pub path: String,
     pub class: Option<String>,
     /// sha256 of the image file.
     pub sha256: String,
+    /// The original cell this image is a copy of (source group), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The window around the white cell that was embedded (None: the whole field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<cellspace_core::locate::Location>,
+}
+
+impl Row {
+    /// What makes two rows the same cell: its source group where known, else its content.
+    pub fn cell_key(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.sha256)
+    }
 }
 
 /// One search result.
@@ -62,6 +75,9 @@ pub struct Hit {
     pub similarity: f32,
     pub path: String,
     pub class: Option<String>,
+    /// The original cell (source group) of the hit, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 pub struct IndexBuilder {
@@ -198,16 +214,35 @@ impl CellIndex {
         ef: Option<usize>,
         skip: impl Fn(usize) -> bool,
     ) -> Result<Vec<Hit>> {
+        self.search_cells(query, k, ef, skip, false)
+    }
+
+    /// [`CellIndex::search`]; with `distinct`, at most one hit per original cell
+    /// ([`Row::cell_key`]): the copies of one cell do not crowd out other cells.
+    pub fn search_cells(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: Option<usize>,
+        skip: impl Fn(usize) -> bool,
+        distinct: bool,
+    ) -> Result<Vec<Hit>> {
         check_dim(&self.model, query)?;
         let Some(g) = &self.graph else {
             return Ok(Vec::new());
         };
         let k = k.min(self.len());
-        let mut fetch = k;
+        let mut fetch = if distinct { (k * 4).min(self.len()) } else { k };
         loop {
             let ef = ef.unwrap_or(self.params.ef_search).max(fetch);
             let found = g.search(query, fetch, ef);
-            let kept: Vec<_> = found.iter().filter(|n| !skip(n.d_id)).take(k).collect();
+            let mut seen = std::collections::HashSet::new();
+            let kept: Vec<_> = found
+                .iter()
+                .filter(|n| !skip(n.d_id))
+                .filter(|n| !distinct || seen.insert(self.rows[n.d_id].cell_key()))
+                .take(k)
+                .collect();
             if kept.len() >= k || fetch >= self.len() {
                 return Ok(kept
                     .into_iter()
@@ -218,6 +253,7 @@ impl CellIndex {
                         similarity: 1.0 - n.distance,
                         path: self.rows[n.d_id].path.clone(),
                         class: self.rows[n.d_id].class.clone(),
+                        group: self.rows[n.d_id].group.clone(),
                     })
                     .collect());
             }

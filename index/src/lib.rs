@@ -9,6 +9,7 @@ pub mod cellindex;
 pub mod manifest;
 pub mod ops;
 pub mod serve;
+pub mod thumbs;
 
 pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};
 pub use manifest::{IndexManifest, ModelRef};

@@ -57,6 +57,10 @@ enum Cmd {
         /// Model card (default: models/cellspace.json).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Source groups (`path<TAB>group`, as `trainer groups` writes): which original cell
+        /// each image is a copy of. Default: source_groups.tsv in or beside the image folder.
+        #[arg(long)]
+        groups: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
         device: Device,
         #[arg(long, default_value_t = HnswParams::default().m)]
@@ -83,9 +87,14 @@ enum Cmd {
         k: usize,
         #[arg(long)]
         ef: Option<usize>,
-        /// Skip indexed copies of the query file itself.
+        /// Skip the query's own cell: indexed copies of the same file and, where the index
+        /// knows source groups, every copy of the same original.
         #[arg(long)]
         exclude_self: bool,
+        /// At most one result per original cell (source group), so copies of one cell do not
+        /// fill the list.
+        #[arg(long)]
+        distinct: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -143,11 +152,15 @@ fn main() -> Result<()> {
             images,
             out,
             model,
+            groups,
             device,
             m,
             ef_construction,
             ef_search,
         } => {
+            let groups = groups
+                .map(|g| cellspace_core::dataset::SourceGroups::load(&g))
+                .transpose()?;
             let params = HnswParams {
                 m,
                 ef_construction,
@@ -163,7 +176,9 @@ fn main() -> Result<()> {
             )?;
             let t = std::time::Instant::now();
             let index = match (emb_dir, images) {
-                (Some(d), None) => ops::build_from_embeddings(&d, &embedder, params)?,
+                (Some(d), None) => {
+                    ops::build_from_embeddings(&d, &embedder, params, groups.as_ref())?
+                }
                 (None, Some(d)) => ops::build_from_images(&d, &embedder, params, true)?.0,
                 _ => bail!("give either an embeddings folder or --images DIR"),
             };
@@ -204,12 +219,17 @@ fn main() -> Result<()> {
             k,
             ef,
             exclude_self,
+            distinct,
             json,
             common,
         } => {
             let (index, embedder) =
                 ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
-            let results = ops::query(&index, &embedder, &images, k, ef, exclude_self);
+            let filter = ops::QueryFilter {
+                exclude_self,
+                distinct,
+            };
+            let results = ops::query(&index, &embedder, &images, k, ef, filter);
             if json {
                 println!("{}", serde_json::to_string_pretty(&results)?);
             } else {

@@ -2,24 +2,34 @@
 //! build from `runtime embed` output or from images, add, query, eval and stats.
 
 use crate::{CellIndex, Error, Hit, HnswParams, IndexBuilder, ModelRef, Result, Row};
+use cellspace_core::dataset::SourceGroups;
 use cellspace_core::metrics::{RetrievalReport, evaluate_unseen};
 use runtime::folder::{Embeddings, embed_dir};
 use runtime::{EmbedOptions, Embedder};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// Rows and vectors of a `runtime embed` output folder.
-fn rows_of(emb: &Embeddings) -> Vec<Row> {
+/// Rows of a `runtime embed` output folder. Source groups (which original cell each image is a
+/// copy of) come from `groups`, else from `source_groups.tsv` in or beside the embedded folder.
+fn rows_of(emb: &Embeddings, groups: Option<&SourceGroups>) -> Result<Vec<Row>> {
     let root = PathBuf::from(&emb.state.root);
     let root = std::fs::canonicalize(&root).unwrap_or(root);
-    emb.rows
+    let found = match groups {
+        Some(_) => None,
+        None => SourceGroups::find(&root)?,
+    };
+    let groups = groups.or(found.as_ref());
+    Ok(emb
+        .rows
         .iter()
         .map(|r| Row {
             path: root.join(&r.path).display().to_string(),
             class: r.class.clone(),
             sha256: r.sha256.clone(),
+            group: groups.and_then(|g| g.group_of(&r.path)).map(str::to_string),
+            window: r.window.clone(),
         })
-        .collect()
+        .collect())
 }
 
 /// Check that an embeddings folder was made with `embedder`'s model.
@@ -35,16 +45,18 @@ fn check_embeddings_model(emb: &Embeddings, dir: &Path, embedder: &Embedder) -> 
     Ok(())
 }
 
-/// Build an index from a `runtime embed` output folder.
+/// Build an index from a `runtime embed` output folder (`groups`: the images' source groups,
+/// else `source_groups.tsv` in or beside the embedded folder, where there is one).
 pub fn build_from_embeddings(
     emb_dir: &Path,
     embedder: &Embedder,
     params: HnswParams,
+    groups: Option<&SourceGroups>,
 ) -> Result<CellIndex> {
     let emb = Embeddings::load(emb_dir)?;
     check_embeddings_model(&emb, emb_dir, embedder)?;
     let mut b = IndexBuilder::new(ModelRef::of(embedder), params)?;
-    for (i, row) in rows_of(&emb).into_iter().enumerate() {
+    for (i, row) in rows_of(&emb, groups)?.into_iter().enumerate() {
         b.push(row, emb.row(i))?;
     }
     Ok(b.build())
@@ -59,7 +71,10 @@ pub fn build_from_images(
 ) -> Result<(CellIndex, runtime::folder::EmbedSummary)> {
     let out = runtime::folder::default_out(images);
     let (summary, _) = embed_dir(embedder, images, &out, progress)?;
-    Ok((build_from_embeddings(&out, embedder, params)?, summary))
+    Ok((
+        build_from_embeddings(&out, embedder, params, None)?,
+        summary,
+    ))
 }
 
 /// Append an embeddings folder's rows not already in the index (same path and hash).
@@ -73,7 +88,7 @@ pub fn add_embeddings(index: &mut CellIndex, emb_dir: &Path, embedder: &Embedder
         .collect();
     let mut rows = Vec::new();
     let mut vectors = Vec::new();
-    for (i, row) in rows_of(&emb).into_iter().enumerate() {
+    for (i, row) in rows_of(&emb, None)?.into_iter().enumerate() {
         if !known.contains(&(row.path.clone(), row.sha256.clone())) {
             vectors.extend_from_slice(emb.row(i));
             rows.push(row);
@@ -119,15 +134,39 @@ pub struct QueryResult {
     pub neighbours: Vec<Hit>,
 }
 
-/// Search the index for each image. With `exclude_self`, rows with the same file content as the
-/// query are skipped.
+/// Which cells a query may return.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryFilter {
+    /// Skip the query's own cell: indexed copies of the same file and, when the file is
+    /// indexed with a source group, every copy of the same original.
+    pub exclude_self: bool,
+    /// At most one hit per original cell (source group; identical files where unknown).
+    pub distinct: bool,
+}
+
+/// The rows that are the same cell as an indexed file with content hash `sha`.
+pub fn same_cell(index: &CellIndex, sha: &str) -> Vec<bool> {
+    let groups: std::collections::HashSet<&str> = index
+        .rows()
+        .iter()
+        .filter(|r| r.sha256 == sha)
+        .filter_map(|r| r.group.as_deref())
+        .collect();
+    index
+        .rows()
+        .iter()
+        .map(|r| r.sha256 == sha || r.group.as_deref().is_some_and(|g| groups.contains(g)))
+        .collect()
+}
+
+/// Search the index for each image.
 pub fn query(
     index: &CellIndex,
     embedder: &Embedder,
     images: &[PathBuf],
     k: usize,
     ef: Option<usize>,
-    exclude_self: bool,
+    filter: QueryFilter,
 ) -> Vec<QueryResult> {
     images
         .iter()
@@ -142,9 +181,18 @@ pub fn query(
                     }
                 })?;
                 let v = embedder.embed_image(&rgb)?;
-                index.search(&v, k, ef, |id| {
-                    exclude_self && index.rows()[id].sha256 == sha
-                })
+                let own = if filter.exclude_self {
+                    same_cell(index, &sha)
+                } else {
+                    Vec::new()
+                };
+                index.search_cells(
+                    &v,
+                    k,
+                    ef,
+                    |id| own.get(id).copied().unwrap_or(false),
+                    filter.distinct,
+                )
             })();
             match r {
                 Ok(neighbours) => QueryResult {

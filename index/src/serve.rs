@@ -3,7 +3,10 @@
 //! class vote; click a neighbour to search from it) and a JSON API for other lab software:
 //! `POST /api/query?k=N` (image bytes), `GET /api/neighbours/{id}?k=N`, `GET /api/health`,
 //! `GET /thumb/{id}`. Thumbnails are served by row id only, so no path outside the indexed
-//! cells can ever be read. Binds to 127.0.0.1 by default; uploads are limited to 20 MB.
+//! cells can ever be read, and only while the file still has its indexed content (sha256).
+//! Every picture is the window the model embedded (around the located white cell), for the
+//! query too. Results are other cells: the query's own original and repeated copies of one
+//! original are left out. Binds to 127.0.0.1 by default; uploads are limited to 20 MB.
 
 use crate::{CellIndex, Hit};
 use axum::Json;
@@ -41,6 +44,25 @@ struct QueryAnswer {
     votes: BTreeMap<String, usize>,
     /// Row id of the query when it is an indexed cell.
     query_id: Option<usize>,
+    /// The window of an uploaded query that was embedded (PNG data URL) and where it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_crop: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_window: Option<cellspace_core::locate::Location>,
+}
+
+/// Search for other cells: never the query's own original, one hit per original.
+fn other_cells(
+    s: &AppState,
+    v: &[f32],
+    k: usize,
+    own_sha: Option<&str>,
+) -> crate::Result<Vec<Hit>> {
+    let own = own_sha
+        .map(|sha| crate::ops::same_cell(&s.index, sha))
+        .unwrap_or_default();
+    s.index
+        .search_cells(v, k, None, |id| own.get(id).copied().unwrap_or(false), true)
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -48,6 +70,15 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn answer(neighbours: Vec<Hit>, query_id: Option<usize>) -> Response {
+    answer_with(neighbours, query_id, None, None)
+}
+
+fn answer_with(
+    neighbours: Vec<Hit>,
+    query_id: Option<usize>,
+    query_crop: Option<String>,
+    query_window: Option<cellspace_core::locate::Location>,
+) -> Response {
     let mut votes = BTreeMap::new();
     for h in &neighbours {
         *votes
@@ -58,6 +89,8 @@ fn answer(neighbours: Vec<Hit>, query_id: Option<usize>) -> Response {
         neighbours,
         votes,
         query_id,
+        query_crop,
+        query_window,
     })
     .into_response()
 }
@@ -100,17 +133,22 @@ async fn query(State(s): State<Arc<AppState>>, Query(p): Query<KParam>, body: By
                 format!("not a readable image: {e}"),
             )
         })?;
-        let v = s
+        let (v, window) = s
             .embedder
-            .embed_image(&img)
+            .embed_image_located(&img)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        s.index
-            .search(&v, k, None, |_| false)
+        let sha = cellspace_core::sha256_hex(&body);
+        let crop = crate::thumbs::png_data_url(&crate::thumbs::window_png(
+            &s.embedder.card().preprocess,
+            &img,
+        ));
+        other_cells(&s, &v, k, Some(&sha))
+            .map(|hits| (hits, crop, window))
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await;
     match r {
-        Ok(Ok(hits)) => answer(hits, None),
+        Ok(Ok((hits, crop, window))) => answer_with(hits, None, Some(crop), window),
         Ok(Err((status, msg))) => error(status, msg),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
@@ -122,7 +160,8 @@ async fn neighbours_of(s: Arc<AppState>, id: usize, k: usize) -> Response {
     }
     let r = tokio::task::spawn_blocking(move || {
         let v = s.index.vector(id).to_vec();
-        s.index.search(&v, k, None, |j| j == id)
+        let sha = s.index.rows()[id].sha256.clone();
+        other_cells(&s, &v, k, Some(&sha))
     })
     .await;
     match r {
@@ -142,31 +181,36 @@ async fn neighbours(
 }
 
 async fn thumb(State(s): State<Arc<AppState>>, Path(id): Path<usize>) -> Response {
-    let Some(row) = s.index.rows().get(id) else {
+    let Some(row) = s.index.rows().get(id).cloned() else {
         return error(StatusCode::NOT_FOUND, "no such cell");
     };
-    let path = std::path::PathBuf::from(&row.path);
-    let mime = match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("png") => "image/png",
-        Some("bmp") => "image/bmp",
-        Some("tif" | "tiff") => "image/tiff",
-        _ => "image/jpeg",
-    };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => (
+    let etag = format!("\"{}\"", row.sha256);
+    let r = tokio::task::spawn_blocking(move || {
+        let path = std::path::Path::new(&row.path);
+        let bytes = std::fs::read(path).map_err(|_| "the indexed file is no longer there")?;
+        if cellspace_core::sha256_hex(&bytes) != row.sha256 {
+            return Err("the indexed file has changed since it was indexed");
+        }
+        let img = cellspace_core::preprocess::decode_rgb(&bytes)
+            .map_err(|_| "the indexed file is no longer a readable image")?;
+        Ok(crate::thumbs::window_png(
+            &s.embedder.card().preprocess,
+            &img,
+        ))
+    })
+    .await;
+    match r {
+        Ok(Ok(png)) => (
             [
-                (header::CONTENT_TYPE, mime),
-                (header::CACHE_CONTROL, "max-age=3600"),
+                (header::CONTENT_TYPE, "image/png".to_string()),
+                (header::CACHE_CONTROL, "max-age=3600".to_string()),
+                (header::ETAG, etag),
             ],
-            bytes,
+            png,
         )
             .into_response(),
-        Err(_) => error(StatusCode::NOT_FOUND, "the indexed file is no longer there"),
+        Ok(Err(msg)) => error(StatusCode::NOT_FOUND, msg),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

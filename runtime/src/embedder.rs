@@ -5,6 +5,7 @@
 
 use crate::{Error, Result, ortlib};
 use cellspace_core::card::ModelCard;
+use cellspace_core::locate::Location;
 use cellspace_core::preprocess::load_rgb;
 use image::RgbImage;
 use ort::session::Session;
@@ -220,25 +221,45 @@ impl Embedder {
         self.embed_image(&load_rgb(path)?)
     }
 
+    /// Embed one decoded image, and where its white cell was found (None when the model looks
+    /// at the whole field).
+    pub fn embed_image_located(&self, img: &RgbImage) -> Result<(Vec<f32>, Option<Location>)> {
+        let (input, loc) = self.card.preprocess.prepare_located(img);
+        Ok((self.embed_prepared(&input, 1)?, loc))
+    }
+
     /// Embed many files; each result is the embedding or the reason the file failed.
     /// Decoding of batch k+1 overlaps inference of batch k; `progress` gets each batch's size.
     pub fn embed_paths(
         &self,
         paths: &[PathBuf],
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Vec<Result<Vec<f32>, String>> {
+        self.embed_paths_located(paths, progress)
+            .into_iter()
+            .map(|r| r.map(|(v, _)| v))
+            .collect()
+    }
+
+    /// [`Embedder::embed_paths`], with where each image's white cell was found.
+    pub fn embed_paths_located(
+        &self,
+        paths: &[PathBuf],
+        mut progress: impl FnMut(usize),
+    ) -> Vec<Result<(Vec<f32>, Option<Location>), String>> {
+        type Prepared = Result<(Vec<f32>, Option<Location>), String>;
         let pre = self.card.preprocess.clone();
-        let mut results: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(paths.len());
+        let mut results: Vec<Prepared> = Vec::with_capacity(paths.len());
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Vec<f32>, String>>>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
             let pre = &pre;
             scope.spawn(move || {
                 for chunk in paths.chunks(self.batch_size) {
-                    let prepared: Vec<Result<Vec<f32>, String>> = chunk
+                    let prepared: Vec<Prepared> = chunk
                         .par_iter()
                         .map(|p| {
                             load_rgb(p)
-                                .map(|img| pre.prepare(&img))
+                                .map(|img| pre.prepare_located(&img))
                                 .map_err(|e| e.to_string())
                         })
                         .collect();
@@ -252,8 +273,7 @@ impl Embedder {
                 let flat: Vec<f32> = prepared
                     .iter()
                     .filter_map(|r| r.as_ref().ok())
-                    .flatten()
-                    .copied()
+                    .flat_map(|(v, _)| v.iter().copied())
                     .collect();
                 let batch = if n_ok > 0 {
                     self.embed_prepared(&flat, n_ok)
@@ -265,9 +285,9 @@ impl Embedder {
                     Ok(emb) => {
                         let mut rows = emb.chunks_exact(self.dim().max(1));
                         for r in prepared {
-                            results.push(
-                                r.map(|_| rows.next().map(<[f32]>::to_vec).unwrap_or_default()),
-                            );
+                            results.push(r.map(|(_, loc)| {
+                                (rows.next().map(<[f32]>::to_vec).unwrap_or_default(), loc)
+                            }));
                         }
                     }
                     Err(e) => {

@@ -5,6 +5,7 @@
 
 use crate::{Embedder, Error, Result, npy};
 use cellspace_core::dataset::list_images;
+use cellspace_core::locate::Location;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,10 @@ pub struct ManifestRow {
     pub class: Option<String>,
     pub size: u64,
     pub sha256: String,
+    /// The window around the white cell that was embedded, with its flags (`no-stain`,
+    /// `several`, `border`, `cut`); absent when the model looks at the whole field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Location>,
 }
 
 /// A file that could not be embedded.
@@ -57,6 +62,8 @@ pub struct EmbedSummary {
     /// Unchanged files whose previous rows were reused.
     pub reused: usize,
     pub failed: usize,
+    /// Embedded images per localisation flag (see the manifest's `window.flags`).
+    pub flagged: std::collections::BTreeMap<String, usize>,
     pub seconds: f64,
     pub images_per_s: f64,
     pub provider: String,
@@ -142,12 +149,16 @@ pub fn embed_dir(
         })
         .collect();
     // previous rows with the same model, by (path, content hash)
-    let previous: HashMap<(String, String), Vec<f32>> = match Embeddings::load(out) {
+    type Previous = HashMap<(String, String), (Vec<f32>, Option<Location>)>;
+    let previous: Previous = match Embeddings::load(out) {
         Ok(prev) if prev.state.model_sha256 == emb.card().onnx_sha256 => prev
             .rows
             .iter()
             .enumerate()
-            .map(|(i, r)| ((r.path.clone(), r.sha256.clone()), prev.row(i).to_vec()))
+            .map(|(i, r)| {
+                let key = (r.path.clone(), r.sha256.clone());
+                (key, (prev.row(i).to_vec(), r.window.clone()))
+            })
             .collect(),
         _ => HashMap::new(),
     };
@@ -160,6 +171,7 @@ pub fn embed_dir(
                 class: e.class.clone(),
                 size: bytes.len() as u64,
                 sha256: cellspace_core::sha256_hex(&bytes),
+                window: None,
             })
         })
         .collect();
@@ -172,7 +184,13 @@ pub fn embed_dir(
                 reason,
             }),
             Ok(row) => match previous.get(&(row.path.clone(), row.sha256.clone())) {
-                Some(v) => done.push((row, v.clone())),
+                Some((v, window)) => done.push((
+                    ManifestRow {
+                        window: window.clone(),
+                        ..row
+                    },
+                    v.clone(),
+                )),
                 None => todo.push((row, e.path.clone())),
             },
         }
@@ -192,12 +210,16 @@ pub fn embed_dir(
     let mut embedded = 0usize;
     for chunk in todo.chunks(SAVE_EVERY) {
         let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
-        let results = emb.embed_paths(&paths, |n| bar.inc(n as u64));
+        let results = emb.embed_paths_located(&paths, |n| bar.inc(n as u64));
         for ((row, _), r) in chunk.iter().zip(results) {
             match r {
-                Ok(v) => {
+                Ok((v, window)) => {
                     embedded += 1;
-                    done.push((row.clone(), v));
+                    let row = ManifestRow {
+                        window,
+                        ..row.clone()
+                    };
+                    done.push((row, v));
                 }
                 Err(reason) => failures.push(Failure {
                     path: row.path.clone(),
@@ -210,12 +232,19 @@ pub fn embed_dir(
     bar.finish_and_clear();
     write_outputs(emb, root, out, &mut done, &failures, true)?;
     let secs = infer_start.elapsed().as_secs_f64();
+    let mut flagged = std::collections::BTreeMap::new();
+    for (row, _) in &done {
+        for f in row.window.iter().flat_map(|w| &w.flags) {
+            *flagged.entry(f.name().to_string()).or_insert(0) += 1;
+        }
+    }
     let summary = EmbedSummary {
         out_dir: out.to_path_buf(),
         total: entries.len(),
         embedded,
         reused,
         failed: failures.len(),
+        flagged,
         seconds: started.elapsed().as_secs_f64(),
         images_per_s: if embedded > 0 {
             embedded as f64 / secs.max(1e-9)
