@@ -35,7 +35,7 @@ features=""
 echo "== build (release) into $CARGO_TARGET_DIR"
 cargo build --release --workspace $features
 mkdir -p "$(dirname "$out")"
-echo "== fit: $epochs epochs of self-supervised NT-Xent on $data -> $out"
+echo "== fit: $epochs epochs of self-supervised NT-Xent on windows around the white cells of $data -> $out"
 trainer fit --data "$data" --epochs "$epochs" --device "$device" --out "$out" --resume --export "$out/model" >"$out.fit.json"
 model="$out/model.json"
 echo "== embed $data"
@@ -43,19 +43,30 @@ runtime embed "$data" -o "$out/embeddings" --model "$model" --device cpu
 echo "== index"
 index build "$out/embeddings" --model "$model" -o "$out/cells.index"
 sample=$(find "$data" -type f \( -iname '*.jpeg' -o -iname '*.jpg' -o -iname '*.png' \) | sort | sed -n 1p)
-echo "== query: the cells most similar to $sample (its own copies excluded)"
-index query "$sample" -i "$out/cells.index" -k 8 --exclude-self
+echo "== query: the other cells most similar to $sample (copies of its own original left out, one per original)"
+index query "$sample" -i "$out/cells.index" -k 8 --exclude-self --distinct
 echo "== held-out retrieval (whole source groups held out; kNN-200 accuracy, P@1, MAP@R)"
-python3 - "$model" <<'PY'
+python3 - "$model" "$epochs" <<'PY'
 import json, sys
-card = json.load(open(sys.argv[1]))
+card, epochs = json.load(open(sys.argv[1])), sys.argv[2]
 m = card["metrics"]
-served, base = m["served"], m.get("histogram_baseline_same_split") or {}
+v, base = m.get("held_out_validation"), m.get("histogram_baseline_same_split")
+if not v:
+    print("  nothing was held out (--val-fraction 0): see trainer cv for the estimate")
+    sys.exit(0)
 row = lambda name, r: print(f"  {name:<44} kNN-200 {r['knn200_acc']:.3f}  kNN-11 {r['knn11_acc']:.3f}  P@1 {r['precision_at_1']:.3f}  MAP@R {r['map_at_r']:.3f}")
-v = m["held_out_validation"]
-row(f"learned (backbone)", v["backbone"])
+row("learned (backbone)", v["backbone"])
 if v.get("head"): row("learned (projection head)", v["head"])
-row(f"served: {served['output']} + colour weight {served['colour_weight']:.1f}", served["report"])
-if base: row("colour histogram 8x8x8 (baseline)", base)
+served = m.get("served")
+if served: row(f"served ({served['output']}, colour weight {served['colour_weight']:.1f})", served["report"])
+if base: row("colour histogram 8x8x8 of the same windows", base)
+if served and base:
+    gap = served["report"]["knn200_acc"] - base["knn200_acc"]
+    if gap > 0:
+        print(f"  the served model beats the cell-window histogram by {gap:+.3f} kNN-200 on this split")
+    else:
+        print(f"  the served model does NOT beat the cell-window histogram on this split ({gap:+.3f} kNN-200):")
+        print(f"  {epochs} epochs is a short demonstration; the shipped models/cellspace.onnx trains longer")
+        print("  (README: Measured). One split of ~60 originals moves by ±0.05-0.08; trainer cv gives mean ± SD.")
 PY
 echo "== outputs: run $out (loss.png, embedding-map.png, metrics.jsonl), model $out/model.onnx, index $out/cells.index"

@@ -205,6 +205,23 @@ fn command_line_path_fit_export_embed_index_query() {
             .arg(&card),
     );
     assert!(text.contains("embedded 40"), "{text}");
+    // every manifest row records the window around the white cell that was embedded
+    let manifest = std::fs::read_to_string(emb.join("manifest.jsonl")).unwrap();
+    for line in manifest.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let side = row["window"]["side"].as_u64().unwrap_or(0);
+        assert!(
+            (100..=124).contains(&side),
+            "a ~112 px window of a 320x240 field: {line}"
+        );
+    }
+    let card_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&card).unwrap()).unwrap();
+    assert!(
+        card_json["preprocess"]["resize"]["cell-window"].is_object(),
+        "the card carries the localisation rule: {}",
+        card_json["preprocess"]
+    );
     let idx = w.join("cells.index");
     run_ok(
         Command::new(util::bin("index"))

@@ -295,7 +295,11 @@ fn groups_estimate_finds_copies_on_real_images() {
             n += 1;
         }
     }
-    let (entries, ids, failed) = cellspace_core::duplicates::estimate_groups(
+    let cellspace_core::duplicates::Estimate {
+        images: entries,
+        groups: ids,
+        failed,
+    } = cellspace_core::duplicates::estimate_groups(
         dir.path(),
         cellspace_core::duplicates::DEFAULT_THRESHOLD,
     )

@@ -87,16 +87,19 @@ pub fn group(signatures: &[f32], threshold: f32) -> Vec<usize> {
         .collect()
 }
 
-/// Estimated source groups of every image below `root`: (images, group id of each), images
-/// sorted by path. Unreadable images are returned apart with the reason.
-pub fn estimate_groups(
-    root: &std::path::Path,
-    threshold: f32,
-) -> crate::Result<(
-    Vec<crate::dataset::ImageEntry>,
-    Vec<usize>,
-    Vec<(String, String)>,
-)> {
+/// Images below a folder with their estimated source group, and those that could not be read.
+#[derive(Debug, Clone)]
+pub struct Estimate {
+    /// Readable images, sorted by path.
+    pub images: Vec<crate::dataset::ImageEntry>,
+    /// Group id of each image (0..number of groups).
+    pub groups: Vec<usize>,
+    /// (path, reason) of each image that could not be read.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Estimated source groups of every image below `root`.
+pub fn estimate_groups(root: &std::path::Path, threshold: f32) -> crate::Result<Estimate> {
     let (entries, problems) = crate::dataset::list_images(root)?;
     let sigs: Vec<Result<Vec<f32>, String>> = entries
         .par_iter()
@@ -122,7 +125,11 @@ pub fn estimate_groups(
         }
     }
     let groups = group(&flat, threshold);
-    Ok((kept, groups, failed))
+    Ok(Estimate {
+        images: kept,
+        groups,
+        failed,
+    })
 }
 
 /// Agreement of two groupings of the same items, as pairwise precision and recall of

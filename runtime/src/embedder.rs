@@ -246,16 +246,15 @@ impl Embedder {
         &self,
         paths: &[PathBuf],
         mut progress: impl FnMut(usize),
-    ) -> Vec<Result<(Vec<f32>, Option<Location>), String>> {
-        type Prepared = Result<(Vec<f32>, Option<Location>), String>;
+    ) -> Vec<Located> {
         let pre = self.card.preprocess.clone();
-        let mut results: Vec<Prepared> = Vec::with_capacity(paths.len());
+        let mut results: Vec<Located> = Vec::with_capacity(paths.len());
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Located>>(1);
             let pre = &pre;
             scope.spawn(move || {
                 for chunk in paths.chunks(self.batch_size) {
-                    let prepared: Vec<Prepared> = chunk
+                    let prepared: Vec<Located> = chunk
                         .par_iter()
                         .map(|p| {
                             load_rgb(p)
@@ -300,6 +299,9 @@ impl Embedder {
         results
     }
 }
+
+/// One file's embedding and where its white cell was found, or why the file failed.
+pub type Located = Result<(Vec<f32>, Option<Location>), String>;
 
 fn build_session(
     env: &ort::environment::Environment,

@@ -137,6 +137,14 @@ fn run(cli: Cli) -> Result<u8> {
                 s.provider,
                 s.out_dir.display()
             );
+            if !s.flagged.is_empty() {
+                let flags: Vec<String> =
+                    s.flagged.iter().map(|(f, n)| format!("{n} {f}")).collect();
+                eprintln!(
+                    "white-cell windows flagged: {} (see window.flags in the manifest; no-stain: the field's centre was used, several: the largest stained cell, border: window padded past the field's edge, cut: the nucleus touches the edge)",
+                    flags.join(", ")
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             }

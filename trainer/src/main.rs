@@ -311,7 +311,11 @@ fn groups(
     reference: Option<&std::path::Path>,
 ) -> Result<()> {
     use cellspace_core::dataset::SourceGroups;
-    let (entries, ids, failed) = cellspace_core::duplicates::estimate_groups(dir, threshold)?;
+    let cellspace_core::duplicates::Estimate {
+        images: entries,
+        groups: ids,
+        failed,
+    } = cellspace_core::duplicates::estimate_groups(dir, threshold)?;
     for (path, reason) in &failed {
         eprintln!("skipped {path}: {reason}");
     }

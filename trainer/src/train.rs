@@ -352,6 +352,7 @@ fn fit_with(
         EmbeddingOutput::Backbone
     };
     let started = Instant::now();
+    let log_progress = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut images_trained = 0usize;
     let mut interrupted = false;
     while state.epoch < cfg.epochs && !state.finished {
@@ -374,7 +375,7 @@ fn fit_with(
         let mut epoch_images = 0usize;
         for batch in spawn_batches(data.clone(), plan) {
             let lr = cosine_lr(cfg.lr, state.step, total_steps);
-            let (next, loss) = train_step(model, &mut optim, &batch, &cfg, train_output, lr, &ad);
+            let (next, loss) = train_step(model, &mut optim, &batch, cfg, train_output, lr, &ad);
             model = next;
             state.step += 1;
             state.batch = batch.index + 1;
@@ -391,6 +392,18 @@ fn fit_with(
                 ips
             ));
             bar.inc(1);
+            // the bar is hidden when stderr is a log file: a plain line every 20 batches
+            if log_progress && (batch.index + 1) % 20 == 0 {
+                eprintln!(
+                    "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s",
+                    epoch + 1,
+                    cfg.epochs,
+                    batch.index + 1,
+                    batches_per_epoch,
+                    loss,
+                    ips
+                );
+            }
             if STOP.load(Ordering::SeqCst) || opts.stop_after_steps.is_some_and(|n| state.step >= n)
             {
                 interrupted = true;
