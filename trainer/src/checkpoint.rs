@@ -177,13 +177,16 @@ pub fn write_pictures(
     let Ok((model, _, best)) = load_best_model(run_dir, &Device::flex()) else {
         return Ok(());
     };
-    if split.val.is_empty() {
-        return Ok(());
-    }
-    let idx: Vec<usize> = split
-        .val
+    // held-out cells where the run held some out; else a sample of the (unlabelled) training
+    // cells, and the title says so
+    let (pool, what) = if split.val.is_empty() {
+        (&split.train, "training cells (trained on without labels)")
+    } else {
+        (&split.val, "held-out cells")
+    };
+    let idx: Vec<usize> = pool
         .iter()
-        .step_by((split.val.len() / 1000).max(1))
+        .step_by((pool.len() / 1000).max(1))
         .copied()
         .collect();
     let inputs: Vec<Vec<f32>> = idx.iter().map(|&i| data.prepared(i, pre)).collect();
@@ -193,11 +196,7 @@ pub fn write_pictures(
     let labels: Vec<String> = idx.iter().map(|&i| data.labels[i].clone()).collect();
     scatter(
         &run_dir.join(MAP_PNG),
-        &format!(
-            "t-SNE of {} held-out cells (epoch {})",
-            idx.len(),
-            best.epoch
-        ),
+        &format!("t-SNE of {} {what} (epoch {})", idx.len(), best.epoch),
         &pts,
         &labels,
     )

@@ -153,7 +153,75 @@ pub fn cross_validate(
     }
     let report = summarise(cfg, folds, results, started.elapsed().as_secs_f64());
     cellspace_core::atomic::write_json(&out.join(CV_FILE), &report)?;
+    plot_epochs(out, folds)?;
     Ok(Some(report))
+}
+
+/// Picture of the per-epoch validation averaged over folds (`OUT/cv.png`): the training loss
+/// and held-out kNN-200 of the learned backbone against the in-graph histogram of the same
+/// windows (the curves use each fold's per-epoch gallery sample, the table all training cells).
+pub const CV_PNG: &str = "cv.png";
+
+fn plot_epochs(out: &Path, folds: usize) -> Result<()> {
+    use crate::plot::{Series, line_chart};
+    let mut sums: std::collections::BTreeMap<(usize, &str), (f64, f64)> = Default::default();
+    let fields: [(&str, &[&str]); 3] = [
+        ("loss", &["loss"]),
+        ("learned", &["validation", "backbone", "knn200_acc"]),
+        ("histogram", &["validation", "candidates"]),
+    ];
+    for k in 0..folds {
+        let p = out
+            .join(format!("fold-{}", k + 1))
+            .join(crate::train::METRICS_FILE);
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let Some(epoch) = v["epoch"].as_u64() else {
+                continue;
+            };
+            for (name, path) in fields {
+                let x = if name == "histogram" {
+                    v["validation"]["candidates"].as_array().and_then(|c| {
+                        c.iter()
+                            .find(|c| c["colour_weight"].as_f64() == Some(1.0))
+                            .and_then(|c| c["report"]["knn200_acc"].as_f64())
+                    })
+                } else {
+                    path.iter()
+                        .try_fold(&v, |v, k| v.get(k))
+                        .and_then(|x| x.as_f64())
+                };
+                if let Some(x) = x {
+                    let e = sums.entry((epoch as usize, name)).or_default();
+                    e.0 += x;
+                    e.1 += 1.0;
+                }
+            }
+        }
+    }
+    let series = |name: &str, label: &str| Series {
+        name: label.into(),
+        points: sums
+            .iter()
+            .filter(|((_, n), _)| *n == name)
+            .map(|((e, _), (s, c))| (*e as f64, s / c))
+            .collect(),
+    };
+    line_chart(
+        &out.join(CV_PNG),
+        &format!("{folds}-fold cross-validation: mean over folds by epoch"),
+        &[
+            series("loss", "training loss"),
+            series("learned", "held-out kNN-200, learned backbone"),
+            series(
+                "histogram",
+                "held-out kNN-200, colour histogram of the same windows",
+            ),
+        ],
+    )
 }
 
 fn print_fold(r: &FoldResult, cfg: &TrainConfig) {

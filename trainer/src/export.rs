@@ -130,6 +130,7 @@ pub fn export_run(
             baseline = Some(serde_json::to_value(base).expect("report serialises"));
             best.validation = Some(validation);
         }
+        crate::train::write_pictures(run_dir, &images, &split, &cfg.preprocess(), cfg.seed)?;
         locate_flags = flag_json(&images);
     }
     let cv_report: Option<serde_json::Value> = match cv {
