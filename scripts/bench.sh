@@ -27,9 +27,15 @@ runtime embed "$data" -o "$emb" --model "$model" --device cpu >/dev/null 2>&1 ||
 index bench "$emb"
 echo "## index: synthetic $synthetic x 128 (how cost grows; --synthetic N to change)"
 index bench --synthetic "$synthetic" --dim 128
-echo "## default model, held-out groups (from its card)"
+echo "## default model quality: cross-validated over source groups (from its card)"
 python3 - "$model" <<'PY'
 import json, sys
-m = json.load(open(sys.argv[1]))["metrics"]
-print(json.dumps({"served": m["served"], "histogram_baseline": m.get("histogram_baseline_same_split")}, indent=2))
+cv = (json.load(open(sys.argv[1]))["metrics"] or {}).get("cross_validation") or {}
+if not cv:
+    print("the card carries no cross-validation (trainer export --cv)")
+for key in ("served", "chosen_on_other_folds", "histogram_baseline"):
+    row = cv.get(key)
+    if row:
+        m, sd = row["mean"], row["sd"]
+        print(f"{row['name']:<50} kNN-200 {m['knn200_acc']:.3f} ± {sd['knn200_acc']:.3f}  P@1 {m['precision_at_1']:.3f} ± {sd['precision_at_1']:.3f}  MAP@R {m['map_at_r']:.3f} ± {sd['map_at_r']:.3f}")
 PY

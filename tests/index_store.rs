@@ -14,6 +14,7 @@ fn model(dim: usize, sha: &str) -> ModelRef {
         card: "none.json".into(),
         onnx_sha256: sha.into(),
         dim,
+        preprocess_sha256: String::new(),
     }
 }
 
@@ -172,4 +173,39 @@ fn index_refuses_a_model_it_was_not_built_with() {
         err.contains("built with model synthetic") && err.contains("tiny"),
         "{err}"
     );
+}
+
+#[test]
+fn index_refuses_the_same_onnx_with_other_preprocessing() {
+    let dir = util::tempdir();
+    let opts = runtime::EmbedOptions {
+        device: runtime::Device::Cpu,
+        ..Default::default()
+    };
+    let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();
+    let mut b = IndexBuilder::new(index::ModelRef::of(&embedder), HnswParams::default()).unwrap();
+    b.push(
+        Row {
+            path: "x".into(),
+            sha256: "x".into(),
+            ..Default::default()
+        },
+        &vectors(1, embedder.dim(), 3),
+    )
+    .unwrap();
+    b.build().save(&dir.path().join("m")).unwrap();
+    // the same card opens it
+    index::ops::open_with_model(&dir.path().join("m"), Some(&util::tiny_model()), &opts).unwrap();
+    // the same ONNX file with another window rule or normalisation does not
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(util::tiny_model()).unwrap()).unwrap();
+    card["onnx_file"] = serde_json::json!(util::fixture("tiny.onnx").display().to_string());
+    card["preprocess"]["mean"] = serde_json::json!([0.5, 0.5, 0.5]);
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, card.to_string()).unwrap();
+    let err = index::ops::open_with_model(&dir.path().join("m"), Some(&other), &opts)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("another preprocessing"), "{err}");
 }

@@ -66,6 +66,17 @@ impl Preprocess {
         }
     }
 
+    /// sha256 of this preprocessing (its JSON): with the ONNX sha256, the serving contract an
+    /// index or an embeddings folder is bound to. Two cards with one ONNX file but another
+    /// window, mean or fill rule give other vectors.
+    pub fn fingerprint(&self) -> String {
+        crate::sha256_hex(
+            serde_json::to_string(self)
+                .expect("preprocessing serialises")
+                .as_bytes(),
+        )
+    }
+
     /// Number of floats in one prepared image.
     pub fn len(&self) -> usize {
         3 * (self.size as usize) * (self.size as usize)

@@ -42,6 +42,7 @@ pub fn bench(
         card: String::new(),
         onnx_sha256: String::new(),
         dim,
+        preprocess_sha256: String::new(),
     };
     let mut builder = IndexBuilder::new(model, params)?;
     let mut queries = Vec::new();

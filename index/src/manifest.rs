@@ -24,6 +24,10 @@ pub struct ModelRef {
     pub card: String,
     pub onnx_sha256: String,
     pub dim: usize,
+    /// [`cellspace_core::preprocess::Preprocess::fingerprint`] of the card's preprocessing
+    /// (empty in indexes written before it was recorded: then only the ONNX is checked).
+    #[serde(default)]
+    pub preprocess_sha256: String,
 }
 
 impl ModelRef {
@@ -35,6 +39,7 @@ impl ModelRef {
             card: card.display().to_string(),
             onnx_sha256: e.card().onnx_sha256.clone(),
             dim: e.dim(),
+            preprocess_sha256: e.card().preprocess.fingerprint(),
         }
     }
 
@@ -48,6 +53,14 @@ impl ModelRef {
                 e.card_path().display(),
                 e.card().name,
                 short(&e.card().onnx_sha256)
+            )));
+        }
+        let pre = e.card().preprocess.fingerprint();
+        if !self.preprocess_sha256.is_empty() && pre != self.preprocess_sha256 {
+            return Err(Error::ModelMismatch(format!(
+                "this index was built with model {} and another preprocessing (window, resize or normalisation) than the card {} gives; its vectors would not match: rebuild the index or pass --model with the original card",
+                self.name,
+                e.card_path().display(),
             )));
         }
         Ok(())

@@ -34,9 +34,12 @@ fn rows_of(emb: &Embeddings, groups: Option<&SourceGroups>) -> Result<Vec<Row>> 
 
 /// Check that an embeddings folder was made with `embedder`'s model.
 fn check_embeddings_model(emb: &Embeddings, dir: &Path, embedder: &Embedder) -> Result<()> {
-    if emb.state.model_sha256 != embedder.card().onnx_sha256 {
+    let pre = embedder.card().preprocess.fingerprint();
+    if emb.state.model_sha256 != embedder.card().onnx_sha256
+        || (!emb.state.preprocess_sha256.is_empty() && emb.state.preprocess_sha256 != pre)
+    {
         return Err(Error::ModelMismatch(format!(
-            "{} was embedded with model {} but the model given is {}: embed again or pass the right --model",
+            "{} was embedded with model {} (or its preprocessing) but the model given is {}: embed again or pass the right --model",
             dir.display(),
             emb.state.model,
             embedder.card().name

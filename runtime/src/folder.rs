@@ -47,6 +47,9 @@ pub struct Failure {
 pub struct EmbedState {
     pub model: String,
     pub model_sha256: String,
+    /// The card's preprocessing fingerprint: rows are reused only under the same one.
+    #[serde(default)]
+    pub preprocess_sha256: String,
     pub dim: usize,
     pub root: String,
     pub rows: usize,
@@ -151,15 +154,19 @@ pub fn embed_dir(
     // previous rows with the same model, by (path, content hash)
     type Previous = HashMap<(String, String), (Vec<f32>, Option<Location>)>;
     let previous: Previous = match Embeddings::load(out) {
-        Ok(prev) if prev.state.model_sha256 == emb.card().onnx_sha256 => prev
-            .rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let key = (r.path.clone(), r.sha256.clone());
-                (key, (prev.row(i).to_vec(), r.window.clone()))
-            })
-            .collect(),
+        Ok(prev)
+            if prev.state.model_sha256 == emb.card().onnx_sha256
+                && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint() =>
+        {
+            prev.rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let key = (r.path.clone(), r.sha256.clone());
+                    (key, (prev.row(i).to_vec(), r.window.clone()))
+                })
+                .collect()
+        }
         _ => HashMap::new(),
     };
     let hashed: Vec<std::result::Result<ManifestRow, String>> = entries
@@ -282,6 +289,7 @@ fn write_outputs(
     let state = EmbedState {
         model: emb.card().name.clone(),
         model_sha256: emb.card().onnx_sha256.clone(),
+        preprocess_sha256: emb.card().preprocess.fingerprint(),
         dim: emb.dim(),
         root: root.display().to_string(),
         rows: done.len(),
