@@ -93,7 +93,10 @@ fn library_path_fit_export_embed_index_query() {
         &out,
         &embedder,
         index::HnswParams::default(),
-        groups.as_ref(),
+        index::ops::EmbeddingsSource {
+            groups: groups.as_ref(),
+            ..Default::default()
+        },
     )
     .unwrap();
     index.save(&work.path().join("cells.index")).unwrap();

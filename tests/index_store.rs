@@ -209,3 +209,88 @@ fn index_refuses_the_same_onnx_with_other_preprocessing() {
         .to_string();
     assert!(err.contains("another preprocessing"), "{err}");
 }
+
+fn embed_synthetic(dir: &std::path::Path, n: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cells = dir.join("cells");
+    for i in 0..n {
+        util::write_cell(
+            &cells
+                .join(["A", "B"][i as usize % 2])
+                .join(format!("{i}.png")),
+            i,
+        );
+    }
+    let out = dir.join("cells.embeddings");
+    let e = runtime::Embedder::new(
+        &util::tiny_model(),
+        &runtime::EmbedOptions {
+            device: runtime::Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    runtime::folder::embed_dir(&e, &cells, &out, false).unwrap();
+    (cells, out)
+}
+
+#[test]
+fn build_refuses_an_interrupted_embed_folder_unless_asked() {
+    let dir = util::tempdir();
+    let (_, emb) = embed_synthetic(dir.path(), 6);
+    let state = emb.join("embed.json");
+    let mut s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    s["complete"] = serde_json::json!(false);
+    std::fs::write(&state, s.to_string()).unwrap();
+    let e = runtime::Embedder::new(&util::tiny_model(), &Default::default()).unwrap();
+    let err =
+        index::ops::build_from_embeddings(&emb, &e, HnswParams::default(), Default::default())
+            .err()
+            .expect("an interrupted embed is refused")
+            .to_string();
+    assert!(
+        err.contains("interrupted") && err.contains("--allow-incomplete"),
+        "{err}"
+    );
+    let source = index::ops::EmbeddingsSource {
+        allow_incomplete: true,
+        ..Default::default()
+    };
+    let idx = index::ops::build_from_embeddings(&emb, &e, HnswParams::default(), source).unwrap();
+    assert_eq!(idx.len(), 6);
+}
+
+#[test]
+fn add_images_reports_bad_files_and_exits_2() {
+    let dir = util::tempdir();
+    let (_, emb) = embed_synthetic(dir.path(), 4);
+    let idx = dir.path().join("cells.index");
+    let status = std::process::Command::new(util::bin("index"))
+        .arg("build")
+        .arg(&emb)
+        .arg("--model")
+        .arg(util::tiny_model())
+        .arg("-o")
+        .arg(&idx)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let more = dir.path().join("more");
+    util::write_cell(&more.join("A/ok.png"), 11);
+    std::fs::write(more.join("A/broken.png"), b"\x89PNG not really").unwrap();
+    let out = std::process::Command::new(util::bin("index"))
+        .arg("add")
+        .arg("--images")
+        .arg(&more)
+        .arg("-i")
+        .arg(&idx)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("broken.png"),
+        "the bad file is named: {stderr}"
+    );
+    assert!(stderr.contains("added 1 cells"), "{stderr}");
+}

@@ -61,6 +61,9 @@ enum Cmd {
         /// each image is a copy of. Default: source_groups.tsv in or beside the image folder.
         #[arg(long)]
         groups: Option<PathBuf>,
+        /// Index the rows of an interrupted `runtime embed` anyway.
+        #[arg(long)]
+        allow_incomplete: bool,
         #[arg(long, value_enum, default_value = "auto")]
         device: Device,
         #[arg(long, default_value_t = HnswParams::default().m)]
@@ -153,6 +156,7 @@ fn main() -> Result<()> {
             out,
             model,
             groups,
+            allow_incomplete,
             device,
             m,
             ef_construction,
@@ -177,7 +181,11 @@ fn main() -> Result<()> {
             let t = std::time::Instant::now();
             let index = match (emb_dir, images) {
                 (Some(d), None) => {
-                    ops::build_from_embeddings(&d, &embedder, params, groups.as_ref())?
+                    let source = ops::EmbeddingsSource {
+                        groups: groups.as_ref(),
+                        allow_incomplete,
+                    };
+                    ops::build_from_embeddings(&d, &embedder, params, source)?
                 }
                 (None, Some(d)) => ops::build_from_images(&d, &embedder, params, true)?.0,
                 _ => bail!("give either an embeddings folder or --images DIR"),
@@ -201,11 +209,17 @@ fn main() -> Result<()> {
             let dir = common.dir();
             let (mut index, embedder) =
                 ops::open_with_model(&dir, common.model.as_deref(), &common.opts())?;
+            let mut failed = 0;
             let emb = match (emb_dir, images) {
                 (Some(d), None) => d,
                 (None, Some(d)) => {
                     let out = runtime::folder::default_out(&d);
-                    runtime::folder::embed_dir(&embedder, &d, &out, true)?;
+                    let (summary, failures) =
+                        runtime::folder::embed_dir(&embedder, &d, &out, true)?;
+                    for f in &failures {
+                        eprintln!("failed: {}: {}", f.path, f.reason);
+                    }
+                    failed = summary.failed;
                     out
                 }
                 _ => bail!("give either an embeddings folder or --images DIR"),
@@ -213,6 +227,10 @@ fn main() -> Result<()> {
             let n = ops::add_embeddings(&mut index, &emb, &embedder)?;
             index.save(&dir)?;
             eprintln!("added {n} cells; the index now holds {}", index.len());
+            if failed > 0 {
+                eprintln!("{failed} files could not be embedded (listed above; not added)");
+                std::process::exit(2);
+            }
         }
         Cmd::Query {
             images,

@@ -32,8 +32,29 @@ fn rows_of(emb: &Embeddings, groups: Option<&SourceGroups>) -> Result<Vec<Row>> 
         .collect())
 }
 
-/// Check that an embeddings folder was made with `embedder`'s model.
-fn check_embeddings_model(emb: &Embeddings, dir: &Path, embedder: &Embedder) -> Result<()> {
+/// How an embeddings folder is read into an index.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbeddingsSource<'a> {
+    /// The images' source groups; None: `source_groups.tsv` in or beside the embedded folder.
+    pub groups: Option<&'a SourceGroups>,
+    /// Index the rows of an interrupted `runtime embed` (its `embed.json` says not complete).
+    pub allow_incomplete: bool,
+}
+
+/// Check that an embeddings folder was made with `embedder`'s model, and is complete.
+fn check_embeddings(
+    emb: &Embeddings,
+    dir: &Path,
+    embedder: &Embedder,
+    allow_incomplete: bool,
+) -> Result<()> {
+    if !emb.state.complete && !allow_incomplete {
+        return Err(Error::Invalid(format!(
+            "{}: an interrupted `runtime embed` ({} rows so far, possibly of a few classes only): run it again to finish, or pass --allow-incomplete to index what is there",
+            dir.display(),
+            emb.state.rows
+        )));
+    }
     let pre = embedder.card().preprocess.fingerprint();
     if emb.state.model_sha256 != embedder.card().onnx_sha256
         || (!emb.state.preprocess_sha256.is_empty() && emb.state.preprocess_sha256 != pre)
@@ -48,18 +69,17 @@ fn check_embeddings_model(emb: &Embeddings, dir: &Path, embedder: &Embedder) -> 
     Ok(())
 }
 
-/// Build an index from a `runtime embed` output folder (`groups`: the images' source groups,
-/// else `source_groups.tsv` in or beside the embedded folder, where there is one).
+/// Build an index from a `runtime embed` output folder.
 pub fn build_from_embeddings(
     emb_dir: &Path,
     embedder: &Embedder,
     params: HnswParams,
-    groups: Option<&SourceGroups>,
+    source: EmbeddingsSource,
 ) -> Result<CellIndex> {
     let emb = Embeddings::load(emb_dir)?;
-    check_embeddings_model(&emb, emb_dir, embedder)?;
+    check_embeddings(&emb, emb_dir, embedder, source.allow_incomplete)?;
     let mut b = IndexBuilder::new(ModelRef::of(embedder), params)?;
-    for (i, row) in rows_of(&emb, groups)?.into_iter().enumerate() {
+    for (i, row) in rows_of(&emb, source.groups)?.into_iter().enumerate() {
         b.push(row, emb.row(i))?;
     }
     Ok(b.build())
@@ -74,8 +94,9 @@ pub fn build_from_images(
 ) -> Result<(CellIndex, runtime::folder::EmbedSummary)> {
     let out = runtime::folder::default_out(images);
     let (summary, _) = embed_dir(embedder, images, &out, progress)?;
+    let source = EmbeddingsSource::default();
     Ok((
-        build_from_embeddings(&out, embedder, params, None)?,
+        build_from_embeddings(&out, embedder, params, source)?,
         summary,
     ))
 }
@@ -83,7 +104,7 @@ pub fn build_from_images(
 /// Append an embeddings folder's rows not already in the index (same path and hash).
 pub fn add_embeddings(index: &mut CellIndex, emb_dir: &Path, embedder: &Embedder) -> Result<usize> {
     let emb = Embeddings::load(emb_dir)?;
-    check_embeddings_model(&emb, emb_dir, embedder)?;
+    check_embeddings(&emb, emb_dir, embedder, false)?;
     let known: std::collections::HashSet<(String, String)> = index
         .rows()
         .iter()
