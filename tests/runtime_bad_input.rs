@@ -46,6 +46,8 @@ fn every_bad_input_is_embedded_or_reported() {
         )
         .unwrap();
     std::fs::write(c.join("truncated.jpeg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    // cut near the end: the decoder would fill the last rows silently
+    std::fs::write(c.join("cut_at_95.jpeg"), &jpeg[..jpeg.len() * 95 / 100]).unwrap();
     std::fs::write(c.join("empty.jpg"), b"").unwrap();
     std::fs::write(c.join("text.png"), b"this is not a picture\n").unwrap();
     util::cell_image(3, 1, 1)
@@ -90,8 +92,13 @@ fn every_bad_input_is_embedded_or_reported() {
             .map(|f| f.reason.clone())
             .unwrap_or_default()
     };
+    assert!(
+        reason("cut_at_95.jpeg").contains("truncated"),
+        "{failures:?}"
+    );
     for bad in [
         "truncated.jpeg",
+        "cut_at_95.jpeg",
         "empty.jpg",
         "text.png",
         "huge.png",
@@ -232,4 +239,47 @@ fn explicit_gpu_without_support_is_an_error_not_a_cpu_run() {
         .expect("no CUDA here")
         .to_string();
     assert!(err.contains("CUDA"), "{err}");
+}
+
+#[test]
+fn devices_pipes_and_huge_files_are_refused_without_reading_them() {
+    let dir = util::tempdir();
+    let fifo = dir.path().join("cell.jpeg");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let sparse = dir.path().join("sparse.jpeg");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(2 * 1024 * 1024 * 1024)
+        .unwrap();
+    // each on its own thread: a read that blocked (a FIFO) would fail the test, not hang it
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut paths = vec![std::path::PathBuf::from("/dev/zero"), sparse];
+    if made.is_ok_and(|s| s.success()) {
+        paths.push(fifo);
+    }
+    let n = paths.len();
+    for p in paths {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let r = embedder()
+                .embed_path(&p)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            tx.send((p, r)).unwrap();
+        });
+    }
+    for _ in 0..n {
+        let (p, r) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("refused at once, never blocked");
+        let err = r.expect_err("refused");
+        assert!(
+            err.contains(&p.display().to_string()),
+            "names the file: {err}"
+        );
+        assert!(
+            err.contains("not a regular file") || err.contains("too large"),
+            "{err}"
+        );
+    }
 }

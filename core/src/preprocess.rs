@@ -160,10 +160,56 @@ pub fn center_square(img: &RgbImage) -> RgbImage {
     image::imageops::crop_imm(img, (w - s) / 2, (h - s) / 2, s, s).to_image()
 }
 
+/// Largest image file read, in bytes, unless `CELLSPACE_MAX_FILE_BYTES` says otherwise: a
+/// 320x240 JPEG field is ~10 KB and a large uncompressed TIFF scan a few tens of MB.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The file-size cap in force (`CELLSPACE_MAX_FILE_BYTES`, else [`MAX_FILE_BYTES`]).
+pub fn max_file_bytes() -> u64 {
+    std::env::var("CELLSPACE_MAX_FILE_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_FILE_BYTES)
+}
+
+/// Read an image file's bytes: only a regular file (after following symlinks), and at most
+/// [`max_file_bytes`]. A device (`/dev/zero`), a FIFO or a 2 GB sparse file is refused before
+/// anything is read, so no input can hang a run or exhaust its memory.
+pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::invalid(
+            path,
+            "not a regular file (a folder, device or pipe); only image files are read",
+        ));
+    }
+    let cap = max_file_bytes();
+    let too_large = |n: u64| {
+        Error::invalid(
+            path,
+            format!(
+                "file too large ({n} bytes > {cap}); set CELLSPACE_MAX_FILE_BYTES to accept larger images"
+            ),
+        )
+    };
+    if meta.len() > cap {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Decode an image file into 8-bit RGB, whatever its format, channels or bit depth, with
 /// bounded memory. Errors name the file and the problem.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_image_file(path)?;
     decode_rgb(&bytes).map_err(|reason| Error::Image {
         path: path.to_path_buf(),
         reason,
@@ -180,6 +226,9 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         .map_err(|e| e.to_string())?;
     if reader.format().is_none() {
         return Err("not an image (unrecognised format)".into());
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(bytes) {
+        return Err("truncated JPEG (no end-of-image marker): the file was cut short".into());
     }
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODE_BYTES);
@@ -203,6 +252,14 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         return Err("image has no pixels".into());
     }
     Ok(img.into_rgb8())
+}
+
+/// Whether a JPEG ends with its end-of-image marker (FF D9), ignoring trailing zero padding.
+/// The decoder fills a cut file's missing rows silently; without this check a file cut at
+/// 10-99% embeds as garbage. Entropy-coded data never holds FF D9, so a cut file lacks it.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9]
 }
 
 #[cfg(test)]
@@ -259,6 +316,50 @@ mod tests {
         assert!(new.contains("cell-window"), "{new}");
         let back: Preprocess = serde_json::from_str(&new).unwrap();
         assert_eq!(back, Preprocess::blood_cells(64));
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused_whole_one_is_not() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
+        let mut jpeg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(decode_rgb(&jpeg).is_ok());
+        for cut in [10, 50, 90, 99] {
+            let n = jpeg.len() * cut / 100;
+            let err = decode_rgb(&jpeg[..n]).unwrap_err();
+            assert!(err.contains("truncated"), "{cut}%: {err}");
+        }
+        let mut padded = jpeg.clone();
+        padded.extend([0u8; 16]);
+        assert!(
+            decode_rgb(&padded).is_ok(),
+            "zero padding after the end is fine"
+        );
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let err = read_image_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a regular file") && err.contains("/dev/zero"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("sparse.jpeg");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(2 * 1024 * 1024 * 1024)
+            .unwrap();
+        let err = read_image_file(&big).unwrap_err().to_string();
+        assert!(
+            err.contains("too large") && err.contains("sparse.jpeg"),
+            "{err}"
+        );
+        let err = read_image_file(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 
     #[test]

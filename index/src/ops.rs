@@ -196,7 +196,7 @@ pub fn query(
         .iter()
         .map(|img| {
             let r = (|| -> Result<Vec<Hit>> {
-                let bytes = std::fs::read(img).map_err(|e| cellspace_core::Error::io(img, e))?;
+                let bytes = cellspace_core::preprocess::read_image_file(img)?;
                 let sha = cellspace_core::sha256_hex(&bytes);
                 let rgb = cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
                     cellspace_core::Error::Image {

@@ -187,7 +187,8 @@ async fn thumb(State(s): State<Arc<AppState>>, Path(id): Path<usize>) -> Respons
     let etag = format!("\"{}\"", row.sha256);
     let r = tokio::task::spawn_blocking(move || {
         let path = std::path::Path::new(&row.path);
-        let bytes = std::fs::read(path).map_err(|_| "the indexed file is no longer there")?;
+        let bytes = cellspace_core::preprocess::read_image_file(path)
+            .map_err(|_| "the indexed file is no longer there, or no longer a regular file")?;
         if cellspace_core::sha256_hex(&bytes) != row.sha256 {
             return Err("the indexed file has changed since it was indexed");
         }

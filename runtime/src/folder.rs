@@ -172,7 +172,8 @@ pub fn embed_dir(
     let hashed: Vec<std::result::Result<ManifestRow, String>> = entries
         .par_iter()
         .map(|e| {
-            let bytes = std::fs::read(&e.path).map_err(|err| err.to_string())?;
+            let bytes = cellspace_core::preprocess::read_image_file(&e.path)
+                .map_err(|err| err.to_string())?;
             Ok(ManifestRow {
                 path: e.rel.clone(),
                 class: e.class.clone(),
