@@ -283,3 +283,53 @@ fn devices_pipes_and_huge_files_are_refused_without_reading_them() {
         );
     }
 }
+
+#[test]
+fn corrupted_embeddings_are_detected_never_reused_or_indexed() {
+    let dir = util::tempdir();
+    let d = dir.path().join("cells");
+    for i in 0..6 {
+        util::write_cell(&d.join("A").join(format!("{i}.png")), i);
+    }
+    let out = dir.path().join("out");
+    let e = embedder();
+    embed_dir(&e, &d, &out, false).unwrap();
+    let good = Embeddings::load(&out).unwrap();
+    // flip bits in the rows (past the 128-byte header)
+    let npy = out.join("embeddings.npy");
+    let mut bytes = std::fs::read(&npy).unwrap();
+    for b in bytes[130..170].iter_mut() {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&npy, &bytes).unwrap();
+    let err = Embeddings::load(&out).err().expect("detected").to_string();
+    assert!(
+        err.contains("embeddings.npy") && err.contains("checksum"),
+        "{err}"
+    );
+    let idx = index::ops::build_from_embeddings(
+        &out,
+        &e,
+        index::HnswParams::default(),
+        Default::default(),
+    );
+    assert!(idx.is_err(), "a corrupted folder is never indexed");
+    // the next embed does not reuse it: everything is embedded again, correctly
+    let (s, _) = embed_dir(&e, &d, &out, false).unwrap();
+    assert_eq!((s.embedded, s.reused), (6, 0));
+    assert_eq!(Embeddings::load(&out).unwrap().data, good.data);
+    // rows that are not unit-length are refused even when the checksum is made to match
+    let mut data = good.data.clone();
+    data[..good.dim].iter_mut().for_each(|x| *x *= 2.0);
+    let sha = runtime::npy::write(&npy, &data, good.dim).unwrap();
+    let state = out.join("embed.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    st["embeddings_sha256"] = serde_json::json!(sha);
+    std::fs::write(&state, st.to_string()).unwrap();
+    let err = Embeddings::load(&out).err().expect("refused").to_string();
+    assert!(
+        err.contains("row 0") && err.contains("unit-length"),
+        "{err}"
+    );
+}

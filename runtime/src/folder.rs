@@ -54,6 +54,9 @@ pub struct EmbedState {
     pub root: String,
     pub rows: usize,
     pub manifest_sha256: String,
+    /// sha256 of `embeddings.npy` (empty in folders written before it was recorded).
+    #[serde(default)]
+    pub embeddings_sha256: String,
     pub complete: bool,
 }
 
@@ -102,7 +105,17 @@ impl Embeddings {
             .map(serde_json::from_str)
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| bad(&mp, e.to_string()))?;
-        let (data, dim) = npy::read(&dir.join(EMBEDDINGS_FILE))?;
+        let np = dir.join(EMBEDDINGS_FILE);
+        let nbytes = std::fs::read(&np).map_err(|e| cellspace_core::Error::io(&np, e))?;
+        if !state.embeddings_sha256.is_empty()
+            && cellspace_core::sha256_hex(&nbytes) != state.embeddings_sha256
+        {
+            return Err(bad(
+                &np,
+                "does not match the checksum in embed.json: the file was changed or corrupted; embed again".into(),
+            ));
+        }
+        let (data, dim) = npy::decode(&np, &nbytes)?;
         if rows.len() != state.rows || data.len() != rows.len() * dim || dim != state.dim {
             return Err(bad(
                 dir,
@@ -112,6 +125,19 @@ impl Embeddings {
                     data.len() / dim.max(1)
                 ),
             ));
+        }
+        // every row is what a model card promises: finite and unit-length
+        for (i, v) in data.chunks_exact(dim.max(1)).enumerate() {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if !norm.is_finite() || (norm - 1.0).abs() > 1e-3 {
+                return Err(bad(
+                    &np,
+                    format!(
+                        "row {i} ({}) is not a unit-length finite vector (norm {norm}): corrupted; embed again",
+                        rows[i].path
+                    ),
+                ));
+            }
         }
         Ok(Self {
             rows,
@@ -151,9 +177,17 @@ pub fn embed_dir(
             reason: p.reason,
         })
         .collect();
-    // previous rows with the same model, by (path, content hash)
+    // previous rows with the same model, by (path, content hash); a damaged folder is said
+    // so and embedded again, never reused
+    let loaded = match Embeddings::load(out) {
+        Err(e) if out.join(STATE_FILE).exists() => {
+            eprintln!("not reusing {}: {e}", out.display());
+            Err(e)
+        }
+        r => r,
+    };
     type Previous = HashMap<(String, String), (Vec<f32>, Option<Location>)>;
-    let previous: Previous = match Embeddings::load(out) {
+    let previous: Previous = match loaded {
         Ok(prev)
             if prev.state.model_sha256 == emb.card().onnx_sha256
                 && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint() =>
@@ -279,7 +313,7 @@ fn write_outputs(
         manifest.push('\n');
     }
     let data: Vec<f32> = done.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-    npy::write(&out.join(EMBEDDINGS_FILE), &data, emb.dim())?;
+    let embeddings_sha256 = npy::write(&out.join(EMBEDDINGS_FILE), &data, emb.dim())?;
     cellspace_core::atomic::write_atomic(&out.join(MANIFEST_FILE), manifest.as_bytes())?;
     let mut ftext = String::new();
     for f in failures {
@@ -295,6 +329,7 @@ fn write_outputs(
         root: root.display().to_string(),
         rows: done.len(),
         manifest_sha256: cellspace_core::sha256_hex(manifest.as_bytes()),
+        embeddings_sha256,
         complete,
     };
     cellspace_core::atomic::write_json(&out.join(STATE_FILE), &state)?;

@@ -2,11 +2,10 @@
 //! `[N, D]` embedding matrix, so Python tools read `embeddings.npy` with a plain `np.load`.
 
 use crate::{Error, Result};
-use std::io::Write;
 use std::path::Path;
 
-/// Write `data` (`rows * dim` floats) atomically as a `[rows, dim]` float32 array.
-pub fn write(path: &Path, data: &[f32], dim: usize) -> Result<()> {
+/// The `.npy` bytes of `data` (`rows * dim` floats) as a `[rows, dim]` float32 array.
+pub fn encode(data: &[f32], dim: usize) -> Vec<u8> {
     let rows = data.len().checked_div(dim).unwrap_or(0);
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
@@ -14,21 +13,31 @@ pub fn write(path: &Path, data: &[f32], dim: usize) -> Result<()> {
     let pad = 64 - (10 + header.len() + 1) % 64;
     header.push_str(&" ".repeat(pad % 64));
     header.push('\n');
-    cellspace_core::atomic::write_atomic_with(path, |w| {
-        w.write_all(b"\x93NUMPY\x01\x00")?;
-        w.write_all(&(header.len() as u16).to_le_bytes())?;
-        w.write_all(header.as_bytes())?;
-        for x in data {
-            w.write_all(&x.to_le_bytes())?;
-        }
-        Ok(())
-    })?;
-    Ok(())
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for x in data {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+/// Write `data` atomically as a `[rows, dim]` float32 array; returns the file's sha256.
+pub fn write(path: &Path, data: &[f32], dim: usize) -> Result<String> {
+    let bytes = encode(data, dim);
+    cellspace_core::atomic::write_atomic(path, &bytes)?;
+    Ok(cellspace_core::sha256_hex(&bytes))
 }
 
 /// Read a float32 `[rows, dim]` array written by [`write`] (or NumPy). Returns (data, dim).
 pub fn read(path: &Path) -> Result<(Vec<f32>, usize)> {
     let bytes = std::fs::read(path).map_err(|e| cellspace_core::Error::io(path, e))?;
+    decode(path, &bytes)
+}
+
+/// [`read`] of bytes already in memory (`path` names them in errors).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, usize)> {
     let bad = |r: &str| Error::Output {
         path: path.to_path_buf(),
         reason: format!("not a float32 [N, D] .npy: {r}"),
