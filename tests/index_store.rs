@@ -294,3 +294,27 @@ fn add_images_reports_bad_files_and_exits_2() {
     );
     assert!(stderr.contains("added 1 cells"), "{stderr}");
 }
+
+#[test]
+fn graph_of_another_index_is_a_clean_error_not_a_panic() {
+    let dir = util::tempdir();
+    let (a, _) = build(60, 8);
+    let (b, _) = build(40, 8);
+    let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+    a.save(&pa).unwrap();
+    b.save(&pb).unwrap();
+    // b's graph files in a, with a's manifest rewritten to their checksums
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pa.join("manifest.json")).unwrap()).unwrap();
+    for f in [GRAPH_FILE, "cells.hnsw.data"] {
+        std::fs::copy(pb.join(f), pa.join(f)).unwrap();
+        let bytes = std::fs::read(pa.join(f)).unwrap();
+        manifest["files"][f] = serde_json::json!(cellspace_core::sha256_hex(&bytes));
+    }
+    std::fs::write(pa.join("manifest.json"), manifest.to_string()).unwrap();
+    let err = CellIndex::open(&pa).err().expect("refused").to_string();
+    assert!(
+        err.contains("40 points") && err.contains("60 rows"),
+        "{err}"
+    );
+}

@@ -333,3 +333,16 @@ fn corrupted_embeddings_are_detected_never_reused_or_indexed() {
         "{err}"
     );
 }
+
+#[test]
+fn a_missing_file_is_named_once_with_its_os_error_once() {
+    let out = std::process::Command::new(util::bin("runtime"))
+        .args(["embed-one", "/no/such/cell.png", "--model"])
+        .arg(util::tiny_model())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+    assert!(err.contains("/no/such/cell.png"), "{err}");
+}

@@ -110,6 +110,23 @@ fn api_answers_queries_and_refuses_bad_requests() {
         (index::thumbs::THUMB_SIDE, index::thumbs::THUMB_SIDE)
     );
     assert_eq!(util::http(addr, "GET", "/thumb/9999", b"").0, 404);
+    // revalidated by an ETag from the file's content (row ids change when an index is rebuilt)
+    let sha = cellspace_core::sha256_hex(&img);
+    let (st, body) = util::http_with(
+        addr,
+        "GET",
+        "/thumb/7",
+        &format!("If-None-Match: \"{sha}\"\r\n"),
+        b"",
+    );
+    assert_eq!((st, body.len()), (304, 0));
+    let (st, _) = util::http_with(addr, "GET", "/thumb/7", "If-None-Match: \"other\"\r\n", b"");
+    assert_eq!(st, 200);
+    // a file that changed since it was indexed is not shown as that cell
+    let original = std::fs::read(&paths[8]).unwrap();
+    util::write_cell(&paths[8], 99);
+    assert_eq!(util::http(addr, "GET", "/thumb/8", b"").0, 404);
+    std::fs::write(&paths[8], &original).unwrap();
     // bad input: empty, not an image, too large, unknown path, traversal attempts
     assert_eq!(util::http(addr, "POST", "/api/query", b"").0, 400);
     let (st, body) = util::http(addr, "POST", "/api/query", b"plain text, not a picture");

@@ -18,12 +18,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the shared core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message and deliberately not a `source`: a CLI that
+    /// prints the chain would repeat it ("(os error 2)" twice).
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: cannot decode image: {reason}")]
     Image { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
@@ -36,7 +34,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
     pub fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {

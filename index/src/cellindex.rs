@@ -320,11 +320,9 @@ impl CellIndex {
             ROWS_FILE.into(),
             cellspace_core::sha256_hex(rows.as_bytes()),
         );
-        runtime::npy::write(&dir.join(VECTORS_FILE), &self.vectors, self.model.dim)?;
-        files.insert(
-            VECTORS_FILE.into(),
-            cellspace_core::atomic::sha256_file(&dir.join(VECTORS_FILE))?,
-        );
+        let vectors_sha =
+            runtime::npy::write(&dir.join(VECTORS_FILE), &self.vectors, self.model.dim)?;
+        files.insert(VECTORS_FILE.into(), vectors_sha);
         let manifest = IndexManifest {
             format_version: FORMAT_VERSION,
             model: self.model.clone(),
@@ -364,7 +362,20 @@ impl CellIndex {
         let graph = if manifest.count == 0 {
             None // hnsw_rs panics reloading an empty graph: an empty index has none
         } else {
-            Some(load_graph(dir)?)
+            let g = load_graph(dir)?;
+            // graph files of another index (checksums rewritten to match) would send searches
+            // to rows that do not exist
+            if g.get_nb_point() != rows.len() {
+                return Err(Error::Corrupt {
+                    path: dir.join(GRAPH_FILE),
+                    reason: format!(
+                        "the HNSW graph holds {} points but the index has {} rows: graph files of another index?",
+                        g.get_nb_point(),
+                        rows.len()
+                    ),
+                });
+            }
+            Some(g)
         };
         Ok(Self {
             model: manifest.model,

@@ -134,8 +134,8 @@ pub fn open_with_model(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(&index.model().card));
     let embedder = Embedder::new(&card, opts).map_err(|e| match e {
-        runtime::Error::Core(cellspace_core::Error::Io { path, source })
-            if source.kind() == std::io::ErrorKind::NotFound =>
+        runtime::Error::Core(cellspace_core::Error::Io { path, err })
+            if err.kind() == std::io::ErrorKind::NotFound =>
         {
             Error::ModelMismatch(format!(
                 "the model this index was built with ({}) is not at {}: pass --model",

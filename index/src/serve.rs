@@ -180,11 +180,25 @@ async fn neighbours(
     neighbours_of(s, id, k).await
 }
 
-async fn thumb(State(s): State<Arc<AppState>>, Path(id): Path<usize>) -> Response {
+/// A cell's window as PNG. Row ids change when an index is rebuilt, so the thumbnail is
+/// revalidated on every use (`no-cache`) against an ETag made from the file's sha256: an
+/// unchanged cell costs a 304, a rebuilt index never shows another cell's picture.
+async fn thumb(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<usize>,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let Some(row) = s.index.rows().get(id).cloned() else {
         return error(StatusCode::NOT_FOUND, "no such cell");
     };
     let etag = format!("\"{}\"", row.sha256);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
     let r = tokio::task::spawn_blocking(move || {
         let path = std::path::Path::new(&row.path);
         let bytes = cellspace_core::preprocess::read_image_file(path)
@@ -204,7 +218,7 @@ async fn thumb(State(s): State<Arc<AppState>>, Path(id): Path<usize>) -> Respons
         Ok(Ok(png)) => (
             [
                 (header::CONTENT_TYPE, "image/png".to_string()),
-                (header::CACHE_CONTROL, "max-age=3600".to_string()),
+                (header::CACHE_CONTROL, "no-cache".to_string()),
                 (header::ETAG, etag),
             ],
             png,
