@@ -318,3 +318,15 @@ fn graph_of_another_index_is_a_clean_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[test]
+fn an_index_being_written_is_locked() {
+    let dir = util::tempdir();
+    let idx = dir.path().join("cells.index");
+    let _held = index::ops::lock(&idx).unwrap();
+    let err = index::ops::lock(&idx).err().expect("locked").to_string();
+    assert!(
+        err.contains("another run") && err.contains("cells.index"),
+        "{err}"
+    );
+}

@@ -346,3 +346,43 @@ fn a_missing_file_is_named_once_with_its_os_error_once() {
     assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
     assert!(err.contains("/no/such/cell.png"), "{err}");
 }
+
+#[test]
+fn a_corrupt_model_is_named_not_blamed_on_the_cpu() {
+    let dir = util::tempdir();
+    let junk = b"this is not an ONNX graph at all".repeat(10);
+    std::fs::write(dir.path().join("broken.onnx"), &junk).unwrap();
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(util::tiny_model()).unwrap()).unwrap();
+    card["onnx_file"] = serde_json::json!("broken.onnx");
+    card["onnx_sha256"] = serde_json::json!(cellspace_core::sha256_hex(&junk));
+    std::fs::write(dir.path().join("broken.json"), card.to_string()).unwrap();
+    let err = Embedder::new(&dir.path().join("broken.json"), &Default::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("broken.onnx") && err.contains("cannot load this model"),
+        "{err}"
+    );
+    assert!(!err.contains("execution provider could not start"), "{err}");
+}
+
+#[test]
+fn two_runs_never_write_one_output_folder() {
+    let dir = util::tempdir();
+    let d = dir.path().join("cells");
+    util::write_cell(&d.join("A/0.png"), 0);
+    let out = dir.path().join("out");
+    // a run in progress holds the lock (here: this test holds it as that run would)
+    let held =
+        cellspace_core::atomic::OutputLock::acquire(&out.join(runtime::folder::LOCK_FILE), &out)
+            .unwrap();
+    let err = embed_dir(&embedder(), &d, &out, false)
+        .err()
+        .expect("refused while locked")
+        .to_string();
+    assert!(err.contains("another run"), "{err}");
+    drop(held);
+    embed_dir(&embedder(), &d, &out, false).expect("free once the other run is done");
+}

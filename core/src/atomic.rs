@@ -49,6 +49,38 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
+/// An exclusive lock on an output (an embeddings folder, an index), held while a run writes
+/// it: two runs into one `-o` would pair one's vectors with the other's manifest. The lock is
+/// the OS's advisory lock on `path` (a small file, created if needed), released when the value
+/// is dropped or the process dies, so a killed run never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: std::fs::File,
+}
+
+impl OutputLock {
+    /// Take the lock on `path` without waiting; `what` names the output in the error.
+    pub fn acquire(path: &Path, what: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::invalid(
+                what,
+                "another run is writing it now (locked): wait for it to finish, or write elsewhere",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+        }
+    }
+}
+
 /// sha256 (hex) of a file's content.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -83,6 +115,19 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_is_locked_by_one_run_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("out/.lock");
+        let first = OutputLock::acquire(&lock, &dir.path().join("out")).unwrap();
+        let err = OutputLock::acquire(&lock, &dir.path().join("out"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another run") && err.contains("out"), "{err}");
+        drop(first);
+        OutputLock::acquire(&lock, &dir.path().join("out")).expect("free again");
+    }
 
     #[test]
     fn failed_write_keeps_previous_file() {

@@ -178,6 +178,8 @@ fn main() -> Result<()> {
                     ..Default::default()
                 },
             )?;
+            let out = out.unwrap_or_else(default_index);
+            let _lock = ops::lock(&out)?;
             let t = std::time::Instant::now();
             let index = match (emb_dir, images) {
                 (Some(d), None) => {
@@ -190,7 +192,6 @@ fn main() -> Result<()> {
                 (None, Some(d)) => ops::build_from_images(&d, &embedder, params, true)?.0,
                 _ => bail!("give either an embeddings folder or --images DIR"),
             };
-            let out = out.unwrap_or_else(default_index);
             index.save(&out)?;
             eprintln!(
                 "indexed {} cells ({}-d, model {}) in {:.1}s -> {}",
@@ -207,6 +208,7 @@ fn main() -> Result<()> {
             common,
         } => {
             let dir = common.dir();
+            let _lock = ops::lock(&dir)?;
             let (mut index, embedder) =
                 ops::open_with_model(&dir, common.model.as_deref(), &common.opts())?;
             let mut failed = 0;

@@ -32,6 +32,17 @@ fn rows_of(emb: &Embeddings, groups: Option<&SourceGroups>) -> Result<Vec<Row>> 
         .collect())
 }
 
+/// Lock an index directory for a run that writes it (`build`, `add`): a hidden sibling
+/// `.NAME.lock`, since `save` swaps the directory itself.
+pub fn lock(dir: &Path) -> Result<cellspace_core::atomic::OutputLock> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "index".into());
+    let lock = dir.with_file_name(format!(".{name}.lock"));
+    Ok(cellspace_core::atomic::OutputLock::acquire(&lock, dir)?)
+}
+
 /// How an embeddings folder is read into an index.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmbeddingsSource<'a> {

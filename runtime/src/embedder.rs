@@ -116,6 +116,13 @@ impl Embedder {
                     chosen = Some((s, d));
                     break;
                 }
+                // the CPU provider always exists: when it cannot start, the model is at fault
+                Err(e) if d == Device::Cpu => {
+                    return Err(Error::Model {
+                        path: onnx_path.clone(),
+                        reason: format!("onnxruntime cannot load this model: {e}"),
+                    });
+                }
                 Err(e) if opts.device == Device::Auto => {
                     notes.push(format!("{} unavailable: {e}", d.name()))
                 }

@@ -17,6 +17,8 @@ pub const EMBEDDINGS_FILE: &str = "embeddings.npy";
 pub const MANIFEST_FILE: &str = "manifest.jsonl";
 pub const FAILURES_FILE: &str = "failures.jsonl";
 pub const STATE_FILE: &str = "embed.json";
+/// Held while a run writes the folder ([`cellspace_core::atomic::OutputLock`]).
+pub const LOCK_FILE: &str = ".lock";
 /// Images embedded between two saves of partial results.
 pub const SAVE_EVERY: usize = 1024;
 
@@ -169,6 +171,7 @@ pub fn embed_dir(
     show_progress: bool,
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
     let started = Instant::now();
+    let _lock = cellspace_core::atomic::OutputLock::acquire(&out.join(LOCK_FILE), out)?;
     let (entries, problems) = list_images(root)?;
     let mut failures: Vec<Failure> = problems
         .into_iter()
