@@ -379,8 +379,7 @@ fn two_runs_never_write_one_output_folder() {
         cellspace_core::atomic::OutputLock::acquire(&out.join(runtime::folder::LOCK_FILE), &out)
             .unwrap();
     let err = embed_dir(&embedder(), &d, &out, false)
-        .err()
-        .expect("refused while locked")
+        .expect_err("refused while locked")
         .to_string();
     assert!(err.contains("another run"), "{err}");
     drop(held);
