@@ -324,7 +324,7 @@ fn an_index_being_written_is_locked() {
     let dir = util::tempdir();
     let idx = dir.path().join("cells.index");
     let _held = index::ops::lock(&idx).unwrap();
-    let err = index::ops::lock(&idx).err().expect("locked").to_string();
+    let err = index::ops::lock(&idx).expect_err("locked").to_string();
     assert!(
         err.contains("another run") && err.contains("cells.index"),
         "{err}"
