@@ -137,9 +137,11 @@ fn api_answers_queries_and_refuses_bad_requests() {
             .unwrap()
             .contains("not a readable image")
     );
-    assert_eq!(
-        util::http(addr, "POST", "/api/query", &vec![0u8; MAX_UPLOAD + 1]).0,
-        413
+    let (st, body) = util::http(addr, "POST", "/api/query", &vec![0u8; MAX_UPLOAD + 1]);
+    assert_eq!(st, 413);
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("20 MB"),
+        "too large is a JSON error like every other"
     );
     assert_eq!(
         util::http(addr, "POST", "/api/query?path=/etc/passwd", b"").0,

@@ -111,7 +111,22 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-async fn query(State(s): State<Arc<AppState>>, Query(p): Query<KParam>, body: Bytes) -> Response {
+async fn query(
+    State(s): State<Arc<AppState>>,
+    Query(p): Query<KParam>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        // every error the API gives is JSON, a too-large upload too
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("upload larger than {} MB", MAX_UPLOAD / (1024 * 1024)),
+            );
+        }
+        Err(r) => return error(r.status(), r.body_text()),
+    };
     let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
     if let Some(path) = p.path {
         // a pasted path: only an indexed cell's own path is accepted
