@@ -163,6 +163,13 @@ fn every_bad_input_is_embedded_or_reported() {
     );
     let report = std::fs::read_to_string(out.join(FAILURES_FILE)).unwrap();
     assert_eq!(report.lines().count(), failures.len());
+    // every reported path is written one way: relative to the folder, like manifest rows
+    for f in &failures {
+        assert!(
+            f.path.starts_with("MIXED/") && !f.path.starts_with('/'),
+            "{f:?}"
+        );
+    }
     // the CMYK JPEG is converted, not garbled: its colour is close to what Pillow encoded
     let cmyk = image::open(util::fixture("cmyk.jpg")).unwrap().to_rgb8();
     let p = cmyk.get_pixel(5, 5).0;

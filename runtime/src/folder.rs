@@ -176,7 +176,15 @@ pub fn embed_dir(
     let mut failures: Vec<Failure> = problems
         .into_iter()
         .map(|p| Failure {
-            path: p.path.display().to_string(),
+            // like every other failure and manifest row: relative to the folder, `/`-separated
+            path: p
+                .path
+                .strip_prefix(root)
+                .unwrap_or(&p.path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/"),
             reason: p.reason,
         })
         .collect();
