@@ -23,11 +23,7 @@ fn start(dir: &Path) -> (SocketAddr, Vec<PathBuf>) {
         .map(|r| PathBuf::from(&r.path))
         .collect();
     let addr = spawn(
-        AppState {
-            index,
-            embedder,
-            default_k: 5,
-        },
+        AppState::new(index, embedder, 5),
         "127.0.0.1:0".parse().unwrap(),
     )
     .unwrap();
@@ -206,10 +202,11 @@ fn load_two_thousand_queries_eight_concurrent() {
     let pct =
         |p: f64| results[((results.len() as f64 * p) as usize).min(results.len() - 1)].1 * 1000.0;
     println!(
-        "load: 2000 queries, 8 concurrent: {:.0} queries/s, p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
+        "load: 2000 queries, 8 concurrent: {:.0} queries/s, p50 {:.1} ms, p99 {:.1} ms, {failed} failed, peak RSS of the test process (server and clients) {} MB",
         2000.0 / secs,
         pct(0.5),
-        pct(0.99)
+        pct(0.99),
+        peak_rss_kb(std::process::id()) / 1024
     );
     assert_eq!(failed, 0);
 }
@@ -413,4 +410,89 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Peak resident memory of a process, from /proc (kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn decompression_bombs_in_parallel_keep_memory_bounded() {
+    // the real server process, so its own peak memory can be read
+    let cells = synthetic_cells();
+    let w = util::tempdir();
+    let idx = w.path().join("cells.index");
+    let built = std::process::Command::new(util::bin("index"))
+        .args(["build", "--images"])
+        .arg(cells.path())
+        .arg("--model")
+        .arg(util::tiny_model())
+        .arg("-o")
+        .arg(&idx)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(util::bin("index"))
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "-i"])
+        .arg(&idx)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    assert!(up, "server started");
+    let before = peak_rss_kb(server.id());
+    // just under the pixel cap: 3,900 x 3,900 of one colour is a ~50 KB PNG that decodes to
+    // 45 MB of RGB (and more while it is converted and resized)
+    let bomb = {
+        let img: image::RgbImage =
+            image::ImageBuffer::from_pixel(3900, 3900, image::Rgb([200, 150, 160]));
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png
+    };
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| s.spawn(|| util::http(addr, "POST", "/api/query?k=3", &bomb).0))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let peak = peak_rss_kb(server.id());
+    let _ = server.kill();
+    let _ = server.wait();
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    let busy = statuses.iter().filter(|&&s| s == 503).count();
+    println!(
+        "16 concurrent 15-Mpx uploads ({} KB each): {served} answered, {busy} told to retry (503), peak RSS {} MB (at start {} MB)",
+        bomb.len() / 1024,
+        peak / 1024,
+        before / 1024
+    );
+    assert_eq!(served + busy, 16, "{statuses:?}");
+    assert!(served >= 1);
+    assert!(
+        peak < 1024 * 1024,
+        "peak RSS {} MB: the bound is 1 GB",
+        peak / 1024
+    );
 }

@@ -10,9 +10,18 @@ use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::path::Path;
 
-/// Largest image accepted, in pixels: a 10,000 x 10,000 upload is refused, not decoded into
-/// 300 MB per worker.
-pub const MAX_PIXELS: u64 = 50_000_000;
+/// Largest image accepted, in pixels, unless `CELLSPACE_MAX_PIXELS` says otherwise: 16 Mpx
+/// (4,000 x 4,000) is 200 times a 320x240 field; a larger declared size is refused from the
+/// header, never decoded (a 143 KB PNG can declare 49 Mpx, 150 MB of RGB).
+pub const MAX_PIXELS: u64 = 16_000_000;
+
+/// The pixel cap in force (`CELLSPACE_MAX_PIXELS`, else [`MAX_PIXELS`]).
+pub fn max_pixels() -> u64 {
+    std::env::var("CELLSPACE_MAX_PIXELS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_PIXELS)
+}
 /// Largest decoder allocation in bytes (bounds memory per decoding worker).
 pub const MAX_DECODE_BYTES: u64 = 200 * 1024 * 1024;
 /// Pixels whose brightest channel is below this are treated as padding (the black corners of
@@ -236,9 +245,10 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     let (w, h) = reader
         .into_dimensions()
         .map_err(|e| format!("unreadable header: {e}"))?;
-    if (w as u64) * (h as u64) > MAX_PIXELS {
+    let cap = max_pixels();
+    if (w as u64) * (h as u64) > cap {
         return Err(format!(
-            "image too large ({w}x{h} > {MAX_PIXELS} pixels); downscale it first"
+            "image too large ({w}x{h} > {cap} pixels); downscale it first or set CELLSPACE_MAX_PIXELS"
         ));
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))

@@ -324,11 +324,7 @@ fn main() -> Result<()> {
             let (index, embedder) =
                 ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
             let n = index.len();
-            let state = index::serve::AppState {
-                index,
-                embedder,
-                default_k: k,
-            };
+            let state = index::serve::AppState::new(index, embedder, k);
             let bound = index::serve::spawn(state, addr)
                 .with_context(|| format!("cannot listen on {addr}"))?;
             println!("cellspace lab tool: http://{bound}/  ({n} cells; Ctrl-C to stop)");

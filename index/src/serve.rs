@@ -29,6 +29,27 @@ pub struct AppState {
     pub index: CellIndex,
     pub embedder: Embedder,
     pub default_k: usize,
+    /// Uploads decoded at once (one per core). A decode holds up to a few hundred MB for an
+    /// image at the pixel cap, so these slots, not the number of clients, bound the memory.
+    pub decode_slots: Arc<tokio::sync::Semaphore>,
+    /// Uploads waiting for a slot; past `max_waiting` a request gets 503 with Retry-After.
+    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
+    pub max_waiting: usize,
+}
+
+impl AppState {
+    /// The lab tool's state with one decode slot per core.
+    pub fn new(index: CellIndex, embedder: Embedder, default_k: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            index,
+            embedder,
+            default_k,
+            decode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_waiting: 4 * cores,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -141,7 +162,30 @@ async fn query(
             "empty body: send the image file's bytes",
         );
     }
+    let slot = match s.decode_slots.clone().try_acquire_owned() {
+        Ok(slot) => slot,
+        Err(_) => {
+            use std::sync::atomic::Ordering;
+            if s.waiting.fetch_add(1, Ordering::SeqCst) >= s.max_waiting {
+                s.waiting.fetch_sub(1, Ordering::SeqCst);
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy decoding other uploads: try again in a second",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return r;
+            }
+            let slot = s.decode_slots.clone().acquire_owned().await;
+            s.waiting.fetch_sub(1, Ordering::SeqCst);
+            match slot {
+                Ok(slot) => slot,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+    };
     let r = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let img = cellspace_core::preprocess::decode_rgb(&body).map_err(|e| {
             (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
