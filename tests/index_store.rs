@@ -330,3 +330,16 @@ fn an_index_being_written_is_locked() {
         "{err}"
     );
 }
+
+#[test]
+fn a_save_killed_between_its_renames_is_recovered_on_open() {
+    let dir = util::tempdir();
+    let p = dir.path().join("cells.index");
+    let (idx, _) = build(30, 8);
+    idx.save(&p).unwrap();
+    // what a kill after the first rename of the next save leaves behind
+    std::fs::rename(&p, dir.path().join(".cells.index.old-4242")).unwrap();
+    let back = CellIndex::open(&p).expect("recovered");
+    assert_eq!(back.len(), 30);
+    assert!(p.is_dir(), "the index is back in place");
+}

@@ -286,12 +286,54 @@ impl CellIndex {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
+        // everything on disk before the swap: hnsw_rs's own files are not synced by it
+        sync_dir_files(&tmp)?;
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         if dir.exists() {
             std::fs::rename(dir, &old).map_err(|e| cellspace_core::Error::io(dir, e))?;
         }
+        // a kill here leaves no `dir`, only `.NAME.old-PID`: `open` puts it back
         std::fs::rename(&tmp, dir).map_err(|e| cellspace_core::Error::io(dir, e))?;
+        sync_dir(parent)?;
         let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    /// A save killed between its two renames leaves no index at `dir` but the previous one
+    /// as `.NAME.old-PID` beside it: put that back (when it verifies) and say so.
+    fn recover(dir: &Path) -> Result<()> {
+        if dir.exists() {
+            return Ok(());
+        }
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return Ok(());
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let prefix = format!(".{}.old-", name.to_string_lossy());
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let candidate = e.file_name().to_string_lossy().starts_with(&prefix) && p.is_dir();
+            if candidate
+                && IndexManifest::load(&p)
+                    .and_then(|m| m.verify_files(&p))
+                    .is_ok()
+            {
+                std::fs::rename(&p, dir).map_err(|e| cellspace_core::Error::io(dir, e))?;
+                eprintln!(
+                    "{}: recovered the index from {} (a save was interrupted)",
+                    dir.display(),
+                    p.display()
+                );
+                return Ok(());
+            }
+        }
         Ok(())
     }
 
@@ -337,6 +379,7 @@ impl CellIndex {
 
     /// Open an index directory; every file is checked against the manifest first.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::recover(dir)?;
         let manifest = IndexManifest::load(dir)?;
         manifest.verify_files(dir)?;
         let rp = dir.join(ROWS_FILE);
@@ -392,6 +435,27 @@ impl CellIndex {
         n * (2 * self.model.dim * 4 + 2 * self.params.m * 8 + 64)
             + self.rows.iter().map(|r| r.path.len() + 96).sum::<usize>()
     }
+}
+
+/// fsync every file in `dir`, then `dir` itself.
+fn sync_dir_files(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| cellspace_core::Error::io(dir, e))?;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_file() {
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| cellspace_core::Error::io(&p, e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// fsync a directory, so renames inside it survive a power cut.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| cellspace_core::Error::io(dir, e).into())
 }
 
 /// Reload the hnsw_rs graph. hnsw_rs's loaded graph borrows its `HnswIo`, so the (small) loader
