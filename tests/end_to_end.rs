@@ -27,9 +27,13 @@ fn fit_and_export(work: &Path, data: &Path) -> (std::path::PathBuf, std::path::P
     .with_colour_weight(0.5);
     let run = work.join("run");
     let summary = fit(&cfg, data, &run, &Device::flex(), &FitOptions::default()).unwrap();
-    let card =
-        trainer::export::export_run(&run, &work.join("models/e2e"), Some(&summary), None, None)
-            .unwrap();
+    let card = trainer::export::export_run(
+        &run,
+        &work.join("models/e2e"),
+        Some(&summary),
+        &Default::default(),
+    )
+    .unwrap();
     (run, card)
 }
 

@@ -100,6 +100,18 @@ pub fn export_encoder(
     Ok(card_path)
 }
 
+/// What `export_run` takes beyond the run: the data to measure again, a cross-validation
+/// report for the card, and another served output or colour weight than the run's recipe (the
+/// choice a `trainer cv` table supports; its "chosen on the other folds" row is then the
+/// honest estimate).
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    pub data: Option<PathBuf>,
+    pub cv: Option<PathBuf>,
+    pub output: Option<EmbeddingOutput>,
+    pub colour_weight: Option<f32>,
+}
+
 /// Export the served model of `run_dir` to `to` (a path without extension, e.g.
 /// `models/cellspace`): writes `to.onnx` and `to.json`. With `data` (the run's data folder),
 /// the run's held-out validation is measured again with this build. With `cv` (a
@@ -109,11 +121,27 @@ pub fn export_run(
     run_dir: &Path,
     to: &Path,
     summary: Option<&FitSummary>,
-    data: Option<&Path>,
-    cv: Option<&Path>,
+    opts: &ExportOptions,
 ) -> Result<PathBuf> {
+    let (data, cv) = (opts.data.as_deref(), opts.cv.as_deref());
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_best_model(run_dir, &Device::flex())?;
+    if let Some(o) = opts.output {
+        best.output = o;
+    }
+    if let Some(w) = opts.colour_weight {
+        if !(0.0..1.0).contains(&w) {
+            return Err(Error::Config(
+                "--colour-weight must be in [0, 1): the learned embedding is always served".into(),
+            ));
+        }
+        best.colour_weight = w;
+    }
+    if best.output == EmbeddingOutput::Head && model.head.is_none() {
+        return Err(Error::Config(
+            "--output head: this model has no projection head".into(),
+        ));
+    }
     let mut baseline: Option<serde_json::Value> =
         std::fs::read_to_string(run_dir.join(crate::train::BASELINE_FILE))
             .ok()
@@ -163,7 +191,11 @@ pub fn export_run(
             "output": best.output,
             "colour_weight": best.colour_weight,
             "epoch": best.epoch,
-            "recipe": "fixed before training: the last epoch, the configured output and colour weight (nothing chosen on validation)",
+            "recipe": if opts.output.is_some() || opts.colour_weight.is_some() {
+                "the last epoch; output and colour weight chosen at export from a cross-validation table (see metrics.cross_validation.chosen_on_other_folds for the estimate of that choice)"
+            } else {
+                "fixed before training: the last epoch, the configured output and colour weight (nothing chosen on validation)"
+            },
             "run_dir": run_dir.display().to_string(),
             "summary": summary,
             "epochs_trained": epoch_seconds.len(),

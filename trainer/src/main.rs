@@ -80,6 +80,12 @@ enum Cmd {
         /// A `trainer cv` report (cv.json) of the same recipe, carried in the card.
         #[arg(long)]
         cv: Option<PathBuf>,
+        /// Serve this output instead of the run's (backbone or head).
+        #[arg(long, value_enum)]
+        output: Option<EmbeddingOutput>,
+        /// Serve this colour weight instead of the run's.
+        #[arg(long)]
+        colour_weight: Option<f32>,
     },
 }
 
@@ -189,8 +195,7 @@ fn main() -> Result<()> {
                     &a.out,
                     &PathBuf::from(&a.export),
                     Some(&summary),
-                    None,
-                    None,
+                    &Default::default(),
                 )?;
                 eprintln!(
                     "model exported: {} (card {})",
@@ -255,9 +260,21 @@ fn main() -> Result<()> {
             );
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Cmd::Export { run, to, data, cv } => {
-            let card =
-                trainer::export::export_run(&run, &to, None, data.as_deref(), cv.as_deref())?;
+        Cmd::Export {
+            run,
+            to,
+            data,
+            cv,
+            output,
+            colour_weight,
+        } => {
+            let opts = trainer::export::ExportOptions {
+                data,
+                cv,
+                output,
+                colour_weight,
+            };
+            let card = trainer::export::export_run(&run, &to, None, &opts)?;
             eprintln!(
                 "model exported: {} (card {})",
                 card.with_extension("onnx").display(),
