@@ -123,6 +123,40 @@ fn api_answers_queries_and_refuses_bad_requests() {
     util::write_cell(&paths[8], 99);
     assert_eq!(util::http(addr, "GET", "/thumb/8", b"").0, 404);
     std::fs::write(&paths[8], &original).unwrap();
+    // who is calling: unknown hosts (DNS rebinding) and cross-origin writes are refused
+    let port = addr.port();
+    let host = |h: &str| format!("Host: {h}\r\n");
+    let st = util::http_with(addr, "GET", "/api/health", &host("evil.example"), b"").0;
+    assert_eq!(st, 403);
+    let st = util::http_with(
+        addr,
+        "GET",
+        "/api/health",
+        &host(&format!("localhost:{port}")),
+        b"",
+    )
+    .0;
+    assert_eq!(st, 200);
+    let (st, body) = util::http_with(
+        addr,
+        "POST",
+        "/api/query?k=2",
+        "Origin: http://evil.example\r\n",
+        &img,
+    );
+    assert_eq!(st, 403);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("cross-origin")
+    );
+    // answers show paths relative to the atlas, not the server's layout
+    let (_, body) = util::http(addr, "GET", "/api/neighbours/3?k=3", b"");
+    for n in json(&body)["neighbours"].as_array().unwrap() {
+        let p = n["path"].as_str().unwrap();
+        assert!(!p.starts_with('/') && p.ends_with(".png"), "{p}");
+    }
     // bad input: empty, not an image, too large, unknown path, traversal attempts
     assert_eq!(util::http(addr, "POST", "/api/query", b"").0, 400);
     let (st, body) = util::http(addr, "POST", "/api/query", b"plain text, not a picture");
@@ -313,9 +347,13 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             &format!("{s}/element/{first}/attribute/title"),
             serde_json::Value::Null,
         );
-        assert_ne!(
-            title.as_str().unwrap(),
-            upload.display().to_string(),
+        let title = title.as_str().unwrap();
+        assert!(
+            !title.starts_with('/'),
+            "paths relative to the atlas: {title}"
+        );
+        assert!(
+            !upload.display().to_string().ends_with(title),
             "the uploaded cell is not its own neighbour: other cells are shown"
         );
         let query_img = wd(

@@ -35,12 +35,16 @@ pub struct AppState {
     /// Uploads waiting for a slot; past `max_waiting` a request gets 503 with Retry-After.
     pub waiting: Arc<std::sync::atomic::AtomicUsize>,
     pub max_waiting: usize,
+    /// The folder all indexed cells are under: answers show paths relative to it, so the
+    /// server's own layout is not exposed.
+    pub root: String,
 }
 
 impl AppState {
     /// The lab tool's state with one decode slot per core.
     pub fn new(index: CellIndex, embedder: Embedder, default_k: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let root = common_dir(index.rows().iter().map(|r| r.path.as_str()));
         Self {
             index,
             embedder,
@@ -48,8 +52,31 @@ impl AppState {
             decode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_waiting: 4 * cores,
+            root,
         }
     }
+
+    /// An indexed path as shown to callers: relative to [`AppState::root`].
+    pub fn shown(&self, path: &str) -> String {
+        path.strip_prefix(&self.root).unwrap_or(path).to_string()
+    }
+}
+
+/// The longest common folder (ending in `/`) of some paths; empty when they share none.
+fn common_dir<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
+    let Some(first) = paths.next() else {
+        return String::new();
+    };
+    let mut prefix = first.rsplit_once('/').map_or("", |(d, _)| d).to_string() + "/";
+    for p in paths {
+        while !prefix.is_empty() && !p.starts_with(&prefix) {
+            let trimmed = prefix.trim_end_matches('/');
+            prefix = trimmed
+                .rsplit_once('/')
+                .map_or(String::new(), |(d, _)| format!("{d}/"));
+        }
+    }
+    if prefix == "/" { String::new() } else { prefix }
 }
 
 #[derive(Deserialize)]
@@ -82,8 +109,13 @@ fn other_cells(
     let own = own_sha
         .map(|sha| crate::ops::same_cell(&s.index, sha))
         .unwrap_or_default();
-    s.index
-        .search_cells(v, k, None, |id| own.get(id).copied().unwrap_or(false), true)
+    let mut hits =
+        s.index
+            .search_cells(v, k, None, |id| own.get(id).copied().unwrap_or(false), true)?;
+    for h in &mut hits {
+        h.path = s.shown(&h.path);
+    }
+    Ok(hits)
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -151,7 +183,12 @@ async fn query(
     let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
     if let Some(path) = p.path {
         // a pasted path: only an indexed cell's own path is accepted
-        return match s.index.rows().iter().position(|r| r.path == path) {
+        return match s
+            .index
+            .rows()
+            .iter()
+            .position(|r| r.path == path || s.shown(&r.path) == path)
+        {
             Some(id) => neighbours_of(s, id, k).await,
             None => error(StatusCode::NOT_FOUND, "that path is not an indexed cell"),
         };
@@ -288,7 +325,9 @@ async fn thumb(
     }
 }
 
-pub fn router(state: Arc<AppState>) -> axum::Router {
+/// The routes, behind the [`crate::guard`] for a server bound to `bound`.
+pub fn router(state: Arc<AppState>, bound: SocketAddr) -> axum::Router {
+    let guard = Arc::new(crate::guard::Guard::new(bound));
     axum::Router::new()
         .route("/", get(page))
         .route("/api/health", get(health))
@@ -296,12 +335,17 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/api/neighbours/{id}", get(neighbours))
         .route("/thumb/{id}", get(thumb))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::guard::guard,
+        ))
         .with_state(state)
 }
 
 /// Serve on an already bound listener until the process ends.
 pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    let bound = listener.local_addr()?;
+    axum::serve(listener, router(state, bound)).await
 }
 
 /// Start the server on its own thread and runtime; returns the bound address (for tests and
