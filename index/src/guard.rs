@@ -51,7 +51,7 @@ impl Guard {
             }
             _ => (a.clone(), Some(80)),
         };
-        port == Some(self.port) && self.hosts.iter().any(|h| *h == name)
+        port == Some(self.port) && self.hosts.contains(&name)
     }
 
     /// Why a request is refused, if it is.
