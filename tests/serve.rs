@@ -4,12 +4,16 @@
 
 mod util;
 
-use index::serve::{AppState, MAX_UPLOAD, spawn};
+use index::serve::{AppState, MAX_UPLOAD};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// A server over `dir`'s images with the tiny model; returns its address and the image paths.
 fn start(dir: &Path) -> (SocketAddr, Vec<PathBuf>) {
+    start_with(dir, Default::default())
+}
+
+fn start_with(dir: &Path, limits: index::conn::ConnLimits) -> (SocketAddr, Vec<PathBuf>) {
     let opts = runtime::EmbedOptions {
         device: runtime::Device::Cpu,
         ..Default::default()
@@ -22,9 +26,10 @@ fn start(dir: &Path) -> (SocketAddr, Vec<PathBuf>) {
         .iter()
         .map(|r| PathBuf::from(&r.path))
         .collect();
-    let addr = spawn(
+    let addr = index::serve::spawn_with(
         AppState::new(index, embedder, 5),
         "127.0.0.1:0".parse().unwrap(),
+        limits,
     )
     .unwrap();
     (addr, paths)
@@ -532,5 +537,40 @@ fn decompression_bombs_in_parallel_keep_memory_bounded() {
         peak < 1024 * 1024,
         "peak RSS {} MB: the bound is 1 GB",
         peak / 1024
+    );
+}
+
+#[test]
+fn idle_connections_are_capped_and_closed_so_health_still_answers() {
+    use std::io::Read;
+    let cells = synthetic_cells();
+    let limits = index::conn::ConnLimits {
+        max_connections: 16,
+        idle_timeout: std::time::Duration::from_millis(800),
+    };
+    let (addr, _) = start_with(cells.path(), limits);
+    // 40 connections that never send a byte: more than the cap
+    let mut idle: Vec<std::net::TcpStream> = (0..40)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // the idle ones were closed by the server: a read ends at once
+    let mut closed = 0;
+    for c in &mut idle {
+        c.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if matches!(c.read(&mut b), Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, idle.len(), "every idle connection closed");
+    let started = std::time::Instant::now();
+    let (st, _) = util::http(addr, "GET", "/api/health", b"");
+    assert_eq!(st, 200);
+    println!(
+        "{} idle connections against a cap of 16: all closed after the idle timeout; /api/health then answered in {:.0} ms",
+        idle.len(),
+        started.elapsed().as_secs_f64() * 1000.0
     );
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod cellindex;
+pub mod conn;
 pub mod guard;
 pub mod manifest;
 pub mod ops;

@@ -342,22 +342,36 @@ pub fn router(state: Arc<AppState>, bound: SocketAddr) -> axum::Router {
         .with_state(state)
 }
 
-/// Serve on an already bound listener until the process ends.
-pub async fn serve(state: Arc<AppState>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// Serve on an already bound listener until the process ends, within `limits`.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    limits: crate::conn::ConnLimits,
+) -> std::io::Result<()> {
     let bound = listener.local_addr()?;
+    let listener = crate::conn::LimitedListener::new(listener, limits);
     axum::serve(listener, router(state, bound)).await
 }
 
-/// Start the server on its own thread and runtime; returns the bound address (for tests and
-/// embedding the tool in another program).
+/// Start the server on its own thread and runtime with the default connection limits;
+/// returns the bound address (for tests and embedding the tool in another program).
 pub fn spawn(state: AppState, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    spawn_with(state, addr, Default::default())
+}
+
+/// [`spawn`] with other connection limits.
+pub fn spawn_with(
+    state: AppState,
+    addr: SocketAddr,
+    limits: crate::conn::ConnLimits,
+) -> std::io::Result<SocketAddr> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(addr))?;
     let bound = listener.local_addr()?;
     std::thread::spawn(move || {
-        let _ = rt.block_on(serve(Arc::new(state), listener));
+        let _ = rt.block_on(serve(Arc::new(state), listener, limits));
     });
     Ok(bound)
 }
