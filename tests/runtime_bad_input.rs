@@ -392,3 +392,37 @@ fn two_runs_never_write_one_output_folder() {
     drop(held);
     embed_dir(&embedder(), &d, &out, false).expect("free once the other run is done");
 }
+
+#[test]
+fn file_names_that_are_not_utf8_stay_distinct_through_embed_and_index() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = util::tempdir();
+    let d = dir.path().join("cells");
+    let names: [&[u8]; 2] = [b"a\xff.png", b"a\xfe.png"];
+    for (i, n) in names.iter().enumerate() {
+        util::write_cell(&d.join("A").join(std::ffi::OsStr::from_bytes(n)), i as u32);
+    }
+    let out = dir.path().join("out");
+    let e = embedder();
+    let (s, failures) = embed_dir(&e, &d, &out, false).unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(s.embedded, 2);
+    let emb = Embeddings::load(&out).unwrap();
+    let paths: Vec<&str> = emb.rows.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec!["A/a%FE.png", "A/a%FF.png"],
+        "two rows, told apart"
+    );
+    let idx = index::ops::build_from_embeddings(
+        &out,
+        &e,
+        index::HnswParams::default(),
+        Default::default(),
+    )
+    .unwrap();
+    for r in idx.rows() {
+        let p = cellspace_core::dataset::decode_path(&r.path);
+        assert!(p.is_file(), "{} reads back as the real file", r.path);
+    }
+}

@@ -47,11 +47,7 @@ pub fn list_images(root: &Path) -> Result<(Vec<ImageEntry>, Vec<ListingProblem>)
         match item {
             Ok(e) if e.file_type().is_file() && is_image_path(e.path()) => {
                 let rel_path = e.path().strip_prefix(root).unwrap_or(e.path());
-                let rel = rel_path
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
+                let rel = encode_path(rel_path);
                 let class = rel_path
                     .parent()
                     .and_then(|p| p.file_name())
@@ -78,6 +74,63 @@ pub fn list_images(root: &Path) -> Result<(Vec<ImageEntry>, Vec<ListingProblem>)
     }
     entries.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok((entries, problems))
+}
+
+/// A path as text, losslessly: `/`-separated components; a byte that is not part of valid
+/// UTF-8, and `%` itself, are written `%XX`. Two different file names never give the same
+/// text (a lossy conversion maps every invalid byte to U+FFFD, so `a\xff` and `a\xfe`
+/// collided), and [`decode_path`] gives the path back.
+pub fn encode_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for (i, c) in path.components().enumerate() {
+        if i > 0 && !out.ends_with('/') {
+            out.push('/');
+        }
+        let bytes = c.as_os_str().as_bytes();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    out.push_str(&text.replace('%', "%25"));
+                    break;
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    let good = std::str::from_utf8(good).expect("valid prefix");
+                    out.push_str(&good.replace('%', "%25"));
+                    let n = e.error_len().unwrap_or(bad.len());
+                    for b in &bad[..n] {
+                        out.push_str(&format!("%{b:02X}"));
+                    }
+                    rest = &bad[n..];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The path [`encode_path`] wrote.
+pub fn decode_path(text: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| (b[j] as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(i + 1), hex(i + 2))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Key used to match an image with `source_groups.tsv`: its last two path components
@@ -242,6 +295,26 @@ mod tests {
         let sizes: Vec<usize> = per_fold.iter().map(|s| s.len()).collect();
         assert!(sizes.iter().all(|&n| n == 10 || n == 11), "{sizes:?}");
         assert_ne!(folds, group_folds(&groups, 5, 4), "the seed reshuffles");
+    }
+
+    #[test]
+    fn non_utf8_names_are_kept_apart_and_round_trip() {
+        use std::os::unix::ffi::OsStrExt;
+        let a = Path::new(std::ffi::OsStr::from_bytes(b"cells/a\xff.png"));
+        let b = Path::new(std::ffi::OsStr::from_bytes(b"cells/a\xfe.png"));
+        let (ea, eb) = (encode_path(a), encode_path(b));
+        assert_ne!(ea, eb);
+        assert_eq!(ea, "cells/a%FF.png");
+        assert_eq!(decode_path(&ea), a);
+        assert_eq!(decode_path(&eb), b);
+        // a literal % is escaped too, so it never reads as an escape
+        let pct = Path::new("/data/50%FF.png");
+        assert_eq!(encode_path(pct), "/data/50%25FF.png");
+        assert_eq!(decode_path(&encode_path(pct)), pct);
+        assert_eq!(
+            encode_path(Path::new("EOSINOPHIL/_0_1.jpeg")),
+            "EOSINOPHIL/_0_1.jpeg"
+        );
     }
 
     #[test]

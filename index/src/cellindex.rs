@@ -46,7 +46,8 @@ impl Default for HnswParams {
 /// One indexed cell.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Row {
-    /// Image path (absolute when known).
+    /// Image path (absolute when known), as [`cellspace_core::dataset::encode_path`] writes
+    /// it (lossless for any file name; read it back with `decode_path`).
     pub path: String,
     pub class: Option<String>,
     /// sha256 of the image file.

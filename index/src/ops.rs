@@ -2,7 +2,7 @@
 //! build from `runtime embed` output or from images, add, query, eval and stats.
 
 use crate::{CellIndex, Error, Hit, HnswParams, IndexBuilder, ModelRef, Result, Row};
-use cellspace_core::dataset::SourceGroups;
+use cellspace_core::dataset::{SourceGroups, decode_path, encode_path};
 use cellspace_core::metrics::{RetrievalReport, evaluate_unseen};
 use runtime::folder::{Embeddings, embed_dir};
 use runtime::{EmbedOptions, Embedder};
@@ -23,7 +23,7 @@ fn rows_of(emb: &Embeddings, groups: Option<&SourceGroups>) -> Result<Vec<Row>> 
         .rows
         .iter()
         .map(|r| Row {
-            path: root.join(&r.path).display().to_string(),
+            path: encode_path(&root.join(decode_path(&r.path))),
             class: r.class.clone(),
             sha256: r.sha256.clone(),
             group: groups.and_then(|g| g.group_of(&r.path)).map(str::to_string),

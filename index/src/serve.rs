@@ -296,8 +296,8 @@ async fn thumb(
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
     let r = tokio::task::spawn_blocking(move || {
-        let path = std::path::Path::new(&row.path);
-        let bytes = cellspace_core::preprocess::read_image_file(path)
+        let path = cellspace_core::dataset::decode_path(&row.path);
+        let bytes = cellspace_core::preprocess::read_image_file(&path)
             .map_err(|_| "the indexed file is no longer there, or no longer a regular file")?;
         if cellspace_core::sha256_hex(&bytes) != row.sha256 {
             return Err("the indexed file has changed since it was indexed");
