@@ -426,3 +426,37 @@ fn file_names_that_are_not_utf8_stay_distinct_through_embed_and_index() {
         assert!(p.is_file(), "{} reads back as the real file", r.path);
     }
 }
+
+#[test]
+fn a_failed_save_keeps_the_previous_rows_consistent_and_reusable() {
+    let dir = util::tempdir();
+    let d = dir.path().join("cells");
+    for i in 0..5 {
+        util::write_cell(&d.join("A").join(format!("{i}.png")), i);
+    }
+    let out = dir.path().join("out");
+    let e = embedder();
+    embed_dir(&e, &d, &out, false).unwrap();
+    for i in 5..8 {
+        util::write_cell(&d.join("A").join(format!("{i}.png")), i);
+    }
+    // the manifest cannot be written this time (as on a full disk): a folder sits where its
+    // temporary file goes
+    let blocker = out.join(format!(".manifest.jsonl.tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&blocker).unwrap();
+    assert!(embed_dir(&e, &d, &out, false).is_err());
+    let kept = Embeddings::load(&out).expect("the previous save is intact, not half replaced");
+    assert_eq!(kept.rows.len(), 5);
+    std::fs::remove_dir(&blocker).unwrap();
+    let (s, _) = embed_dir(&e, &d, &out, false).unwrap();
+    assert_eq!(
+        (s.reused, s.embedded),
+        (5, 3),
+        "the earlier rows are reused"
+    );
+    // a stale temporary file of a killed run is cleared, not left to fill the disk
+    let stale = out.join(".embeddings.npy.tmp-999999");
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+    embed_dir(&e, &d, &out, false).unwrap();
+    assert!(!stale.exists());
+}

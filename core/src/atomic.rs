@@ -43,6 +43,48 @@ pub fn write_atomic_with(
     Ok(())
 }
 
+/// Write several files as one change: each is written in full (and synced) beside its
+/// destination first, and only when all are written are they renamed into place. A failure
+/// (a full disk) removes what was staged and leaves every previous file as it was, so a
+/// folder of files that must agree never ends half old, half new. Renames need no space.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut staged: Vec<(PathBuf, &Path)> = Vec::new();
+    for (path, bytes) in files {
+        let tmp = temp_path(path);
+        let r = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            for (t, _) in &staged {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(Error::io(path, e));
+        }
+        staged.push((tmp, path));
+    }
+    for (tmp, path) in &staged {
+        std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// Remove temporary files that killed writers left in `dir` (`.NAME.tmp-PID`); call it only
+/// while holding the folder's [`OutputLock`]. They would otherwise fill a nearly full disk.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") && e.path().is_file() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Write a value as pretty JSON, atomically (run configs, cards, manifests, states).
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("value serialises to JSON");

@@ -172,6 +172,7 @@ pub fn embed_dir(
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
     let started = Instant::now();
     let _lock = cellspace_core::atomic::OutputLock::acquire(&out.join(LOCK_FILE), out)?;
+    cellspace_core::atomic::remove_stale_temps(out);
     let (entries, problems) = list_images(root)?;
     let mut failures: Vec<Failure> = problems
         .into_iter()
@@ -309,6 +310,11 @@ pub fn embed_dir(
     Ok((summary, failures))
 }
 
+/// Rows of the last consistent save in `out` (0 when there is none).
+fn previous_rows(out: &Path) -> usize {
+    Embeddings::load(out).map_or(0, |e| e.rows.len())
+}
+
 fn write_outputs(
     emb: &Embedder,
     root: &Path,
@@ -324,14 +330,53 @@ fn write_outputs(
         manifest.push('\n');
     }
     let data: Vec<f32> = done.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-    let embeddings_sha256 = npy::write(&out.join(EMBEDDINGS_FILE), &data, emb.dim())?;
-    cellspace_core::atomic::write_atomic(&out.join(MANIFEST_FILE), manifest.as_bytes())?;
+    let npy_bytes = npy::encode(&data, emb.dim());
+    let embeddings_sha256 = cellspace_core::sha256_hex(&npy_bytes);
     let mut ftext = String::new();
     for f in failures {
         ftext.push_str(&serde_json::to_string(f).expect("failure serialises"));
         ftext.push('\n');
     }
-    cellspace_core::atomic::write_atomic(&out.join(FAILURES_FILE), ftext.as_bytes())?;
+    // all three or none: a full disk leaves the previous, consistent set (and its rows reusable)
+    let (np, mp, fp) = (
+        out.join(EMBEDDINGS_FILE),
+        out.join(MANIFEST_FILE),
+        out.join(FAILURES_FILE),
+    );
+    // rows already saved as they are (the last save only marks the folder complete): no
+    // rewrite, so finishing needs no free space
+    let manifest_sha256 = cellspace_core::sha256_hex(manifest.as_bytes());
+    let unchanged = std::fs::read_to_string(out.join(STATE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<EmbedState>(&t).ok())
+        .is_some_and(|st| {
+            st.manifest_sha256 == manifest_sha256 && st.embeddings_sha256 == embeddings_sha256
+        })
+        // and the files on disk are those (not corrupted since)
+        && cellspace_core::atomic::sha256_file(&mp).is_ok_and(|h| h == manifest_sha256)
+        && cellspace_core::atomic::sha256_file(&np).is_ok_and(|h| h == embeddings_sha256);
+    let files: Vec<(&Path, &[u8])> = if unchanged {
+        vec![(&fp, ftext.as_bytes())]
+    } else {
+        vec![
+            (&np, &npy_bytes),
+            (&mp, manifest.as_bytes()),
+            (&fp, ftext.as_bytes()),
+        ]
+    };
+    cellspace_core::atomic::write_all_atomic(&files)
+    .map_err(|e| match e {
+        cellspace_core::Error::Io { path, err } if err.raw_os_error() == Some(28) => {
+            Error::Output {
+                path,
+                reason: format!(
+                    "no space left on the device: free some and run again; the {} images embedded before this save are kept and reused",
+                    previous_rows(out)
+                ),
+            }
+        }
+        e => e.into(),
+    })?;
     let state = EmbedState {
         model: emb.card().name.clone(),
         model_sha256: emb.card().onnx_sha256.clone(),
@@ -339,7 +384,7 @@ fn write_outputs(
         dim: emb.dim(),
         root: root.display().to_string(),
         rows: done.len(),
-        manifest_sha256: cellspace_core::sha256_hex(manifest.as_bytes()),
+        manifest_sha256,
         embeddings_sha256,
         complete,
     };
