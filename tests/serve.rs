@@ -280,7 +280,18 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
         Some(train) => util::real_subset(train, 6, 2),
         None => synthetic_cells(),
     };
-    let (addr, paths) = start(cells.path());
+    // the cell to upload, and a class folder whose name is markup holding near-copies of it, so
+    // that name shows in the class vote (stored XSS: it must be shown as text)
+    let (entries, _) = cellspace_core::dataset::list_images(cells.path()).unwrap();
+    let upload_src = entries[5].path.clone();
+    let evil = cells.path().join("<img src=x onerror=alert(1)>");
+    std::fs::create_dir_all(&evil).unwrap();
+    let mut img = image::open(&upload_src).unwrap().to_rgb8();
+    for i in 0..3u8 {
+        img.put_pixel(0, 0, image::Rgb([i, i, i]));
+        img.save(evil.join(format!("copy{i}.png"))).unwrap();
+    }
+    let (addr, _) = start(cells.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -322,7 +333,7 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             serde_json::json!({"using": "css selector", "value": "#file"}),
         );
         let eid = element_id(&input);
-        let upload = &paths[5];
+        let upload = &upload_src;
         let real_file = std::fs::canonicalize(upload).unwrap();
         wd(
             daddr,
@@ -390,6 +401,24 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             serde_json::Value::Null,
         );
         assert!(votes.as_str().unwrap().contains("Class vote"), "{votes}");
+        assert!(
+            votes
+                .as_str()
+                .unwrap()
+                .contains("<img src=x onerror=alert(1)>"),
+            "the markup class name is shown as text: {votes}"
+        );
+        let injected = wd(
+            daddr,
+            "POST",
+            &format!("{s}/elements"),
+            serde_json::json!({"using": "css selector", "value": "#votes img, img[src='x']"}),
+        );
+        assert_eq!(
+            injected.as_array().map(Vec::len),
+            Some(0),
+            "no element injected"
+        );
         let png = wd(
             daddr,
             "GET",
