@@ -211,15 +211,7 @@ fn index_refuses_the_same_onnx_with_other_preprocessing() {
 }
 
 fn embed_synthetic(dir: &std::path::Path, n: u32) -> (std::path::PathBuf, std::path::PathBuf) {
-    let cells = dir.join("cells");
-    for i in 0..n {
-        util::write_cell(
-            &cells
-                .join(["A", "B"][i as usize % 2])
-                .join(format!("{i}.png")),
-            i,
-        );
-    }
+    let cells = util::cells_folder(dir, n, &["A", "B"]);
     let out = dir.join("cells.embeddings");
     let e = runtime::Embedder::new(
         &util::tiny_model(),

@@ -182,10 +182,7 @@ fn every_bad_input_is_embedded_or_reported() {
 #[test]
 fn second_run_reuses_unchanged_files_and_embeds_new_ones() {
     let dir = util::tempdir();
-    let d = dir.path().join("cells");
-    for i in 0..5 {
-        util::write_cell(&d.join("A").join(format!("{i}.png")), i);
-    }
+    let d = util::cells_folder(dir.path(), 5, &["A"]);
     let out = dir.path().join("out");
     let e = embedder();
     let (first, _) = embed_dir(&e, &d, &out, false).unwrap();
@@ -294,10 +291,7 @@ fn devices_pipes_and_huge_files_are_refused_without_reading_them() {
 #[test]
 fn corrupted_embeddings_are_detected_never_reused_or_indexed() {
     let dir = util::tempdir();
-    let d = dir.path().join("cells");
-    for i in 0..6 {
-        util::write_cell(&d.join("A").join(format!("{i}.png")), i);
-    }
+    let d = util::cells_folder(dir.path(), 6, &["A"]);
     let out = dir.path().join("out");
     let e = embedder();
     embed_dir(&e, &d, &out, false).unwrap();
@@ -430,10 +424,7 @@ fn file_names_that_are_not_utf8_stay_distinct_through_embed_and_index() {
 #[test]
 fn a_failed_save_keeps_the_previous_rows_consistent_and_reusable() {
     let dir = util::tempdir();
-    let d = dir.path().join("cells");
-    for i in 0..5 {
-        util::write_cell(&d.join("A").join(format!("{i}.png")), i);
-    }
+    let d = util::cells_folder(dir.path(), 5, &["A"]);
     let out = dir.path().join("out");
     let e = embedder();
     embed_dir(&e, &d, &out, false).unwrap();

@@ -45,6 +45,19 @@ pub fn write_cell(path: &Path, seed: u32) {
     cell_image(seed, 40, 30).save(path).unwrap();
 }
 
+/// `parent/cells/` holding `n` synthetic cells, dealt in turn to the class folders `classes`.
+pub fn cells_folder(parent: &Path, n: u32, classes: &[&str]) -> PathBuf {
+    let d = parent.join("cells");
+    for i in 0..n {
+        write_cell(
+            &d.join(classes[i as usize % classes.len()])
+                .join(format!("{i}.png")),
+            i,
+        );
+    }
+    d
+}
+
 /// The real blood-cell TRAIN folder, or None with the reason printed (the test then skips).
 pub fn real_data(test: &str) -> Option<PathBuf> {
     let p = root().join("../shared/data/blood-cells/TRAIN");

@@ -222,10 +222,14 @@ pub fn fit(
     device: &Device,
     opts: &FitOptions,
 ) -> Result<FitSummary> {
-    STOP.store(false, Ordering::SeqCst);
-    let (cfg, state) = open_run(cfg, run_dir, opts.resume)?;
-    let data = load_data(&cfg, data_dir)?;
-    fit_with(&cfg, data, state, run_dir, device, opts)
+    // a resumed run loads its data by its own config, not by `cfg`
+    let own = if opts.resume {
+        load_config(run_dir)?
+    } else {
+        cfg.clone()
+    };
+    let data = load_data(&own, data_dir)?;
+    fit_loaded(cfg, data, run_dir, device, opts)
 }
 
 /// The images `fit` would load for `cfg`.
