@@ -213,6 +213,20 @@ pub fn export_run(
             "cell_localisation_flags": locate_flags,
         }),
         metrics: serde_json::json!({
+            "estimate_on_unseen_cells": cv_report.as_ref().map(|cv| {
+                // the recipe's own row when it is served as fixed; the "chosen on the other
+                // folds" row when the served output or blend was picked from the table
+                let chosen = opts.output.is_some() || opts.colour_weight.is_some();
+                let key = if chosen { "chosen_on_other_folds" } else { "served" };
+                serde_json::json!({
+                    "from": format!("metrics.cross_validation.{key}"),
+                    "knn200_mean": cv[key]["mean"]["knn200_acc"],
+                    "knn200_sd": cv[key]["sd"]["knn200_acc"],
+                    "histogram_knn200_mean": cv["histogram_baseline"]["mean"]["knn200_acc"],
+                    "histogram_knn200_sd": cv["histogram_baseline"]["sd"]["knn200_acc"],
+                    "folds": cv["folds"],
+                })
+            }),
             "cross_validation": cv_report,
             "served": served,
             "held_out_validation": best.validation,
