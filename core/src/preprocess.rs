@@ -17,10 +17,15 @@ pub const MAX_PIXELS: u64 = 16_000_000;
 
 /// The pixel cap in force (`CELLSPACE_MAX_PIXELS`, else [`MAX_PIXELS`]).
 pub fn max_pixels() -> u64 {
-    std::env::var("CELLSPACE_MAX_PIXELS")
+    env_limit("CELLSPACE_MAX_PIXELS", MAX_PIXELS)
+}
+
+/// A limit from the environment variable `name`, else `default` (also when unparsable).
+fn env_limit(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(MAX_PIXELS)
+        .unwrap_or(default)
 }
 /// Largest decoder allocation in bytes (bounds memory per decoding worker).
 pub const MAX_DECODE_BYTES: u64 = 200 * 1024 * 1024;
@@ -175,10 +180,7 @@ pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The file-size cap in force (`CELLSPACE_MAX_FILE_BYTES`, else [`MAX_FILE_BYTES`]).
 pub fn max_file_bytes() -> u64 {
-    std::env::var("CELLSPACE_MAX_FILE_BYTES")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(MAX_FILE_BYTES)
+    env_limit("CELLSPACE_MAX_FILE_BYTES", MAX_FILE_BYTES)
 }
 
 /// Read an image file's bytes: only a regular file (after following symlinks), and at most
