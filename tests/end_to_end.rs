@@ -108,7 +108,7 @@ fn library_path_fit_export_embed_index_query() {
         index::ops::open_with_model(&work.path().join("cells.index"), None, &Default::default())
             .unwrap();
     let queries: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
-    let results = index::ops::query(&index, &embedder, &queries, 5, None, Default::default());
+    let results = index::ops::query(&index, &embedder, &queries, 5, None, &Default::default());
     let mut same_class = 0usize;
     let mut total = 0usize;
     for (r, e) in results.iter().zip(&entries) {
@@ -132,8 +132,9 @@ fn library_path_fit_export_embed_index_query() {
         let filter = index::ops::QueryFilter {
             exclude_self: true,
             distinct: true,
+            ..Default::default()
         };
-        let results = index::ops::query(&index, &embedder, &queries, 5, None, filter);
+        let results = index::ops::query(&index, &embedder, &queries, 5, None, &filter);
         for (r, e) in results.iter().zip(&entries) {
             let own = index
                 .rows()

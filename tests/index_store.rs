@@ -5,7 +5,7 @@
 mod util;
 
 use index::manifest::{GRAPH_FILE, ModelRef};
-use index::{CellIndex, HnswParams, IndexBuilder, Row};
+use index::{CellIndex, Filter, HnswParams, IndexBuilder, Row};
 use rand::{Rng, SeedableRng};
 
 fn model(dim: usize, sha: &str) -> ModelRef {
@@ -51,12 +51,14 @@ fn save_load_round_trip_gives_identical_results_and_self_first() {
     assert_eq!(loaded.len(), 500);
     for q in [0usize, 17, 499] {
         let query = &v[q * 16..(q + 1) * 16];
-        let a = idx.search(query, 10, None, |_| false).unwrap();
-        let b = loaded.search(query, 10, None, |_| false).unwrap();
+        let a = idx.search(query, &Filter::default(), 10, None).unwrap();
+        let b = loaded.search(query, &Filter::default(), 10, None).unwrap();
         assert_eq!(a, b);
         assert_eq!(a[0].id, q, "an indexed vector finds itself first");
         assert!((a[0].similarity - 1.0).abs() < 1e-5);
-        let skipped = loaded.search(query, 3, None, |id| id == q).unwrap();
+        let mut own = Filter::default();
+        own.exclude.insert(q);
+        let skipped = loaded.search(query, &own, 3, None).unwrap();
         assert!(skipped.iter().all(|h| h.id != q) && skipped.len() == 3);
     }
 }
@@ -64,7 +66,7 @@ fn save_load_round_trip_gives_identical_results_and_self_first() {
 #[test]
 fn k_larger_than_index_returns_everything() {
     let (idx, v) = build(7, 8);
-    let hits = idx.search(&v[..8], 50, None, |_| false).unwrap();
+    let hits = idx.search(&v[..8], &Filter::default(), 50, None).unwrap();
     assert_eq!(hits.len(), 7);
     assert!(hits.windows(2).all(|w| w[0].similarity >= w[1].similarity));
 }
@@ -80,7 +82,7 @@ fn empty_index_saves_loads_and_answers_nothing() {
     assert!(loaded.is_empty());
     assert!(
         loaded
-            .search(&[0.5; 8], 5, None, |_| false)
+            .search(&[0.5; 8], &Filter::default(), 5, None)
             .unwrap()
             .is_empty()
     );

@@ -20,7 +20,8 @@ fn start_with(dir: &Path, limits: index::conn::ConnLimits) -> (SocketAddr, Vec<P
     };
     let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();
     let (index, _) =
-        index::ops::build_from_images(dir, &embedder, index::HnswParams::default(), false).unwrap();
+        index::ops::build_from_images(dir, &embedder, index::HnswParams::default(), false, None)
+            .unwrap();
     let paths = index
         .rows()
         .iter()
@@ -280,17 +281,18 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
         Some(train) => util::real_subset(train, 6, 2),
         None => synthetic_cells(),
     };
-    // the cell to upload, and a class folder whose name is markup holding near-copies of it, so
-    // that name shows in the class vote (stored XSS: it must be shown as text)
+    // the cell to upload, and a class folder whose name is markup holding another cell; the
+    // page asks for more cells than the index has originals, so that name shows in the class
+    // vote (stored XSS: it must be shown as text)
     let (entries, _) = cellspace_core::dataset::list_images(cells.path()).unwrap();
     let upload_src = entries[5].path.clone();
     let evil = cells.path().join("<img src=x onerror=alert(1)>");
     std::fs::create_dir_all(&evil).unwrap();
     let mut img = image::open(&upload_src).unwrap().to_rgb8();
-    for i in 0..3u8 {
-        img.put_pixel(0, 0, image::Rgb([i, i, i]));
-        img.save(evil.join(format!("copy{i}.png"))).unwrap();
+    for p in img.pixels_mut() {
+        p.0.swap(0, 2); // other colours: not a near-copy of the uploaded cell
     }
+    img.save(evil.join("other.png")).unwrap();
     let (addr, _) = start(cells.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -324,7 +326,7 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             daddr,
             "POST",
             &format!("{s}/url"),
-            serde_json::json!({"url": format!("http://{addr}/")}),
+            serde_json::json!({"url": format!("http://{addr}/?k=60")}),
         );
         let input = wd(
             daddr,
@@ -355,7 +357,10 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let hits = hits.as_array().expect("result grid").clone();
-        assert_eq!(hits.len(), 5, "k neighbours shown");
+        assert!(
+            hits.len() > 5,
+            "the page's ?k=60 asks for more than the default 5"
+        );
         let first = element_id(&hits[0]);
         let title = wd(
             daddr,
@@ -602,4 +607,74 @@ fn idle_connections_are_capped_and_closed_so_health_still_answers() {
         idle.len(),
         started.elapsed().as_secs_f64() * 1000.0
     );
+}
+
+#[test]
+fn api_filters_by_fields_and_hides_removed_cells() {
+    let cells = synthetic_cells();
+    let meta = cells.path().join("meta.jsonl");
+    let lines: String = (0..24)
+        .map(|i| {
+            let class = ["A", "B", "C"][i % 3];
+            format!(
+                "{{\"path\":\"{class}/{i}.png\",\"slide\":\"S{}\"}}\n",
+                i % 2
+            )
+        })
+        .collect();
+    std::fs::write(&meta, lines).unwrap();
+    let embedder = runtime::Embedder::new(&util::tiny_model(), &Default::default()).unwrap();
+    let side = index::sidecar::Sidecar::load(&meta).unwrap();
+    let (mut idx, _) = index::ops::build_from_images(
+        cells.path(),
+        &embedder,
+        index::HnswParams::default(),
+        false,
+        Some(&side),
+    )
+    .unwrap();
+    let removed = idx
+        .rows()
+        .iter()
+        .position(|r| r.meta["slide"] == "S1")
+        .unwrap();
+    idx.remove(&[removed]);
+    let addr = index::serve::spawn(
+        AppState::new(idx, embedder, 5),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let (st, body) = util::http(addr, "GET", "/api/health", b"");
+    assert_eq!((st, json(&body)["index_size"].clone()), (200, 23.into()));
+    for path in [
+        "/api/neighbours/0?k=50&where=slide%3DS1",
+        "/api/neighbours/0?where=slide=S1&k=50&where=class=B",
+    ] {
+        let (st, body) = util::http(addr, "GET", path, b"");
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        let hits = json(&body)["neighbours"].as_array().unwrap().clone();
+        assert!(!hits.is_empty(), "{path}");
+        for h in &hits {
+            assert_eq!(h["meta"]["slide"], "S1", "{path}: {h}");
+            assert_ne!(h["id"], removed, "a removed cell is never returned");
+            if path.contains("class=B") {
+                assert_eq!(h["class"], "B");
+            }
+        }
+    }
+    let (st, body) = util::http(addr, "GET", "/api/neighbours/0?where=slide", b"");
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("FIELD=VALUE")
+    );
+    for path in [
+        format!("/thumb/{removed}"),
+        format!("/api/neighbours/{removed}"),
+    ] {
+        let (st, _) = util::http(addr, "GET", &path, b"");
+        assert_eq!(st, 404, "{path}");
+    }
 }

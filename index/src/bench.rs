@@ -70,7 +70,7 @@ pub fn bench(
             .chunks_exact(dim)
             .map(|q| {
                 index
-                    .search(q, 10, Some(ef), |_| false)
+                    .search(q, &crate::Filter::default(), 10, Some(ef))
                     .map(|h| h.into_iter().map(|h| h.id).collect())
             })
             .collect::<Result<_>>()?;

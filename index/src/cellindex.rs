@@ -19,7 +19,7 @@ impl Distance<f32> for CosineDistance {
     }
 }
 
-type Graph = Hnsw<'static, f32, CosineDistance>;
+pub(crate) type Graph = Hnsw<'static, f32, CosineDistance>;
 
 /// HNSW parameters (defaults measured on the blood-cell embeddings: see the README).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -58,12 +58,29 @@ pub struct Row {
     /// The window around the white cell that was embedded (None: the whole field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<cellspace_core::locate::Location>,
+    /// Any fields from a metadata sidecar (slide, patient, stain, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+    /// Tombstone: removed by `index remove`, never returned, dropped by `index compact`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
 impl Row {
     /// What makes two rows the same cell: its source group where known, else its content.
     pub fn cell_key(&self) -> &str {
         self.group.as_deref().unwrap_or(&self.sha256)
+    }
+
+    /// A field by name, for filters: `class`, `group`, `path`, `sha256`, else a sidecar field.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        match key {
+            "class" => self.class.as_deref(),
+            "group" => self.group.as_deref(),
+            "path" => Some(&self.path),
+            "sha256" => Some(&self.sha256),
+            _ => self.meta.get(key).map(String::as_str),
+        }
     }
 }
 
@@ -79,6 +96,9 @@ pub struct Hit {
     /// The original cell (source group) of the hit, where known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The row's sidecar fields.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
 }
 
 pub struct IndexBuilder {
@@ -124,7 +144,7 @@ impl IndexBuilder {
     }
 }
 
-fn check_dim(model: &ModelRef, v: &[f32]) -> Result<()> {
+pub(crate) fn check_dim(model: &ModelRef, v: &[f32]) -> Result<()> {
     if v.len() != model.dim {
         return Err(Error::Invalid(format!(
             "vector of dimension {} for a {}-d model",
@@ -137,11 +157,11 @@ fn check_dim(model: &ModelRef, v: &[f32]) -> Result<()> {
 
 /// A built or loaded index.
 pub struct CellIndex {
-    model: ModelRef,
-    params: HnswParams,
-    rows: Vec<Row>,
-    vectors: Vec<f32>,
-    graph: Option<Graph>,
+    pub(crate) model: ModelRef,
+    pub(crate) params: HnswParams,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) vectors: Vec<f32>,
+    pub(crate) graph: Option<Graph>,
 }
 
 impl CellIndex {
@@ -154,8 +174,17 @@ impl CellIndex {
     pub fn rows(&self) -> &[Row] {
         &self.rows
     }
+    /// Rows to edit in place (fields, class, tombstones; not their number).
+    pub fn rows_mut(&mut self) -> &mut [Row] {
+        &mut self.rows
+    }
+    /// Rows, removed ones included (row ids run from 0 to `len`).
     pub fn len(&self) -> usize {
         self.rows.len()
+    }
+    /// Rows not removed.
+    pub fn live(&self) -> usize {
+        self.rows.iter().filter(|r| !r.removed).count()
     }
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
@@ -167,7 +196,7 @@ impl CellIndex {
         &self.vectors
     }
 
-    fn new_graph(&self, capacity: usize) -> Graph {
+    pub(crate) fn new_graph(&self, capacity: usize) -> Graph {
         Hnsw::new(
             self.params.m,
             capacity.max(1),
@@ -177,7 +206,7 @@ impl CellIndex {
         )
     }
 
-    fn append(&mut self, rows: Vec<Row>, vectors: &[f32]) {
+    pub(crate) fn append(&mut self, rows: Vec<Row>, vectors: &[f32]) {
         let dim = self.model.dim;
         let start = self.rows.len();
         if self.graph.is_none() && !rows.is_empty() {
@@ -205,66 +234,6 @@ impl CellIndex {
         }
         self.append(rows, vectors);
         Ok(())
-    }
-
-    /// The k most similar cells, best first, skipping rows for which `skip` is true.
-    pub fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: Option<usize>,
-        skip: impl Fn(usize) -> bool,
-    ) -> Result<Vec<Hit>> {
-        self.search_cells(query, k, ef, skip, false)
-    }
-
-    /// [`CellIndex::search`]; with `distinct`, at most one hit per original cell
-    /// ([`Row::cell_key`]): the copies of one cell do not crowd out other cells.
-    pub fn search_cells(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: Option<usize>,
-        skip: impl Fn(usize) -> bool,
-        distinct: bool,
-    ) -> Result<Vec<Hit>> {
-        check_dim(&self.model, query)?;
-        let Some(g) = &self.graph else {
-            return Ok(Vec::new());
-        };
-        let k = k.min(self.len());
-        let mut fetch = if distinct { (k * 4).min(self.len()) } else { k };
-        loop {
-            let ef = ef.unwrap_or(self.params.ef_search).max(fetch);
-            let found = g.search(query, fetch, ef);
-            let mut seen = std::collections::HashSet::new();
-            let kept: Vec<_> = found
-                .iter()
-                .filter(|n| !skip(n.d_id))
-                .filter(|n| !distinct || seen.insert(self.rows[n.d_id].cell_key()))
-                .take(k)
-                .collect();
-            if kept.len() >= k || fetch >= self.len() {
-                return Ok(kept
-                    .into_iter()
-                    .enumerate()
-                    .map(|(rank, n)| Hit {
-                        rank: rank + 1,
-                        id: n.d_id,
-                        similarity: 1.0 - n.distance,
-                        path: self.rows[n.d_id].path.clone(),
-                        class: self.rows[n.d_id].class.clone(),
-                        group: self.rows[n.d_id].group.clone(),
-                    })
-                    .collect());
-            }
-            fetch = (fetch * 2).min(self.len());
-        }
-    }
-
-    /// Exact top-k by brute force (for recall measurements).
-    pub fn exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        cellspace_core::metrics::topk(query, &self.vectors, self.model.dim, k, |_| true)
     }
 
     /// Save into `dir` atomically: everything is written to a sibling temporary directory that

@@ -2,18 +2,25 @@
 //! cells look like this one?". [`IndexBuilder`] turns into a read-only [`CellIndex`]; an index
 //! directory holds the graph, the vectors, the rows (path, class, hash) and a versioned
 //! manifest naming the model it was built with, so it refuses any other model.
-//! hnsw_rs cannot delete or update points: `add` only appends.
+//! Rows carry metadata from a sidecar ([`sidecar`]); searches take a [`Filter`] (field
+//! conditions, the query's own cell, one hit per original) checked inside the graph walk;
+//! hnsw_rs cannot delete points, so a removal is a persisted tombstone until `compact`.
 
 pub mod bench;
 pub mod cellindex;
 pub mod conn;
+pub mod edit;
+pub mod filter;
 pub mod guard;
 pub mod manifest;
 pub mod ops;
+pub mod search;
 pub mod serve;
+pub mod sidecar;
 pub mod thumbs;
 
 pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};
+pub use filter::{Condition, Filter};
 pub use manifest::{IndexManifest, ModelRef};
 
 use std::path::PathBuf;

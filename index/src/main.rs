@@ -1,5 +1,6 @@
-//! `index`: the command line over the index library (build, add, query, eval, stats).
-//! hnsw_rs cannot delete or update points: `add` appends, and a full `build` replaces.
+//! `index`: the command line over the index library (build, add, query, remove, relabel,
+//! compact, eval, bench, serve, stats). Every command that changes an index locks it and
+//! saves it atomically; a removal is a tombstone until `compact`.
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -64,6 +65,10 @@ enum Cmd {
         /// Index the rows of an interrupted `runtime embed` anyway.
         #[arg(long)]
         allow_incomplete: bool,
+        /// Metadata sidecar: CSV with a `path` column, or JSON lines with a "path" key; every
+        /// other field is stored with the cell (a `class` field replaces the folder name).
+        #[arg(long)]
+        meta: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
         device: Device,
         #[arg(long, default_value_t = HnswParams::default().m)]
@@ -73,12 +78,16 @@ enum Cmd {
         #[arg(long, default_value_t = HnswParams::default().ef_search)]
         ef_search: usize,
     },
-    /// Append images or embeddings to an index (no delete: hnsw_rs cannot remove points).
+    /// Append images or embeddings to an index (rows already there, removed ones too, are kept
+    /// as they are; a sidecar also updates the fields of indexed cells it names).
     Add {
         /// Output folder of `runtime embed`.
         emb_dir: Option<PathBuf>,
         #[arg(long)]
         images: Option<PathBuf>,
+        /// Metadata sidecar (see `build --meta`).
+        #[arg(long)]
+        meta: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -98,8 +107,33 @@ enum Cmd {
         /// fill the list.
         #[arg(long)]
         distinct: bool,
+        /// Only cells whose FIELD equals VALUE (class, group, or a sidecar field); repeat for
+        /// several conditions, all of which must hold. Checked inside the graph search.
+        #[arg(long = "where", value_name = "FIELD=VALUE")]
+        conditions: Vec<index::Condition>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove cells (by image path, or every cell matching --where): they are never returned
+    /// again; `compact` frees their space.
+    Remove {
+        paths: Vec<PathBuf>,
+        #[arg(long = "where", value_name = "FIELD=VALUE")]
+        conditions: Vec<index::Condition>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Set the class of an indexed cell.
+    Relabel {
+        path: PathBuf,
+        class: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Rebuild the graph without the removed cells (row ids change).
+    Compact {
         #[command(flatten)]
         common: Common,
     },
@@ -157,6 +191,7 @@ fn main() -> Result<()> {
             model,
             groups,
             allow_incomplete,
+            meta,
             device,
             m,
             ef_construction,
@@ -164,6 +199,9 @@ fn main() -> Result<()> {
         } => {
             let groups = groups
                 .map(|g| cellspace_core::dataset::SourceGroups::load(&g))
+                .transpose()?;
+            let meta = meta
+                .map(|m| index::sidecar::Sidecar::load(&m))
                 .transpose()?;
             let params = HnswParams {
                 m,
@@ -186,10 +224,13 @@ fn main() -> Result<()> {
                     let source = ops::EmbeddingsSource {
                         groups: groups.as_ref(),
                         allow_incomplete,
+                        meta: meta.as_ref(),
                     };
                     ops::build_from_embeddings(&d, &embedder, params, source)?
                 }
-                (None, Some(d)) => ops::build_from_images(&d, &embedder, params, true)?.0,
+                (None, Some(d)) => {
+                    ops::build_from_images(&d, &embedder, params, true, meta.as_ref())?.0
+                }
                 _ => bail!("give either an embeddings folder or --images DIR"),
             };
             index.save(&out)?;
@@ -205,8 +246,12 @@ fn main() -> Result<()> {
         Cmd::Add {
             emb_dir,
             images,
+            meta,
             common,
         } => {
+            let meta = meta
+                .map(|m| index::sidecar::Sidecar::load(&m))
+                .transpose()?;
             let dir = common.dir();
             let _lock = ops::lock(&dir)?;
             let (mut index, embedder) =
@@ -226,7 +271,7 @@ fn main() -> Result<()> {
                 }
                 _ => bail!("give either an embeddings folder or --images DIR"),
             };
-            let n = ops::add_embeddings(&mut index, &emb, &embedder)?;
+            let n = ops::add_embeddings(&mut index, &emb, &embedder, meta.as_ref())?;
             index.save(&dir)?;
             eprintln!("added {n} cells; the index now holds {}", index.len());
             if failed > 0 {
@@ -240,6 +285,7 @@ fn main() -> Result<()> {
             ef,
             exclude_self,
             distinct,
+            conditions,
             json,
             common,
         } => {
@@ -248,8 +294,9 @@ fn main() -> Result<()> {
             let filter = ops::QueryFilter {
                 exclude_self,
                 distinct,
+                conditions,
             };
-            let results = ops::query(&index, &embedder, &images, k, ef, filter);
+            let results = ops::query(&index, &embedder, &images, k, ef, &filter);
             if json {
                 println!("{}", serde_json::to_string_pretty(&results)?);
             } else {
@@ -259,8 +306,10 @@ fn main() -> Result<()> {
                         println!("  error: {e}");
                     }
                     for h in &r.neighbours {
+                        let fields: String =
+                            h.meta.iter().map(|(k, v)| format!("  {k}={v}")).collect();
                         println!(
-                            "  {:>3}  {:.4}  {:<12} {}",
+                            "  {:>3}  {:.4}  {:<12} {}{fields}",
                             h.rank,
                             h.similarity,
                             h.class.as_deref().unwrap_or("-"),
@@ -272,6 +321,85 @@ fn main() -> Result<()> {
             if results.iter().any(|r| r.error.is_some()) {
                 std::process::exit(2);
             }
+        }
+        Cmd::Remove {
+            paths,
+            conditions,
+            common,
+        } => {
+            if paths.is_empty() && conditions.is_empty() {
+                bail!("name the cells to remove: image paths, or --where FIELD=VALUE");
+            }
+            let dir = common.dir();
+            let _lock = ops::lock(&dir)?;
+            let mut index = index::CellIndex::open(&dir)?;
+            let mut ids = Vec::new();
+            let mut missing = Vec::new();
+            for p in &paths {
+                let found = index.find_path(p);
+                if found.is_empty() {
+                    missing.push(p.display().to_string());
+                }
+                ids.extend(found);
+            }
+            if !conditions.is_empty() {
+                ids.extend(index.find_where(&conditions));
+            }
+            if ids.is_empty() {
+                bail!(
+                    "no indexed cell matches ({} paths not indexed); nothing removed",
+                    missing.len()
+                );
+            }
+            let n = index.remove(&ids);
+            index.save(&dir)?;
+            eprintln!(
+                "removed {n} cells; {} remain ({} removed cells held until `index compact`)",
+                index.live(),
+                index.removed()
+            );
+            for m in &missing {
+                eprintln!("not indexed: {m}");
+            }
+            if !missing.is_empty() {
+                std::process::exit(2);
+            }
+        }
+        Cmd::Relabel {
+            path,
+            class,
+            common,
+        } => {
+            let dir = common.dir();
+            let _lock = ops::lock(&dir)?;
+            let mut index = index::CellIndex::open(&dir)?;
+            let ids = index.find_path(&path);
+            if ids.is_empty() {
+                bail!("{}: not an indexed cell", path.display());
+            }
+            for &id in &ids {
+                let old = index.relabel(id, &class)?;
+                eprintln!(
+                    "{}: {} -> {class}",
+                    index.rows()[id].path,
+                    old.as_deref().unwrap_or("-")
+                );
+            }
+            index.save(&dir)?;
+        }
+        Cmd::Compact { common } => {
+            let dir = common.dir();
+            let _lock = ops::lock(&dir)?;
+            let index = index::CellIndex::open(&dir)?;
+            let removed = index.removed();
+            let t = std::time::Instant::now();
+            let compacted = index.compact()?;
+            compacted.save(&dir)?;
+            eprintln!(
+                "compacted: dropped {removed} removed cells, {} remain ({:.1}s)",
+                compacted.len(),
+                t.elapsed().as_secs_f64()
+            );
         }
         Cmd::Eval {
             query_dir,

@@ -13,8 +13,9 @@ pub const VECTORS_FILE: &str = "embeddings.npy";
 pub const HNSW_BASENAME: &str = "cells";
 pub const GRAPH_FILE: &str = "cells.hnsw.graph";
 pub const DATA_FILE: &str = "cells.hnsw.data";
-/// Format written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format written by this build. 2: rows may carry metadata and tombstones (a build that
+/// reads only format 1 would return removed cells, so it must refuse these indexes).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The model an index was built with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,10 @@
 //! What the `index` commands do, as library calls (the lab tool and the tests use these too):
 //! build from `runtime embed` output or from images, add, query, eval and stats.
 
-use crate::{CellIndex, Error, Hit, HnswParams, IndexBuilder, ModelRef, Result, Row};
+use crate::sidecar::{Applied, Sidecar};
+use crate::{
+    CellIndex, Condition, Error, Filter, Hit, HnswParams, IndexBuilder, ModelRef, Result, Row,
+};
 use cellspace_core::dataset::{SourceGroups, decode_path, encode_path};
 use cellspace_core::metrics::{RetrievalReport, evaluate_unseen};
 use runtime::folder::{Embeddings, embed_dir};
@@ -10,26 +13,77 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// Rows of a `runtime embed` output folder. Source groups (which original cell each image is a
-/// copy of) come from `groups`, else from `source_groups.tsv` in or beside the embedded folder.
-fn rows_of(emb: &Embeddings, groups: Option<&SourceGroups>) -> Result<Vec<Row>> {
+/// copy of) come from `source.groups`, else from `source_groups.tsv` in or beside the embedded
+/// folder, else from near-duplicate detection over the embedded images
+/// ([`cellspace_core::duplicates`]), never from file hashes. Fields come from `source.meta`.
+fn rows_of(emb: &Embeddings, source: &EmbeddingsSource) -> Result<(Vec<Row>, Option<Applied>)> {
     let root = PathBuf::from(&emb.state.root);
     let root = std::fs::canonicalize(&root).unwrap_or(root);
-    let found = match groups {
+    let found = match source.groups {
         Some(_) => None,
         None => SourceGroups::find(&root)?,
     };
-    let groups = groups.or(found.as_ref());
-    Ok(emb
+    let groups = source.groups.or(found.as_ref());
+    let estimated = match groups {
+        Some(_) => None,
+        None => estimated_groups(&root),
+    };
+    let mut rows: Vec<Row> = emb
         .rows
         .iter()
         .map(|r| Row {
             path: encode_path(&root.join(decode_path(&r.path))),
             class: r.class.clone(),
             sha256: r.sha256.clone(),
-            group: groups.and_then(|g| g.group_of(&r.path)).map(str::to_string),
+            group: match (groups, &estimated) {
+                (Some(g), _) => g.group_of(&r.path).map(str::to_string),
+                (None, Some(est)) => est.get(&r.path).cloned(),
+                (None, None) => None,
+            },
             window: r.window.clone(),
+            ..Default::default()
         })
-        .collect())
+        .collect();
+    let applied = source.meta.map(|m| m.apply(&mut rows, Some(&root)));
+    Ok((rows, applied))
+}
+
+/// Near-duplicate groups of the images under `root` by relative path, named uniquely for this
+/// run (`near:TAG:N`) so that groups of separate `add`s never merge by accident. None when the
+/// images cannot be read (the embeddings were moved away from them).
+fn estimated_groups(root: &Path) -> Option<std::collections::HashMap<String, String>> {
+    let t = std::time::Instant::now();
+    let est = cellspace_core::duplicates::estimate_groups(
+        root,
+        cellspace_core::duplicates::DEFAULT_THRESHOLD,
+    )
+    .ok()?;
+    if est.images.is_empty() {
+        return None;
+    }
+    let tag = &cellspace_core::sha256_hex(
+        format!(
+            "{}{}",
+            root.display(),
+            cellspace_core::atomic::now_rfc3339()
+        )
+        .as_bytes(),
+    )[..8];
+    let n = est.groups.iter().max().map_or(0, |m| m + 1);
+    eprintln!(
+        "no {} for {}: {} images in {n} groups of near-duplicates ({:.1}s)",
+        cellspace_core::dataset::GROUPS_FILE,
+        root.display(),
+        est.images.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Some(
+        est.images
+            .iter()
+            .zip(&est.groups)
+            .map(|(e, g)| (e.rel.clone(), format!("near:{tag}:{g}")))
+            .collect(),
+    )
 }
 
 /// Lock an index directory for a run that writes it (`build`, `add`): a hidden sibling
@@ -50,6 +104,8 @@ pub struct EmbeddingsSource<'a> {
     pub groups: Option<&'a SourceGroups>,
     /// Index the rows of an interrupted `runtime embed` (its `embed.json` says not complete).
     pub allow_incomplete: bool,
+    /// Fields per image (slide, patient, ...).
+    pub meta: Option<&'a Sidecar>,
 }
 
 /// Check that an embeddings folder was made with `embedder`'s model, and is complete.
@@ -90,10 +146,30 @@ pub fn build_from_embeddings(
     let emb = Embeddings::load(emb_dir)?;
     check_embeddings(&emb, emb_dir, embedder, source.allow_incomplete)?;
     let mut b = IndexBuilder::new(ModelRef::of(embedder), params)?;
-    for (i, row) in rows_of(&emb, source.groups)?.into_iter().enumerate() {
+    let (rows, applied) = rows_of(&emb, &source)?;
+    report_sidecar(source.meta, applied.as_ref());
+    for (i, row) in rows.into_iter().enumerate() {
         b.push(row, emb.row(i))?;
     }
     Ok(b.build())
+}
+
+/// Say how a sidecar matched (unmatched paths are listed, a few at most).
+fn report_sidecar(meta: Option<&Sidecar>, applied: Option<&Applied>) {
+    let (Some(m), Some(a)) = (meta, applied) else {
+        return;
+    };
+    eprintln!(
+        "{}: fields for {} cells; {} of its {} paths name no embedded image{}",
+        m.file.display(),
+        a.rows,
+        a.unmatched.len(),
+        m.len(),
+        match a.unmatched.first() {
+            Some(p) => format!(" (first: {p})"),
+            None => String::new(),
+        }
+    );
 }
 
 /// Embed `images` (into `IMAGES.embeddings`, reusing earlier rows), then build.
@@ -102,20 +178,33 @@ pub fn build_from_images(
     embedder: &Embedder,
     params: HnswParams,
     progress: bool,
+    meta: Option<&Sidecar>,
 ) -> Result<(CellIndex, runtime::folder::EmbedSummary)> {
     let out = runtime::folder::default_out(images);
     let (summary, _) = embed_dir(embedder, images, &out, progress)?;
-    let source = EmbeddingsSource::default();
+    let source = EmbeddingsSource {
+        meta,
+        ..Default::default()
+    };
     Ok((
         build_from_embeddings(&out, embedder, params, source)?,
         summary,
     ))
 }
 
-/// Append an embeddings folder's rows not already in the index (same path and hash).
-pub fn add_embeddings(index: &mut CellIndex, emb_dir: &Path, embedder: &Embedder) -> Result<usize> {
+/// Append an embeddings folder's rows not already in the index (same path and hash; a removed
+/// row stays removed). A sidecar also updates the fields of the rows already indexed.
+pub fn add_embeddings(
+    index: &mut CellIndex,
+    emb_dir: &Path,
+    embedder: &Embedder,
+    meta: Option<&Sidecar>,
+) -> Result<usize> {
     let emb = Embeddings::load(emb_dir)?;
     check_embeddings(&emb, emb_dir, embedder, false)?;
+    if let Some(m) = meta {
+        m.apply(index.rows_mut(), None);
+    }
     let known: std::collections::HashSet<(String, String)> = index
         .rows()
         .iter()
@@ -123,7 +212,13 @@ pub fn add_embeddings(index: &mut CellIndex, emb_dir: &Path, embedder: &Embedder
         .collect();
     let mut rows = Vec::new();
     let mut vectors = Vec::new();
-    for (i, row) in rows_of(&emb, None)?.into_iter().enumerate() {
+    let source = EmbeddingsSource {
+        meta,
+        ..Default::default()
+    };
+    let (new_rows, applied) = rows_of(&emb, &source)?;
+    report_sidecar(meta, applied.as_ref());
+    for (i, row) in new_rows.into_iter().enumerate() {
         if !known.contains(&(row.path.clone(), row.sha256.clone())) {
             vectors.extend_from_slice(emb.row(i));
             rows.push(row);
@@ -170,17 +265,34 @@ pub struct QueryResult {
 }
 
 /// Which cells a query may return.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct QueryFilter {
     /// Skip the query's own cell: indexed copies of the same file and, when the file is
     /// indexed with a source group, every copy of the same original.
     pub exclude_self: bool,
     /// At most one hit per original cell (source group; identical files where unknown).
     pub distinct: bool,
+    /// Field conditions (`--where class=NEUTROPHIL`), all of which must hold.
+    pub conditions: Vec<Condition>,
 }
 
-/// The rows that are the same cell as an indexed file with content hash `sha`.
-pub fn same_cell(index: &CellIndex, sha: &str) -> Vec<bool> {
+impl QueryFilter {
+    /// The search filter for a query image with content hash `sha` (when known).
+    pub fn for_query(&self, index: &CellIndex, sha: Option<&str>) -> Filter {
+        Filter {
+            conditions: self.conditions.clone(),
+            exclude: match sha {
+                Some(sha) if self.exclude_self => same_cell(index, sha),
+                _ => Default::default(),
+            },
+            distinct: self.distinct,
+        }
+    }
+}
+
+/// Ids of the rows that are the same cell as an indexed file with content hash `sha`: its
+/// copies, and every row of its source group.
+pub fn same_cell(index: &CellIndex, sha: &str) -> std::collections::HashSet<usize> {
     let groups: std::collections::HashSet<&str> = index
         .rows()
         .iter()
@@ -190,7 +302,9 @@ pub fn same_cell(index: &CellIndex, sha: &str) -> Vec<bool> {
     index
         .rows()
         .iter()
-        .map(|r| r.sha256 == sha || r.group.as_deref().is_some_and(|g| groups.contains(g)))
+        .enumerate()
+        .filter(|(_, r)| r.sha256 == sha || r.group.as_deref().is_some_and(|g| groups.contains(g)))
+        .map(|(i, _)| i)
         .collect()
 }
 
@@ -201,7 +315,7 @@ pub fn query(
     images: &[PathBuf],
     k: usize,
     ef: Option<usize>,
-    filter: QueryFilter,
+    filter: &QueryFilter,
 ) -> Vec<QueryResult> {
     images
         .iter()
@@ -216,18 +330,7 @@ pub fn query(
                     }
                 })?;
                 let v = embedder.embed_image(&rgb)?;
-                let own = if filter.exclude_self {
-                    same_cell(index, &sha)
-                } else {
-                    Vec::new()
-                };
-                index.search_cells(
-                    &v,
-                    k,
-                    ef,
-                    |id| own.get(id).copied().unwrap_or(false),
-                    filter.distinct,
-                )
+                index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)
             })();
             match r {
                 Ok(neighbours) => QueryResult {
@@ -282,13 +385,20 @@ pub fn eval(
             query_dir.display()
         )));
     }
-    let gl: Vec<String> = index
-        .rows()
+    // the gallery: the cells not removed
+    let live: Vec<usize> = (0..index.len())
+        .filter(|&i| !index.rows()[i].removed)
+        .collect();
+    let gl: Vec<String> = live
         .iter()
-        .map(|r| r.class.clone().unwrap_or_default())
+        .map(|&i| index.rows()[i].class.clone().unwrap_or_default())
+        .collect();
+    let gallery: Vec<f32> = live
+        .iter()
+        .flat_map(|&i| index.vector(i).to_vec())
         .collect();
     let dim = index.model().dim;
-    let retrieval = evaluate_unseen(index.vectors(), &gl, &q, &ql, None, dim, 0);
+    let retrieval = evaluate_unseen(&gallery, &gl, &q, &ql, None, dim, 0);
     Ok(EvalResult {
         retrieval,
         hnsw_recall_at_10: recall_at(index, &q, 10, ef)?,
@@ -304,7 +414,7 @@ pub fn recall_at(index: &CellIndex, queries: &[f32], k: usize, ef: Option<usize>
     for q in queries.chunks_exact(dim) {
         let exact: std::collections::HashSet<usize> =
             index.exact(q, k).into_iter().map(|(i, _)| i).collect();
-        let found = index.search(q, k, ef, |_| false)?;
+        let found = index.search(q, &Filter::default(), k, ef)?;
         total += found.iter().filter(|h| exact.contains(&h.id)).count() as f64
             / exact.len().max(1) as f64;
     }
@@ -313,7 +423,12 @@ pub fn recall_at(index: &CellIndex, queries: &[f32], k: usize, ef: Option<usize>
 
 #[derive(Debug, Serialize)]
 pub struct Stats {
+    /// Cells that searches can return.
     pub count: usize,
+    /// Removed cells still held until `index compact`.
+    pub removed: usize,
+    /// Fields from sidecars, with the number of cells that have each.
+    pub fields: std::collections::BTreeMap<String, usize>,
     pub dim: usize,
     pub params: HnswParams,
     pub model: ModelRef,
@@ -331,13 +446,19 @@ pub fn stats(index: &CellIndex, dir: &Path) -> Stats {
         })
         .unwrap_or(0);
     let mut classes = std::collections::BTreeMap::new();
-    for r in index.rows() {
+    let mut fields = std::collections::BTreeMap::new();
+    for r in index.rows().iter().filter(|r| !r.removed) {
+        for k in r.meta.keys() {
+            *fields.entry(k.clone()).or_insert(0) += 1;
+        }
         *classes
             .entry(r.class.clone().unwrap_or_else(|| "(none)".into()))
             .or_insert(0) += 1;
     }
     Stats {
-        count: index.len(),
+        count: index.live(),
+        removed: index.removed(),
+        fields,
         dim: index.model().dim,
         params: index.params(),
         model: index.model().clone(),

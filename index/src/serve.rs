@@ -2,7 +2,9 @@
 //! the path of an indexed one; see the most similar known cells with similarity, class and a
 //! class vote; click a neighbour to search from it) and a JSON API for other lab software:
 //! `POST /api/query?k=N` (image bytes), `GET /api/neighbours/{id}?k=N`, `GET /api/health`,
-//! `GET /thumb/{id}`. Thumbnails are served by row id only, so no path outside the indexed
+//! `GET /thumb/{id}`; both searches take `where=FIELD=VALUE` (repeatable, all must hold), run
+//! inside the graph search. Answers carry each cell's sidecar fields. A removed cell is never
+//! returned and its thumbnail is 404. Thumbnails are served by row id only, so no path outside the indexed
 //! cells can ever be read, and only while the file still has its indexed content (sha256).
 //! Every picture is the window the model embedded (around the located white cell), for the
 //! query too. Results are other cells: the query's own original and repeated copies of one
@@ -11,7 +13,7 @@
 use crate::{CellIndex, Hit};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -99,19 +101,32 @@ struct QueryAnswer {
     query_window: Option<cellspace_core::locate::Location>,
 }
 
-/// Search for other cells: never the query's own original, one hit per original.
+/// The `where=FIELD=VALUE` parameters of a query string.
+fn conditions(raw: Option<&str>) -> Result<Vec<crate::Condition>, String> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "where")
+        .filter(|(_, v)| !v.trim().is_empty())
+        .map(|(_, v)| v.parse())
+        .collect()
+}
+
+/// Search for other cells: never the query's own original, one hit per original, every
+/// condition holding.
 fn other_cells(
     s: &AppState,
     v: &[f32],
     k: usize,
     own_sha: Option<&str>,
+    conditions: Vec<crate::Condition>,
 ) -> crate::Result<Vec<Hit>> {
-    let own = own_sha
-        .map(|sha| crate::ops::same_cell(&s.index, sha))
-        .unwrap_or_default();
-    let mut hits =
-        s.index
-            .search_cells(v, k, None, |id| own.get(id).copied().unwrap_or(false), true)?;
+    let filter = crate::ops::QueryFilter {
+        exclude_self: true,
+        distinct: true,
+        conditions,
+    };
+    let mut hits = s
+        .index
+        .search(v, &filter.for_query(&s.index, own_sha), k, None)?;
     for h in &mut hits {
         h.path = s.shown(&h.path);
     }
@@ -158,7 +173,7 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
         "model": s.index.model().name,
         "model_sha256": s.index.model().onnx_sha256,
         "dim": s.index.model().dim,
-        "index_size": s.index.len(),
+        "index_size": s.index.live(),
         "execution_provider": s.embedder.provider().name(),
     }))
     .into_response()
@@ -167,8 +182,13 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
 async fn query(
     State(s): State<Arc<AppState>>,
     Query(p): Query<KParam>,
+    RawQuery(raw): RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let conditions = match conditions(raw.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let body = match body {
         Ok(b) => b,
         // every error the API gives is JSON, a too-large upload too
@@ -187,9 +207,9 @@ async fn query(
             .index
             .rows()
             .iter()
-            .position(|r| r.path == path || s.shown(&r.path) == path)
+            .position(|r| !r.removed && (r.path == path || s.shown(&r.path) == path))
         {
-            Some(id) => neighbours_of(s, id, k).await,
+            Some(id) => neighbours_of(s, id, k, conditions).await,
             None => error(StatusCode::NOT_FOUND, "that path is not an indexed cell"),
         };
     }
@@ -238,7 +258,7 @@ async fn query(
             &s.embedder.card().preprocess,
             &img,
         ));
-        other_cells(&s, &v, k, Some(&sha))
+        other_cells(&s, &v, k, Some(&sha), conditions)
             .map(|hits| (hits, crop, window))
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
@@ -250,14 +270,19 @@ async fn query(
     }
 }
 
-async fn neighbours_of(s: Arc<AppState>, id: usize, k: usize) -> Response {
-    if id >= s.index.len() {
+async fn neighbours_of(
+    s: Arc<AppState>,
+    id: usize,
+    k: usize,
+    conditions: Vec<crate::Condition>,
+) -> Response {
+    if s.index.rows().get(id).is_none_or(|r| r.removed) {
         return error(StatusCode::NOT_FOUND, "no such cell");
     }
     let r = tokio::task::spawn_blocking(move || {
         let v = s.index.vector(id).to_vec();
         let sha = s.index.rows()[id].sha256.clone();
-        other_cells(&s, &v, k, Some(&sha))
+        other_cells(&s, &v, k, Some(&sha), conditions)
     })
     .await;
     match r {
@@ -271,9 +296,13 @@ async fn neighbours(
     State(s): State<Arc<AppState>>,
     Path(id): Path<usize>,
     Query(p): Query<KParam>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
-    neighbours_of(s, id, k).await
+    match conditions(raw.as_deref()) {
+        Ok(c) => neighbours_of(s, id, k, c).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 /// A cell's window as PNG. Row ids change when an index is rebuilt, so the thumbnail is
@@ -284,7 +313,7 @@ async fn thumb(
     Path(id): Path<usize>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let Some(row) = s.index.rows().get(id).cloned() else {
+    let Some(row) = s.index.rows().get(id).filter(|r| !r.removed).cloned() else {
         return error(StatusCode::NOT_FOUND, "no such cell");
     };
     let etag = format!("\"{}\"", row.sha256);

@@ -1,0 +1,121 @@
+//! [`CellIndex::search`]: the k most similar cells that a [`Filter`] allows.
+//!
+//! The filter runs inside the HNSW search (hnsw_rs `search_filter`), so removed rows and rows
+//! that fail a condition never take a result slot. When few rows match (under
+//! [`EXACT_BELOW_ROWS`] rows or 1/[`EXACT_BELOW_SHARE`] of the index) a graph walk would mostly
+//! visit rows it must skip, so those rows are scanned exactly instead. Whenever the graph
+//! returns fewer than k allowed cells although k exist, the exact scan answers: a filtered
+//! query always returns k results when k rows (k distinct cells with `distinct`) match.
+
+use crate::Result;
+use crate::cellindex::{CellIndex, Hit};
+use crate::filter::Filter;
+
+/// Filters matching at most this many rows are answered by exact search.
+pub const EXACT_BELOW_ROWS: usize = 2048;
+/// ... or at most this share (1/N) of the index.
+pub const EXACT_BELOW_SHARE: usize = 20;
+
+impl CellIndex {
+    /// The `k` most similar cells that `filter` allows, best first. `ef` overrides the index's
+    /// default search breadth.
+    pub fn search(
+        &self,
+        query: &[f32],
+        filter: &Filter,
+        k: usize,
+        ef: Option<usize>,
+    ) -> Result<Vec<Hit>> {
+        crate::cellindex::check_dim(&self.model, query)?;
+        let Some(g) = &self.graph else {
+            return Ok(Vec::new());
+        };
+        let allowed = if filter.is_open() {
+            self.live()
+        } else {
+            (0..self.len())
+                .filter(|&i| filter.allows(i, &self.rows[i]))
+                .count()
+        };
+        let k = k.min(allowed);
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let selective =
+            allowed <= EXACT_BELOW_ROWS || allowed.saturating_mul(EXACT_BELOW_SHARE) < self.len();
+        if !selective {
+            let allows = |id: &usize| filter.allows(*id, &self.rows[*id]);
+            let all_live = filter.is_open() && allowed == self.len();
+            let mut fetch = if filter.distinct {
+                (k * 4).min(allowed)
+            } else {
+                k
+            };
+            loop {
+                let ef = ef.unwrap_or(self.params.ef_search).max(fetch);
+                let found = if all_live {
+                    g.search(query, fetch, ef)
+                } else {
+                    g.search_filter(query, fetch, ef, Some(&allows))
+                };
+                let found: Vec<(usize, f32)> = found
+                    .iter()
+                    .filter(|n| allows(&n.d_id)) // hnsw_rs may hand back its entry point
+                    .map(|n| (n.d_id, 1.0 - n.distance))
+                    .collect();
+                let kept = self.distinct(found, filter.distinct, k);
+                if kept.len() >= k {
+                    return Ok(self.hits(kept));
+                }
+                if fetch >= allowed {
+                    break; // the graph could not reach k allowed cells: scan them
+                }
+                fetch = (fetch * 2).min(allowed);
+            }
+        }
+        let exact = cellspace_core::metrics::topk(
+            query,
+            &self.vectors,
+            self.model.dim,
+            if filter.distinct { allowed } else { k },
+            |i| filter.allows(i, &self.rows[i]),
+        );
+        Ok(self.hits(self.distinct(exact, filter.distinct, k)))
+    }
+
+    /// The first `k` of `found` (best first), one per original cell when `distinct`.
+    fn distinct(&self, found: Vec<(usize, f32)>, distinct: bool, k: usize) -> Vec<(usize, f32)> {
+        let mut seen = std::collections::HashSet::new();
+        found
+            .into_iter()
+            .filter(|(id, _)| !distinct || seen.insert(self.rows[*id].cell_key()))
+            .take(k)
+            .collect()
+    }
+
+    fn hits(&self, found: Vec<(usize, f32)>) -> Vec<Hit> {
+        found
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (id, similarity))| {
+                let r = &self.rows[id];
+                Hit {
+                    rank: rank + 1,
+                    id,
+                    similarity,
+                    path: r.path.clone(),
+                    class: r.class.clone(),
+                    group: r.group.clone(),
+                    meta: r.meta.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Exact top-k over the rows not removed, by brute force (the reference for recall).
+    pub fn exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        cellspace_core::metrics::topk(query, &self.vectors, self.model.dim, k, |i| {
+            !self.rows[i].removed
+        })
+    }
+}
