@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod card;
 pub mod dataset;
+pub mod dot;
 pub mod duplicates;
 pub mod histogram;
 pub mod locate;

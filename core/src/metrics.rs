@@ -66,8 +66,10 @@ pub struct RetrievalReport {
     pub n_originals: usize,
 }
 
+/// Dot product ([`crate::dot::dot`]: vectorised).
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    crate::dot::dot(a, b)
 }
 
 /// Exact top-k by cosine (dot on normalised rows): (gallery index, similarity), best first.

@@ -22,6 +22,10 @@ pub struct BenchReport {
     pub params: HnswParams,
     pub build_seconds: f64,
     pub memory_bytes_per_vector: f64,
+    /// Peak resident memory of the process after the build (Linux), and its growth during the
+    /// build per indexed vector: measured, not estimated.
+    pub peak_rss_bytes: Option<u64>,
+    pub peak_rss_growth_per_vector: Option<f64>,
     pub brute_force_queries_per_s: f64,
     pub rows: Vec<EfRow>,
 }
@@ -53,9 +57,11 @@ pub fn bench(
             builder.push(Row::default(), v)?;
         }
     }
+    let rss_before = peak_rss_bytes();
     let t = Instant::now();
     let index = builder.build();
     let build_seconds = t.elapsed().as_secs_f64();
+    let rss_after = peak_rss_bytes();
     let nq = queries.len() / dim;
     let t = Instant::now();
     let exact: Vec<Vec<usize>> = queries
@@ -94,21 +100,43 @@ pub fn bench(
         params,
         build_seconds,
         memory_bytes_per_vector: index.memory_bytes() as f64 / (n - nq).max(1) as f64,
+        peak_rss_bytes: rss_after,
+        peak_rss_growth_per_vector: rss_before
+            .zip(rss_after)
+            .map(|(b, a)| a.saturating_sub(b) as f64 / (n - nq).max(1) as f64),
         brute_force_queries_per_s: brute,
         rows,
     })
 }
 
-/// `n` unit vectors of `dim` drawn around 300 random centres (like augmented copies of cells).
+/// `n` unit vectors of `dim` shaped like an atlas of augmented cells: 300 types, `n / 30`
+/// originals drawn around them, and ~30 close copies of each original (any index, hnswlib
+/// included, finds the near copies; a set of featureless equidistant points would measure
+/// nothing a lab meets).
 pub fn synthetic(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let centres: Vec<f32> = (0..300 * dim).map(|_| rng.random::<f32>() - 0.5).collect();
+    let noise = |rng: &mut rand_chacha::ChaCha8Rng, scale: f32| scale * (rng.random::<f32>() - 0.5);
+    let centres: Vec<f32> = (0..300 * dim).map(|_| noise(&mut rng, 1.0)).collect();
+    let n_originals = (n / 30).max(1);
+    let mut originals = Vec::with_capacity(n_originals * dim);
+    for _ in 0..n_originals {
+        let c = rng.random_range(0..300);
+        originals.extend((0..dim).map(|d| centres[c * dim + d] + noise(&mut rng, 0.6)));
+    }
     let mut out = Vec::with_capacity(n * dim);
     for _ in 0..n {
-        let c = rng.random_range(0..300);
+        let o = rng.random_range(0..n_originals);
         let start = out.len();
-        out.extend((0..dim).map(|d| centres[c * dim + d] + 0.3 * (rng.random::<f32>() - 0.5)));
+        out.extend((0..dim).map(|d| originals[o * dim + d] + noise(&mut rng, 0.15)));
         cellspace_core::l2_normalize(&mut out[start..]);
     }
     out
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

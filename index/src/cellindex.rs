@@ -138,6 +138,7 @@ impl IndexBuilder {
             rows: Vec::new(),
             vectors: Vec::new(),
             graph: None,
+            n_removed: 0,
         };
         index.append(self.rows, &self.vectors);
         index
@@ -162,6 +163,8 @@ pub struct CellIndex {
     pub(crate) rows: Vec<Row>,
     pub(crate) vectors: Vec<f32>,
     pub(crate) graph: Option<Graph>,
+    /// Rows with a tombstone (kept counted: a search must not scan every row to know).
+    pub(crate) n_removed: usize,
 }
 
 impl CellIndex {
@@ -174,9 +177,11 @@ impl CellIndex {
     pub fn rows(&self) -> &[Row] {
         &self.rows
     }
-    /// Rows to edit in place (fields, class, tombstones; not their number).
-    pub fn rows_mut(&mut self) -> &mut [Row] {
-        &mut self.rows
+    /// Edit rows in place (fields, class, tombstones; not their number).
+    pub fn edit_rows<R>(&mut self, edit: impl FnOnce(&mut [Row]) -> R) -> R {
+        let r = edit(&mut self.rows);
+        self.n_removed = self.rows.iter().filter(|r| r.removed).count();
+        r
     }
     /// Rows, removed ones included (row ids run from 0 to `len`).
     pub fn len(&self) -> usize {
@@ -184,7 +189,7 @@ impl CellIndex {
     }
     /// Rows not removed.
     pub fn live(&self) -> usize {
-        self.rows.iter().filter(|r| !r.removed).count()
+        self.rows.len() - self.n_removed
     }
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
@@ -220,6 +225,7 @@ impl CellIndex {
                 .collect();
             g.parallel_insert_slice(&items);
         }
+        self.n_removed += rows.iter().filter(|r| r.removed).count();
         self.rows.extend(rows);
         self.vectors.extend_from_slice(vectors);
     }
@@ -393,6 +399,7 @@ impl CellIndex {
         Ok(Self {
             model: manifest.model,
             params: manifest.params,
+            n_removed: rows.iter().filter(|r| r.removed).count(),
             rows,
             vectors,
             graph,

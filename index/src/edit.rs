@@ -45,6 +45,7 @@ impl CellIndex {
                 n += 1;
             }
         }
+        self.n_removed += n;
         n
     }
 
@@ -58,7 +59,7 @@ impl CellIndex {
 
     /// Rows removed but still in the graph.
     pub fn removed(&self) -> usize {
-        self.len() - self.live()
+        self.n_removed
     }
 
     /// The index rebuilt without its removed rows (row ids change; the graph is new).

@@ -159,6 +159,15 @@ enum Cmd {
         ef: Vec<usize>,
         #[arg(long, default_value_t = 1000)]
         queries: usize,
+        /// Write the synthetic vectors (all rows, queries included) to this .npy, to run
+        /// another index on the same set (scripts/bench_hnswlib.py).
+        #[arg(long)]
+        save_vectors: Option<PathBuf>,
+        /// HNSW M and ef_construction (default: the index defaults).
+        #[arg(long, default_value_t = HnswParams::default().m)]
+        m: usize,
+        #[arg(long, default_value_t = HnswParams::default().ef_construction)]
+        ef_construction: usize,
     },
     /// Serve the lab page and JSON API (127.0.0.1 only by default).
     Serve {
@@ -419,9 +428,16 @@ fn main() -> Result<()> {
             dim,
             ef,
             queries,
+            save_vectors,
+            m,
+            ef_construction,
         } => {
             let mut dim = dim;
-            let params = HnswParams::default();
+            let params = HnswParams {
+                m,
+                ef_construction,
+                ..Default::default()
+            };
             if let Some(d) = emb_dir {
                 let emb = runtime::folder::Embeddings::load(&d)?;
                 dim = emb.dim;
@@ -437,6 +453,9 @@ fn main() -> Result<()> {
             }
             if let Some(n) = synthetic {
                 let v = index::bench::synthetic(n, dim, 7);
+                if let Some(p) = &save_vectors {
+                    runtime::npy::write(p, &v, dim)?;
+                }
                 let r = index::bench::bench(
                     &format!("synthetic {n} x {dim}"),
                     &v,

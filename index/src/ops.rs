@@ -203,7 +203,7 @@ pub fn add_embeddings(
     let emb = Embeddings::load(emb_dir)?;
     check_embeddings(&emb, emb_dir, embedder, false)?;
     if let Some(m) = meta {
-        m.apply(index.rows_mut(), None);
+        index.edit_rows(|rows| m.apply(rows, None));
     }
     let known: std::collections::HashSet<(String, String)> = index
         .rows()

@@ -30,8 +30,12 @@ impl CellIndex {
         let Some(g) = &self.graph else {
             return Ok(Vec::new());
         };
-        let allowed = if filter.is_open() {
+        let allowed = if filter.conditions.is_empty() {
+            let excluded = filter.exclude.iter();
             self.live()
+                - excluded
+                    .filter(|&&i| i < self.len() && !self.rows[i].removed)
+                    .count()
         } else {
             (0..self.len())
                 .filter(|&i| filter.allows(i, &self.rows[i]))
