@@ -4,7 +4,7 @@
 
 mod util;
 
-use index::manifest::{GRAPH_FILE, ModelRef};
+use index::manifest::{GRAPH_BIN, ModelRef};
 use index::{CellIndex, Filter, HnswParams, IndexBuilder, Row};
 use rand::{Rng, SeedableRng};
 
@@ -108,14 +108,24 @@ fn truncated_graph_file_is_an_error_not_a_panic() {
     let (idx, _) = build(100, 8);
     let p = dir.path().join("t");
     idx.save(&p).unwrap();
-    let g = std::fs::read(p.join(GRAPH_FILE)).unwrap();
-    std::fs::write(p.join(GRAPH_FILE), &g[..g.len() / 2]).unwrap();
+    let g = std::fs::read(p.join(GRAPH_BIN)).unwrap();
+    std::fs::write(p.join(GRAPH_BIN), &g[..g.len() / 2]).unwrap();
     let err = CellIndex::open(&p)
         .err()
         .expect("truncated graph refused")
         .to_string();
     assert!(
-        err.contains(GRAPH_FILE) && err.contains("does not match"),
+        err.contains(GRAPH_BIN) && err.contains("does not match"),
+        "{err}"
+    );
+    // the same truncation with its checksum rewritten: the structure check refuses it
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap();
+    manifest["files"][GRAPH_BIN] = serde_json::json!(cellspace_core::sha256_hex(&g[..g.len() / 2]));
+    std::fs::write(p.join("manifest.json"), manifest.to_string()).unwrap();
+    let err = CellIndex::open(&p).err().expect("refused").to_string();
+    assert!(
+        err.contains(GRAPH_BIN) && err.contains("truncated"),
         "{err}"
     );
     let missing = CellIndex::open(&dir.path().join("nowhere"))
@@ -297,20 +307,15 @@ fn graph_of_another_index_is_a_clean_error_not_a_panic() {
     let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
     a.save(&pa).unwrap();
     b.save(&pb).unwrap();
-    // b's graph files in a, with a's manifest rewritten to their checksums
+    // b's graph file in a, with a's manifest rewritten to its checksum
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pa.join("manifest.json")).unwrap()).unwrap();
-    for f in [GRAPH_FILE, "cells.hnsw.data"] {
-        std::fs::copy(pb.join(f), pa.join(f)).unwrap();
-        let bytes = std::fs::read(pa.join(f)).unwrap();
-        manifest["files"][f] = serde_json::json!(cellspace_core::sha256_hex(&bytes));
-    }
+    std::fs::copy(pb.join(GRAPH_BIN), pa.join(GRAPH_BIN)).unwrap();
+    let bytes = std::fs::read(pa.join(GRAPH_BIN)).unwrap();
+    manifest["files"][GRAPH_BIN] = serde_json::json!(cellspace_core::sha256_hex(&bytes));
     std::fs::write(pa.join("manifest.json"), manifest.to_string()).unwrap();
     let err = CellIndex::open(&pa).err().expect("refused").to_string();
-    assert!(
-        err.contains("40 points") && err.contains("60 rows"),
-        "{err}"
-    );
+    assert!(err.contains("40 nodes") && err.contains("60 rows"), "{err}");
 }
 
 #[test]
@@ -336,4 +341,69 @@ fn a_save_killed_between_its_renames_is_recovered_on_open() {
     let back = CellIndex::open(&p).expect("recovered");
     assert_eq!(back.len(), 30);
     assert!(p.is_dir(), "the index is back in place");
+}
+
+#[test]
+fn a_format_2_index_of_hnsw_rs_still_opens_and_answers_the_same() {
+    use hnsw_rs::prelude::{AnnT, Hnsw};
+    let dir = util::tempdir();
+    let p = dir.path().join("old");
+    let (idx, v) = build(300, 8);
+    // what format 2 wrote: hnsw_rs's two files beside rows, vectors and the manifest
+    idx.save(&p).unwrap();
+    let g: Hnsw<f32, index::cellindex::CosineDistance> =
+        Hnsw::new(16, 300, 16, 200, index::cellindex::CosineDistance);
+    let items: Vec<(&[f32], usize)> = v.chunks_exact(8).zip(0..).collect();
+    g.parallel_insert_slice(&items);
+    g.file_dump(&p, "cells").unwrap();
+    std::fs::remove_file(p.join(GRAPH_BIN)).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap();
+    manifest["format_version"] = 2.into();
+    let files = manifest["files"].as_object_mut().unwrap();
+    files.remove(GRAPH_BIN);
+    for f in ["cells.hnsw.graph", "cells.hnsw.data"] {
+        let bytes = std::fs::read(p.join(f)).unwrap();
+        files.insert(f.into(), cellspace_core::sha256_hex(&bytes).into());
+    }
+    std::fs::write(p.join("manifest.json"), manifest.to_string()).unwrap();
+    let old = CellIndex::open(&p).expect("format 2 opens");
+    let mut agree = 0;
+    for q in (0..300).step_by(30) {
+        let query = &v[q * 8..(q + 1) * 8];
+        let a = old.search(query, &Filter::default(), 10, None).unwrap();
+        assert_eq!(a[0].id, q, "an indexed vector finds itself first");
+        let exact: Vec<usize> = old.exact(query, 10).into_iter().map(|(i, _)| i).collect();
+        agree += a.iter().filter(|h| exact.contains(&h.id)).count();
+    }
+    assert!(agree >= 95, "recall@10 of the converted graph: {agree}/100");
+    // saved again, it is format 3
+    old.save(&p).unwrap();
+    assert!(p.join(GRAPH_BIN).is_file() && !p.join("cells.hnsw.graph").exists());
+    assert_eq!(CellIndex::open(&p).unwrap().len(), 300);
+}
+
+#[test]
+fn the_graph_is_deterministic_whether_built_at_once_or_added_to() {
+    let dir = util::tempdir();
+    let (all, v) = build(500, 8);
+    all.save(&dir.path().join("all")).unwrap();
+    let mut b = IndexBuilder::new(model(8, "abc"), HnswParams::default()).unwrap();
+    let row = |i: usize| Row {
+        path: format!("/cells/{i}.png"),
+        class: Some(["A", "B"][i % 2].into()),
+        sha256: format!("h{i}"),
+        ..Default::default()
+    };
+    for i in 0..300 {
+        b.push(row(i), &v[i * 8..(i + 1) * 8]).unwrap();
+    }
+    let part = b.build();
+    part.save(&dir.path().join("part")).unwrap();
+    let mut part = CellIndex::open(&dir.path().join("part")).unwrap();
+    part.add((300..500).map(row).collect(), &v[300 * 8..])
+        .unwrap();
+    part.save(&dir.path().join("part")).unwrap();
+    let graph = |d: &str| std::fs::read(dir.path().join(d).join(GRAPH_BIN)).unwrap();
+    assert!(graph("all") == graph("part"), "same rows, same graph");
 }

@@ -22,8 +22,9 @@ pub struct BenchReport {
     pub params: HnswParams,
     pub build_seconds: f64,
     pub memory_bytes_per_vector: f64,
-    /// Peak resident memory of the process after the build (Linux), and its growth during the
-    /// build per indexed vector: measured, not estimated.
+    /// Peak resident memory of the process after the build (Linux), and its growth from just
+    /// before the rows were handed to the index to the end of the build, per indexed vector
+    /// (the index's vectors, links and rows): measured, not estimated.
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_growth_per_vector: Option<f64>,
     pub brute_force_queries_per_s: f64,
@@ -48,6 +49,7 @@ pub fn bench(
         dim,
         preprocess_sha256: String::new(),
     };
+    let rss_before = peak_rss_bytes();
     let mut builder = IndexBuilder::new(model, params)?;
     let mut queries = Vec::new();
     for (i, v) in vectors.chunks_exact(dim).enumerate() {
@@ -57,7 +59,6 @@ pub fn bench(
             builder.push(Row::default(), v)?;
         }
     }
-    let rss_before = peak_rss_bytes();
     let t = Instant::now();
     let index = builder.build();
     let build_seconds = t.elapsed().as_secs_f64();

@@ -3,7 +3,7 @@
 
 use crate::manifest::*;
 use crate::{Error, Result};
-use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
+use hnsw_rs::prelude::{Distance, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,14 +19,17 @@ impl Distance<f32> for CosineDistance {
     }
 }
 
-pub(crate) type Graph = Hnsw<'static, f32, CosineDistance>;
+/// hnsw_rs's graph: the reader of format-1 and -2 indexes.
+type HnswRs = Hnsw<'static, f32, CosineDistance>;
+use crate::graph::Graph;
 
 /// HNSW parameters (defaults measured on the blood-cell embeddings: see the README).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HnswParams {
-    /// Neighbours kept per node and layer (hnsw_rs's max_nb_connection, at most 256).
+    /// Neighbours kept per node and upper layer (2 M at layer 0), at most 256.
     pub m: usize,
     pub ef_construction: usize,
+    /// Kept for format-1 and -2 manifests (hnsw_rs); the graph caps levels at 15 itself.
     pub max_layer: usize,
     /// Default ef at query time.
     pub ef_search: usize,
@@ -137,7 +140,7 @@ impl IndexBuilder {
             params: self.params,
             rows: Vec::new(),
             vectors: Vec::new(),
-            graph: None,
+            graph: Graph::new(self.params.m, self.params.ef_construction),
             n_removed: 0,
         };
         index.append(self.rows, &self.vectors);
@@ -162,7 +165,7 @@ pub struct CellIndex {
     pub(crate) params: HnswParams,
     pub(crate) rows: Vec<Row>,
     pub(crate) vectors: Vec<f32>,
-    pub(crate) graph: Option<Graph>,
+    pub(crate) graph: Graph,
     /// Rows with a tombstone (kept counted: a search must not scan every row to know).
     pub(crate) n_removed: usize,
 }
@@ -201,33 +204,11 @@ impl CellIndex {
         &self.vectors
     }
 
-    pub(crate) fn new_graph(&self, capacity: usize) -> Graph {
-        Hnsw::new(
-            self.params.m,
-            capacity.max(1),
-            self.params.max_layer,
-            self.params.ef_construction,
-            CosineDistance,
-        )
-    }
-
     pub(crate) fn append(&mut self, rows: Vec<Row>, vectors: &[f32]) {
-        let dim = self.model.dim;
-        let start = self.rows.len();
-        if self.graph.is_none() && !rows.is_empty() {
-            self.graph = Some(self.new_graph(start + rows.len()));
-        }
-        if let Some(g) = &self.graph {
-            let items: Vec<(&[f32], usize)> = vectors
-                .chunks_exact(dim)
-                .enumerate()
-                .map(|(i, v)| (v, start + i))
-                .collect();
-            g.parallel_insert_slice(&items);
-        }
         self.n_removed += rows.iter().filter(|r| r.removed).count();
         self.rows.extend(rows);
         self.vectors.extend_from_slice(vectors);
+        self.graph.insert_rows(&self.vectors, self.model.dim);
     }
 
     /// Append rows (hnsw_rs cannot delete or update: a changed image is a new row).
@@ -315,19 +296,9 @@ impl CellIndex {
 
     fn write_into(&self, dir: &Path) -> Result<()> {
         let mut files = BTreeMap::new();
-        if let Some(g) = &self.graph {
-            g.file_dump(dir, HNSW_BASENAME)
-                .map_err(|e| Error::Corrupt {
-                    path: dir.to_path_buf(),
-                    reason: format!("hnsw dump failed: {e}"),
-                })?;
-            for f in [GRAPH_FILE, DATA_FILE] {
-                files.insert(
-                    f.to_string(),
-                    cellspace_core::atomic::sha256_file(&dir.join(f))?,
-                );
-            }
-        }
+        let graph = crate::graph_file::encode(&self.graph);
+        cellspace_core::atomic::write_atomic(&dir.join(GRAPH_BIN), &graph)?;
+        files.insert(GRAPH_BIN.into(), cellspace_core::sha256_hex(&graph));
         let mut rows = String::new();
         for r in &self.rows {
             rows.push_str(&serde_json::to_string(r).expect("row serialises"));
@@ -378,10 +349,16 @@ impl CellIndex {
                 reason: "rows, vectors and manifest disagree".into(),
             });
         }
-        let graph = if manifest.count == 0 {
-            None // hnsw_rs panics reloading an empty graph: an empty index has none
+        let graph = if manifest.files.contains_key(GRAPH_BIN) {
+            let p = dir.join(GRAPH_BIN);
+            let bytes = std::fs::read(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
+            crate::graph_file::decode(&bytes, rows.len())
+                .map_err(|reason| Error::Corrupt { path: p, reason })?
+        } else if manifest.count == 0 {
+            // hnsw_rs panics reloading an empty graph: a format-2 empty index has none
+            Graph::new(manifest.params.m, manifest.params.ef_construction)
         } else {
-            let g = load_graph(dir)?;
+            let g = load_hnsw_rs(dir)?;
             // graph files of another index (checksums rewritten to match) would send searches
             // to rows that do not exist
             if g.get_nb_point() != rows.len() {
@@ -394,7 +371,12 @@ impl CellIndex {
                     ),
                 });
             }
-            Some(g)
+            Graph::from_hnsw(
+                &g,
+                rows.len(),
+                manifest.params.m,
+                manifest.params.ef_construction,
+            )
         };
         Ok(Self {
             model: manifest.model,
@@ -406,11 +388,15 @@ impl CellIndex {
         })
     }
 
-    /// Approximate memory held by the index, in bytes (vectors twice: ours and hnsw_rs's, plus links).
+    /// Approximate memory held by the index, in bytes: vectors, links and rows.
     pub fn memory_bytes(&self) -> usize {
-        let n = self.len();
-        n * (2 * self.model.dim * 4 + 2 * self.params.m * 8 + 64)
-            + self.rows.iter().map(|r| r.path.len() + 96).sum::<usize>()
+        self.vectors.len() * 4
+            + self.graph.memory_bytes()
+            + self
+                .rows
+                .iter()
+                .map(|r| std::mem::size_of::<Row>() + r.path.len() + r.sha256.len())
+                .sum::<usize>()
     }
 }
 
@@ -438,7 +424,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Reload the hnsw_rs graph. hnsw_rs's loaded graph borrows its `HnswIo`, so the (small) loader
 /// is leaked to give the graph a `'static` life; one per opened index. Its panics on malformed
 /// files become errors.
-fn load_graph(dir: &Path) -> Result<Graph> {
+fn load_hnsw_rs(dir: &Path) -> Result<HnswRs> {
     let dir_owned: PathBuf = dir.to_path_buf();
     let r = std::panic::catch_unwind(move || {
         let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir_owned, HNSW_BASENAME)));

@@ -9,13 +9,16 @@ use std::path::Path;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const ROWS_FILE: &str = "rows.jsonl";
 pub const VECTORS_FILE: &str = "embeddings.npy";
-/// hnsw_rs basename: it writes `cells.hnsw.graph` and `cells.hnsw.data`.
+/// The graph (format 3 on: [`crate::graph_file`]).
+pub const GRAPH_BIN: &str = "graph.bin";
+/// hnsw_rs basename of format 1 and 2 indexes: `cells.hnsw.graph` and `cells.hnsw.data`.
 pub const HNSW_BASENAME: &str = "cells";
 pub const GRAPH_FILE: &str = "cells.hnsw.graph";
 pub const DATA_FILE: &str = "cells.hnsw.data";
 /// Format written by this build. 2: rows may carry metadata and tombstones (a build that
-/// reads only format 1 would return removed cells, so it must refuse these indexes).
-pub const FORMAT_VERSION: u32 = 2;
+/// reads only format 1 would return removed cells, so it must refuse these indexes). 3: the
+/// graph is cellspace's own `graph.bin` instead of hnsw_rs's two files (still read).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The model an index was built with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

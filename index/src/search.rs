@@ -1,6 +1,6 @@
 //! [`CellIndex::search`]: the k most similar cells that a [`Filter`] allows.
 //!
-//! The filter runs inside the HNSW search (hnsw_rs `search_filter`), so removed rows and rows
+//! The filter runs inside the HNSW search ([`crate::graph`]), so removed rows and rows
 //! that fail a condition never take a result slot. When few rows match (under
 //! [`EXACT_BELOW_ROWS`] rows or 1/[`EXACT_BELOW_SHARE`] of the index) a graph walk would mostly
 //! visit rows it must skip, so those rows are scanned exactly instead. Whenever the graph
@@ -27,9 +27,10 @@ impl CellIndex {
         ef: Option<usize>,
     ) -> Result<Vec<Hit>> {
         crate::cellindex::check_dim(&self.model, query)?;
-        let Some(g) = &self.graph else {
+        let g = &self.graph;
+        if g.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let allowed = if filter.conditions.is_empty() {
             let excluded = filter.exclude.iter();
             self.live()
@@ -48,7 +49,7 @@ impl CellIndex {
         let selective =
             allowed <= EXACT_BELOW_ROWS || allowed.saturating_mul(EXACT_BELOW_SHARE) < self.len();
         if !selective {
-            let allows = |id: &usize| filter.allows(*id, &self.rows[*id]);
+            let allows = |id: u32| filter.allows(id as usize, &self.rows[id as usize]);
             let all_live = filter.is_open() && allowed == self.len();
             let mut fetch = if filter.distinct {
                 (k * 4).min(allowed)
@@ -57,16 +58,12 @@ impl CellIndex {
             };
             loop {
                 let ef = ef.unwrap_or(self.params.ef_search).max(fetch);
+                let dim = self.model.dim;
                 let found = if all_live {
-                    g.search(query, fetch, ef)
+                    g.search(&self.vectors, dim, query, fetch, ef, None)
                 } else {
-                    g.search_filter(query, fetch, ef, Some(&allows))
+                    g.search(&self.vectors, dim, query, fetch, ef, Some(&allows))
                 };
-                let found: Vec<(usize, f32)> = found
-                    .iter()
-                    .filter(|n| allows(&n.d_id)) // hnsw_rs may hand back its entry point
-                    .map(|n| (n.d_id, 1.0 - n.distance))
-                    .collect();
                 let kept = self.distinct(found, filter.distinct, k);
                 if kept.len() >= k {
                     return Ok(self.hits(kept));

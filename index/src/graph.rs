@@ -1,0 +1,298 @@
+//! The HNSW graph of an index: built, searched and stored in flat arrays.
+//!
+//! Until format 2 the graph was hnsw_rs's. Profiles (perf, one thread) showed where the time
+//! went once the distance kernel was vectorised ([`cellspace_core::dot`]): in the search, half
+//! was hnsw_rs walking `Arc<Point>`s behind read locks and allocating per visit; in the build,
+//! 60% was hnsw_rs's own bookkeeping (heaps, `Arc` drops, hash maps, malloc) and 25% distances.
+//! So hnsw_rs was the bottleneck, and this module replaces it with hnswlib's layout and
+//! algorithm: every node's layer-0 links in one `u32` array with `2 M` slots per node, the few
+//! upper-layer lists beside it, the index's own vector slice (no second copy), a visited list
+//! reused across queries by a generation stamp, the next vector prefetched while the current
+//! one is scored, and hnswlib's neighbour-selection heuristic. hnsw_rs remains the reader of
+//! format-1 and -2 indexes ([`Graph::from_hnsw`]).
+
+use crate::search_layer::{Scored, Visited, dist, greedy, search_layer};
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+
+/// The graph (node id = row id).
+#[derive(Debug)]
+pub struct Graph {
+    /// Links per node at layer 0 (2 M) and above (M).
+    pub(crate) m0: usize,
+    pub(crate) m: usize,
+    pub(crate) ef_construction: usize,
+    /// Top layer of each node.
+    pub(crate) levels: Vec<u8>,
+    /// Layer-0 links: node i's are `links0[i * m0..][..len0[i]]`.
+    pub(crate) links0: Vec<u32>,
+    pub(crate) len0: Vec<u16>,
+    /// Upper-layer links: `upper[i][l - 1]` for nodes whose level is l >= 1 (empty otherwise).
+    pub(crate) upper: Vec<Vec<Vec<u32>>>,
+    pub(crate) entry: u32,
+    pub(crate) max_level: u8,
+    /// Visited lists, reused by concurrent searches.
+    visited: Mutex<Vec<Visited>>,
+}
+
+impl Graph {
+    pub fn new(m: usize, ef_construction: usize) -> Self {
+        Self {
+            m0: 2 * m,
+            m,
+            ef_construction,
+            levels: Vec::new(),
+            links0: Vec::new(),
+            len0: Vec::new(),
+            upper: Vec::new(),
+            entry: 0,
+            max_level: 0,
+            visited: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Links of `node` at `layer`.
+    pub(crate) fn links(&self, node: u32, layer: u8) -> &[u32] {
+        let i = node as usize;
+        if layer == 0 {
+            &self.links0[i * self.m0..i * self.m0 + self.len0[i] as usize]
+        } else {
+            self.upper[i]
+                .get(layer as usize - 1)
+                .map_or(&[], Vec::as_slice)
+        }
+    }
+
+    fn set_links(&mut self, node: u32, layer: u8, links: &[u32]) {
+        let i = node as usize;
+        if layer == 0 {
+            let n = links.len().min(self.m0);
+            self.links0[i * self.m0..i * self.m0 + n].copy_from_slice(&links[..n]);
+            self.len0[i] = n as u16;
+        } else {
+            self.upper[i][layer as usize - 1] = links.to_vec();
+        }
+    }
+
+    pub(crate) fn take_visited(&self) -> Visited {
+        self.visited
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn give_visited(&self, v: Visited) {
+        if let Ok(mut pool) = self.visited.lock() {
+            pool.push(v);
+        }
+    }
+
+    /// Insert the rows `self.len()..vectors.len() / dim` (in order).
+    pub fn insert_rows(&mut self, vectors: &[f32], dim: usize) {
+        let n = vectors.len() / dim;
+        let ml = 1.0 / (self.m.max(2) as f64).ln();
+        while self.len() < n {
+            // the level of a node is drawn from a hash of its id: the same graph whether rows
+            // arrive in one build or over many `add`s and reloads
+            let u = (splitmix64(self.len() as u64) >> 11) as f64 / (1u64 << 53) as f64;
+            let level = ((-u.max(f64::MIN_POSITIVE).ln() * ml) as usize).min(15) as u8;
+            self.insert(vectors, dim, level);
+        }
+    }
+
+    fn insert(&mut self, vectors: &[f32], dim: usize, level: u8) {
+        let q = self.len() as u32;
+        self.levels.push(level);
+        self.links0.extend(std::iter::repeat_n(0, self.m0));
+        self.len0.push(0);
+        self.upper.push(vec![Vec::new(); level as usize]);
+        if q == 0 {
+            (self.entry, self.max_level) = (0, level);
+            return;
+        }
+        let query = &vectors[q as usize * dim..(q as usize + 1) * dim];
+        let mut ep = self.entry;
+        for layer in (level + 1..=self.max_level).rev() {
+            ep = greedy(self, vectors, dim, query, ep, layer).0;
+        }
+        let mut visited = self.take_visited();
+        for layer in (0..=level.min(self.max_level)).rev() {
+            let found = search_layer(
+                self,
+                vectors,
+                dim,
+                query,
+                &[ep],
+                self.ef_construction,
+                layer,
+                None,
+                &mut visited,
+            );
+            let max = if layer == 0 { self.m0 } else { self.m };
+            let chosen = self.heuristic(vectors, dim, found.clone(), self.m);
+            let ids: Vec<u32> = chosen.iter().map(|s| s.1).collect();
+            self.set_links(q, layer, &ids);
+            for &nb in &ids {
+                let mut links = self.links(nb, layer).to_vec();
+                if links.len() < max {
+                    links.push(q);
+                } else {
+                    let v = &vectors[nb as usize * dim..(nb as usize + 1) * dim];
+                    let cands: Vec<Scored> = links
+                        .iter()
+                        .chain([&q])
+                        .map(|&o| Scored(dist(v, vectors, dim, o), o))
+                        .collect();
+                    links = self
+                        .heuristic(vectors, dim, cands, max)
+                        .into_iter()
+                        .map(|s| s.1)
+                        .collect();
+                }
+                self.set_links(nb, layer, &links);
+            }
+            ep = found.first().map_or(ep, |s| s.1);
+        }
+        self.give_visited(visited);
+        if level > self.max_level {
+            (self.entry, self.max_level) = (q, level);
+        }
+    }
+
+    /// hnswlib's neighbour selection: closest first, skipping a candidate that is closer to an
+    /// already chosen neighbour than to the new node (keeps links spread in all directions).
+    fn heuristic(
+        &self,
+        vectors: &[f32],
+        dim: usize,
+        mut cands: Vec<Scored>,
+        max: usize,
+    ) -> Vec<Scored> {
+        cands.sort();
+        if cands.len() <= max {
+            return cands;
+        }
+        let mut chosen: Vec<Scored> = Vec::with_capacity(max);
+        for c in cands {
+            if chosen.len() >= max {
+                break;
+            }
+            let v = &vectors[c.1 as usize * dim..(c.1 as usize + 1) * dim];
+            if chosen.iter().all(|s| dist(v, vectors, dim, s.1) > c.0) {
+                chosen.push(c);
+            }
+        }
+        chosen
+    }
+
+    /// Up to `k` (row, cosine similarity) pairs, best first, among rows `allow` accepts, with
+    /// a beam of `ef` (at least `k`) at layer 0.
+    pub fn search(
+        &self,
+        vectors: &[f32],
+        dim: usize,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allow: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<(usize, f32)> {
+        if self.is_empty() || k == 0 {
+            return Vec::new();
+        }
+        let mut ep = self.entry;
+        for layer in (1..=self.max_level).rev() {
+            ep = greedy(self, vectors, dim, query, ep, layer).0;
+        }
+        let mut visited = self.take_visited();
+        let found = search_layer(
+            self,
+            vectors,
+            dim,
+            query,
+            &[ep],
+            ef.max(k),
+            0,
+            allow,
+            &mut visited,
+        );
+        self.give_visited(visited);
+        found
+            .into_iter()
+            .take(k)
+            .map(|Scored(d, i)| (i as usize, 1.0 - d))
+            .collect()
+    }
+
+    /// A graph of hnsw_rs (format 1 and 2 indexes) whose data ids are rows `0..n`.
+    pub fn from_hnsw<D: hnsw_rs::prelude::Distance<f32> + Send + Sync>(
+        g: &hnsw_rs::prelude::Hnsw<'_, f32, D>,
+        n: usize,
+        m: usize,
+        ef_construction: usize,
+    ) -> Self {
+        let mut out = Self::new(m, ef_construction);
+        out.levels = vec![0; n];
+        out.links0 = vec![0; n * out.m0];
+        out.len0 = vec![0; n];
+        out.upper = vec![Vec::new(); n];
+        out.max_level = g.get_max_level_observed();
+        let mut entry = None;
+        for p in g.get_point_indexation() {
+            let id = p.get_origin_id();
+            if id >= n {
+                continue;
+            }
+            let level = p.get_point_id().0;
+            out.levels[id] = level;
+            out.upper[id] = vec![Vec::new(); level as usize];
+            if level == out.max_level && entry.is_none() {
+                entry = Some(id as u32);
+            }
+            for (l, ns) in p.get_neighborhood_id().into_iter().enumerate() {
+                if l > level as usize {
+                    break;
+                }
+                let ids: Vec<u32> = ns
+                    .into_iter()
+                    .map(|nb| nb.d_id)
+                    .filter(|&d| d < n)
+                    .map(|d| d as u32)
+                    .collect();
+                out.set_links(id as u32, l as u8, &ids);
+            }
+        }
+        out.entry = entry.unwrap_or(0);
+        out
+    }
+
+    /// Bytes held by the links (the vectors are the index's).
+    pub fn memory_bytes(&self) -> usize {
+        self.links0.len() * 4
+            + self.len0.len() * 2
+            + self.levels.len()
+            + self
+                .upper
+                .iter()
+                .map(|u| 24 + u.iter().map(|l| 24 + l.len() * 4).sum::<usize>())
+                .sum::<usize>()
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Results heap helper for [`crate::search_layer`]: the worst result on top.
+pub(crate) type Results = BinaryHeap<Scored>;
