@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks on this machine and real data: training images/s, embedding images/s (decode,
-# inference, end to end), index build time, queries/s and recall@10, the default model's
-# held-out metrics. Prints figures; asserts nothing.
+# inference, end to end), index build time, queries/s and recall@10 beside hnswlib on the same
+# vectors (hnswlib from PyPI into runs/bench-venv), the default model's cross-validated
+# metrics. Prints figures; asserts nothing.
 #
 #   scripts/bench.sh [DATA_DIR] [--synthetic N]    (N = 1000000 for the full-size run: hours on 2 cores)
 set -euo pipefail
@@ -25,8 +26,29 @@ echo "## index: real embeddings of $data (every 10th held out as a query)"
 emb="$root/runs/bench.embeddings"
 runtime embed "$data" -o "$emb" --model "$model" --device cpu >/dev/null 2>&1 || true
 index bench "$emb"
-echo "## index: synthetic $synthetic x 128 (how cost grows; --synthetic N to change)"
-index bench --synthetic "$synthetic" --dim 128
+# the anchor: hnswlib from PyPI in a bench-only environment, on the same vectors and queries,
+# one thread each, three alternating rounds (the machine's other load hits both alike)
+venv="${CELLSPACE_BENCH_VENV:-$root/runs/bench-venv}"
+if ! "$venv/bin/python" -c "import hnswlib, numpy" 2>/dev/null; then
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q hnswlib numpy \
+    || { echo "hnswlib could not be installed: the comparison is skipped" >&2; venv=""; }
+fi
+out="$root/runs/bench-index"
+mkdir -p "$out"
+compare() { # NAME NPY [index bench args...]
+  local name=$1 npy=$2; shift 2
+  for r in 1 2 3; do
+    RAYON_NUM_THREADS=1 index bench "$@" > "$out/$name-ours-$r.json"
+    [ -n "$venv" ] && "$venv/bin/python" "$root/scripts/bench_hnswlib.py" "$npy" --ef 16,32,64,128,256 > "$out/$name-hnswlib-$r.json"
+  done
+  if [ -n "$venv" ]; then
+    python3 "$root/scripts/bench_compare.py" "$out/$name"-ours-*.json -- "$out/$name"-hnswlib-*.json
+  fi
+}
+echo "## index beside hnswlib: real embeddings"
+compare real "$emb/embeddings.npy" "$emb"
+echo "## index beside hnswlib: synthetic $synthetic x 128 (atlas-shaped: types, originals, copies; --synthetic N to change)"
+compare synthetic "$out/synthetic.npy" --synthetic "$synthetic" --dim 128 --save-vectors "$out/synthetic.npy"
 echo "## default model quality: cross-validated over source groups (from its card)"
 python3 - "$model" <<'PY'
 import json, sys

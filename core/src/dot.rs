@@ -21,6 +21,46 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
+/// Dot products of `q` with four rows at once: `q` is read once for all four, and four
+/// independent streams of rows keep more memory requests in flight (an exact search over a
+/// gallery is bound by memory bandwidth, not arithmetic).
+#[inline]
+pub fn dot4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && rows.iter().all(|r| r.len() >= q.len()) {
+        // SAFETY: AVX-512F is present (checked) and every row is at least as long as `q`.
+        return unsafe { dot4_avx512(q, rows) };
+    }
+    rows.map(|r| dot(q, r))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot4_avx512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let n = q.len();
+    let mut i = 0;
+    // SAFETY: loads read 16 floats at i + 16 <= n of `q` and of rows at least n long.
+    unsafe {
+        let mut s = [_mm512_setzero_ps(); 4];
+        while i + 16 <= n {
+            let x = _mm512_loadu_ps(q.as_ptr().add(i));
+            for (sj, r) in s.iter_mut().zip(rows) {
+                *sj = _mm512_fmadd_ps(x, _mm512_loadu_ps(r.as_ptr().add(i)), *sj);
+            }
+            i += 16;
+        }
+        let mut out = s.map(|v| _mm512_reduce_add_ps(v));
+        while i < n {
+            for (o, r) in out.iter_mut().zip(rows) {
+                *o += q[i] * r[i];
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
 /// Eight independent sums (vectorisable on any target), then the tail.
 pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());

@@ -26,6 +26,17 @@ impl CellIndex {
         k: usize,
         ef: Option<usize>,
     ) -> Result<Vec<Hit>> {
+        Ok(self.hits(self.search_ids(query, filter, k, ef)?))
+    }
+
+    /// [`CellIndex::search`] as (row id, similarity) pairs, without the rows' fields.
+    pub fn search_ids(
+        &self,
+        query: &[f32],
+        filter: &Filter,
+        k: usize,
+        ef: Option<usize>,
+    ) -> Result<Vec<(usize, f32)>> {
         crate::cellindex::check_dim(&self.model, query)?;
         let g = &self.graph;
         if g.is_empty() {
@@ -66,7 +77,7 @@ impl CellIndex {
                 };
                 let kept = self.distinct(found, filter.distinct, k);
                 if kept.len() >= k {
-                    return Ok(self.hits(kept));
+                    return Ok(kept);
                 }
                 if fetch >= allowed {
                     break; // the graph could not reach k allowed cells: scan them
@@ -81,7 +92,7 @@ impl CellIndex {
             if filter.distinct { allowed } else { k },
             |i| filter.allows(i, &self.rows[i]),
         );
-        Ok(self.hits(self.distinct(exact, filter.distinct, k)))
+        Ok(self.distinct(exact, filter.distinct, k))
     }
 
     /// The first `k` of `found` (best first), one per original cell when `distinct`.
@@ -115,8 +126,11 @@ impl CellIndex {
 
     /// Exact top-k over the rows not removed, by brute force (the reference for recall).
     pub fn exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        cellspace_core::metrics::topk(query, &self.vectors, self.model.dim, k, |i| {
-            !self.rows[i].removed
-        })
+        let dim = self.model.dim;
+        if self.n_removed == 0 {
+            // no row to skip: do not touch the rows at all (bandwidth goes to the vectors)
+            return cellspace_core::metrics::topk(query, &self.vectors, dim, k, |_| true);
+        }
+        cellspace_core::metrics::topk(query, &self.vectors, dim, k, |i| !self.rows[i].removed)
     }
 }
