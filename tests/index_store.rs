@@ -373,7 +373,12 @@ fn a_format_2_index_of_hnsw_rs_still_opens_and_answers_the_same() {
         let query = &v[q * 8..(q + 1) * 8];
         let a = old.search(query, &Filter::default(), 10, None).unwrap();
         assert_eq!(a[0].id, q, "an indexed vector finds itself first");
-        let exact: Vec<usize> = old.exact(query, 10).into_iter().map(|(i, _)| i).collect();
+        let exact: Vec<usize> = old
+            .exact(query, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
         agree += a.iter().filter(|h| exact.contains(&h.id)).count();
     }
     assert!(agree >= 95, "recall@10 of the converted graph: {agree}/100");
@@ -406,4 +411,69 @@ fn the_graph_is_deterministic_whether_built_at_once_or_added_to() {
     part.save(&dir.path().join("part")).unwrap();
     let graph = |d: &str| std::fs::read(dir.path().join(d).join(GRAPH_BIN)).unwrap();
     assert!(graph("all") == graph("part"), "same rows, same graph");
+}
+
+#[test]
+fn int8_store_answers_with_exact_similarities_after_save_add_and_compact() {
+    let dir = util::tempdir();
+    let dim = 32;
+    let v = vectors(3000, dim, 9);
+    let params = HnswParams {
+        store: index::store::StoreKind::Int8,
+        ..Default::default()
+    };
+    let row = |i: usize| Row {
+        path: format!("/cells/{i}.png"),
+        sha256: format!("h{i}"),
+        ..Default::default()
+    };
+    let mut b = IndexBuilder::new(model(dim, "abc"), params).unwrap();
+    for i in 0..2500 {
+        b.push(row(i), &v[i * dim..(i + 1) * dim]).unwrap();
+    }
+    let p = dir.path().join("i8");
+    b.build().save(&p).unwrap();
+    let mut idx = CellIndex::open(&p).unwrap();
+    assert!(idx.store().as_f32().is_none(), "only codes in memory");
+    idx.add((2500..3000).map(row).collect(), &v[2500 * dim..])
+        .unwrap();
+    idx.save(&p).unwrap();
+    let idx = CellIndex::open(&p).unwrap();
+    let mut found = 0;
+    for q in (0..3000).step_by(100) {
+        let query = &v[q * dim..(q + 1) * dim];
+        let hits = idx.search(query, &Filter::default(), 10, Some(64)).unwrap();
+        let truth = cellspace_core::metrics::topk(query, &v, dim, 10, |_| true);
+        assert_eq!(hits[0].id, q, "an indexed vector finds itself first");
+        for h in &hits {
+            let exact = cellspace_core::metrics::dot(query, &v[h.id * dim..(h.id + 1) * dim]);
+            assert!(
+                (h.similarity - exact).abs() < 1e-5,
+                "re-ranked: exact similarities"
+            );
+        }
+        found += hits
+            .iter()
+            .filter(|h| truth.iter().any(|t| t.0 == h.id))
+            .count();
+        // the exact scan of codes, re-ranked, is the truth
+        let scanned = idx.exact(query, 10).unwrap();
+        let ids = |v: &[(usize, f32)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
+        assert_eq!(ids(&scanned), ids(&truth));
+        assert!(
+            scanned
+                .iter()
+                .zip(&truth)
+                .all(|(a, b)| (a.1 - b.1).abs() < 1e-5)
+        );
+    }
+    assert!(found >= 294, "recall@10 {found}/300");
+    let compact = idx.compact().unwrap();
+    assert_eq!(compact.params().store, index::store::StoreKind::Int8);
+    // codes that do not match the index are refused
+    let codes = p.join(index::manifest::CODES_FILE);
+    let bytes = std::fs::read(&codes).unwrap();
+    std::fs::write(&codes, &bytes[..bytes.len() - 1]).unwrap();
+    let err = CellIndex::open(&p).err().expect("refused").to_string();
+    assert!(err.contains("codes.i8"), "{err}");
 }

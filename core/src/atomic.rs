@@ -125,8 +125,20 @@ impl OutputLock {
 
 /// sha256 (hex) of a file's content.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(crate::sha256_hex(&bytes))
+    use sha2::Digest;
+    use std::io::Read;
+    // streamed: checking a multi-gigabyte vector file must not hold it in memory
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut sha = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", sha.finalize()))
 }
 
 /// Current UTC time as RFC 3339, without a date crate.

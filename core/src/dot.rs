@@ -61,6 +61,41 @@ unsafe fn dot4_avx512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
     }
 }
 
+/// Dot product of f32 `a` with int8 codes `b` (each code taken as its value).
+#[inline]
+pub fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { dot_i8_avx512(a, b) };
+    }
+    a.iter().zip(b).map(|(x, &c)| x * c as f32).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_i8_avx512(a: &[f32], b: &[i8]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    // SAFETY: loads read 16 floats / 16 bytes at i + 16 <= n of both slices.
+    unsafe {
+        let mut s = _mm512_setzero_ps();
+        while i + 16 <= n {
+            let codes = _mm_loadu_si128(b.as_ptr().add(i).cast());
+            let c = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
+            s = _mm512_fmadd_ps(_mm512_loadu_ps(a.as_ptr().add(i)), c, s);
+            i += 16;
+        }
+        let mut sum = _mm512_reduce_add_ps(s);
+        while i < n {
+            sum += a[i] * b[i] as f32;
+            i += 1;
+        }
+        sum
+    }
+}
+
 /// Eight independent sums (vectorisable on any target), then the tail.
 pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -151,13 +186,17 @@ unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_kernel_matches_the_plain_sum() {
+    fn numbers() -> impl FnMut() -> f32 {
         let mut x = 0.37f32;
-        let mut next = || {
+        move || {
             x = (x * 3.7 + 0.11).fract();
             x - 0.5
-        };
+        }
+    }
+
+    #[test]
+    fn every_kernel_matches_the_plain_sum() {
+        let mut next = numbers();
         for n in (0..70).chain([127, 128, 129, 640, 1000]) {
             let a: Vec<f32> = (0..n).map(|_| next()).collect();
             let b: Vec<f32> = (0..n).map(|_| next()).collect();
@@ -166,10 +205,18 @@ mod tests {
                 .zip(&b)
                 .map(|(x, y)| (*x as f64) * (*y as f64))
                 .sum();
-            for (name, got) in [
+            let mut kernels = vec![
                 ("dispatch", dot(&a, &b)),
                 ("portable", dot_portable(&a, &b)),
-            ] {
+            ];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features were checked just above
+                kernels.push(("avx2", unsafe { dot_avx2(&a, &b) }));
+            }
+            for (name, got) in kernels {
                 assert!(
                     (got as f64 - plain).abs() < 1e-4,
                     "{name}, n {n}: {got} vs {plain}"
@@ -181,5 +228,22 @@ mod tests {
             14.0,
             "extra elements ignored"
         );
+    }
+
+    #[test]
+    fn four_rows_and_int8_codes_match_the_plain_sums() {
+        let mut next = numbers();
+        for n in [0, 5, 16, 37, 640] {
+            let rows: Vec<Vec<f32>> = (0..5).map(|_| (0..n).map(|_| next()).collect()).collect();
+            let got = dot4(&rows[4], [&rows[0], &rows[1], &rows[2], &rows[3]]);
+            for j in 0..4 {
+                let want = dot(&rows[4], &rows[j]);
+                assert!((got[j] - want).abs() < 1e-4, "dot4, n {n}, row {j}");
+            }
+            let codes: Vec<i8> = (0..n).map(|_| (next() * 250.0) as i8).collect();
+            let plain: f32 = rows[0].iter().zip(&codes).map(|(x, &c)| x * c as f32).sum();
+            let got = dot_i8(&rows[0], &codes);
+            assert!((got - plain).abs() < 1e-3, "int8, n {n}: {got} vs {plain}");
+        }
     }
 }

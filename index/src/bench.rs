@@ -29,6 +29,7 @@ pub struct BenchReport {
     /// (the index's vectors, links and rows): measured, not estimated.
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_growth_per_vector: Option<f64>,
+
     pub brute_force_queries_per_s: f64,
     pub rows: Vec<EfRow>,
 }
@@ -51,26 +52,49 @@ pub fn bench(
         dim,
         preprocess_sha256: String::new(),
     };
-    let rss_before = peak_rss_bytes();
-    let mut builder = IndexBuilder::new(model, params)?;
     let mut queries = Vec::new();
+    let mut base = Vec::new();
     for (i, v) in vectors.chunks_exact(dim).enumerate() {
         if i % hold_out == 0 && queries.len() < max_queries * dim {
             queries.extend_from_slice(v);
         } else {
-            builder.push(Row::default(), v)?;
+            base.extend_from_slice(v);
         }
     }
+    let rss_before = peak_rss_bytes();
+    let mut builder = IndexBuilder::new(model, params)?;
+    for v in base.chunks_exact(dim) {
+        builder.push(Row::default(), v)?;
+    }
     let t = thread_cpu_seconds();
-    let index = builder.build();
+    let built = builder.build();
     let build_seconds = thread_cpu_seconds() - t;
     let rss_after = peak_rss_bytes();
+    // search the index as it is served: saved and opened again (the int8 store then holds
+    // only its codes; `index stats` measures an opened index's memory in a fresh process)
+    let dir = std::env::temp_dir().join(format!("cellspace-bench-{}", std::process::id()));
+    built.save(&dir)?;
+    drop(built);
+    let index = crate::CellIndex::open(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let index = index?;
     let nq = queries.len() / dim;
-    let t = thread_cpu_seconds();
+    // the truth: every indexed row, exactly (whatever the index's store)
     let exact: Vec<Vec<usize>> = queries
         .chunks_exact(dim)
-        .map(|q| index.exact(q, 10).into_iter().map(|(i, _)| i).collect())
+        .map(|q| {
+            cellspace_core::metrics::topk(q, &base, dim, 10, |_| true)
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect()
+        })
         .collect();
+    drop(base);
+    // the index's own exact search (a scan of its store)
+    let t = thread_cpu_seconds();
+    for q in queries.chunks_exact(dim) {
+        index.exact(q, 10)?;
+    }
     let brute = nq as f64 / (thread_cpu_seconds() - t);
     let mut rows = Vec::new();
     for &ef in efs {
@@ -105,6 +129,7 @@ pub fn bench(
         build_seconds,
         memory_bytes_per_vector: index.memory_bytes() as f64 / (n - nq).max(1) as f64,
         peak_rss_bytes: rss_after,
+
         peak_rss_growth_per_vector: rss_before
             .zip(rss_after)
             .map(|(b, a)| a.saturating_sub(b) as f64 / (n - nq).max(1) as f64),
@@ -150,8 +175,16 @@ pub fn thread_cpu_seconds() -> f64 {
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+/// Resident memory of this process now (Linux `VmRSS`), in bytes.
+pub fn resident_bytes() -> Option<u64> {
+    proc_status_kb("VmRSS:").map(|kb| kb * 1024)
+}
+
+fn proc_status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -22,6 +22,7 @@ impl Distance<f32> for CosineDistance {
 /// hnsw_rs's graph: the reader of format-1 and -2 indexes.
 type HnswRs = Hnsw<'static, f32, CosineDistance>;
 use crate::graph::Graph;
+use crate::store::Vectors;
 
 /// HNSW parameters (defaults measured on the blood-cell embeddings: see the README).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,9 @@ pub struct HnswParams {
     pub max_layer: usize,
     /// Default ef at query time.
     pub ef_search: usize,
+    /// How vectors are kept in memory ([`crate::store`]).
+    #[serde(default)]
+    pub store: crate::store::StoreKind,
 }
 
 impl Default for HnswParams {
@@ -42,6 +46,7 @@ impl Default for HnswParams {
             ef_construction: 200,
             max_layer: 16,
             ef_search: 64,
+            store: crate::store::StoreKind::F32,
         }
     }
 }
@@ -135,11 +140,12 @@ impl IndexBuilder {
     }
 
     pub fn build(self) -> CellIndex {
+        let dim = self.model.dim;
         let mut index = CellIndex {
             model: self.model,
             params: self.params,
             rows: Vec::new(),
-            vectors: Vec::new(),
+            vectors: Vectors::new(self.params.store, dim),
             graph: Graph::new(self.params.m, self.params.ef_construction),
             n_removed: 0,
         };
@@ -164,7 +170,7 @@ pub struct CellIndex {
     pub(crate) model: ModelRef,
     pub(crate) params: HnswParams,
     pub(crate) rows: Vec<Row>,
-    pub(crate) vectors: Vec<f32>,
+    pub(crate) vectors: Vectors,
     pub(crate) graph: Graph,
     /// Rows with a tombstone (kept counted: a search must not scan every row to know).
     pub(crate) n_removed: usize,
@@ -197,18 +203,20 @@ impl CellIndex {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
-    pub fn vector(&self, id: usize) -> &[f32] {
-        &self.vectors[id * self.model.dim..(id + 1) * self.model.dim]
+    /// The exact vector of row `id` (read from disk for the int8 store).
+    pub fn vector(&self, id: usize) -> Result<std::borrow::Cow<'_, [f32]>> {
+        self.vectors.row(id)
     }
-    pub fn vectors(&self) -> &[f32] {
+    /// The vectors as the graph holds them.
+    pub fn store(&self) -> &Vectors {
         &self.vectors
     }
 
     pub(crate) fn append(&mut self, rows: Vec<Row>, vectors: &[f32]) {
         self.n_removed += rows.iter().filter(|r| r.removed).count();
         self.rows.extend(rows);
-        self.vectors.extend_from_slice(vectors);
-        self.graph.insert_rows(&self.vectors, self.model.dim);
+        self.vectors.push(vectors);
+        self.graph.insert_rows(&self.vectors);
     }
 
     /// Append rows (hnsw_rs cannot delete or update: a changed image is a new row).
@@ -294,6 +302,34 @@ impl CellIndex {
         Ok(())
     }
 
+    /// Write every exact row to `dir/embeddings.npy`, streaming (the int8 store reads its rows
+    /// back from the previous file one at a time); returns the file's sha256.
+    fn write_vectors(&self, dir: &Path) -> Result<String> {
+        use sha2::Digest;
+        use std::io::Write;
+        let p = dir.join(VECTORS_FILE);
+        let io = |e| cellspace_core::Error::io(&p, e);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&p).map_err(io)?);
+        let mut sha = sha2::Sha256::new();
+        let mut put = |bytes: &[u8]| -> Result<()> {
+            sha.update(bytes);
+            out.write_all(bytes).map_err(io)?;
+            Ok(())
+        };
+        put(&runtime::npy::header(self.len(), self.model.dim))?;
+        match self.vectors.as_f32() {
+            Some(all) => put(&all.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())?,
+            None => {
+                for i in 0..self.len() {
+                    let row = self.vectors.row(i)?;
+                    put(&row.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())?;
+                }
+            }
+        }
+        out.flush().map_err(io)?;
+        Ok(format!("{:x}", sha.finalize()))
+    }
+
     fn write_into(&self, dir: &Path) -> Result<()> {
         let mut files = BTreeMap::new();
         let graph = crate::graph_file::encode(&self.graph);
@@ -309,9 +345,12 @@ impl CellIndex {
             ROWS_FILE.into(),
             cellspace_core::sha256_hex(rows.as_bytes()),
         );
-        let vectors_sha =
-            runtime::npy::write(&dir.join(VECTORS_FILE), &self.vectors, self.model.dim)?;
-        files.insert(VECTORS_FILE.into(), vectors_sha);
+        files.insert(VECTORS_FILE.into(), self.write_vectors(dir)?);
+        if let Some((codes, scale)) = self.vectors.codes() {
+            let bytes = crate::store_file::encode_codes(codes, scale);
+            cellspace_core::atomic::write_atomic(&dir.join(CODES_FILE), &bytes)?;
+            files.insert(CODES_FILE.into(), cellspace_core::sha256_hex(&bytes));
+        }
         let manifest = IndexManifest {
             format_version: FORMAT_VERSION,
             model: self.model.clone(),
@@ -339,16 +378,14 @@ impl CellIndex {
                 path: rp.clone(),
                 reason: e.to_string(),
             })?;
-        let (vectors, dim) = runtime::npy::read(&dir.join(VECTORS_FILE))?;
-        if rows.len() != manifest.count
-            || (manifest.count > 0 && dim != manifest.model.dim)
-            || vectors.len() != rows.len() * manifest.model.dim
-        {
+        let dim = manifest.model.dim;
+        if rows.len() != manifest.count {
             return Err(Error::Corrupt {
                 path: dir.to_path_buf(),
-                reason: "rows, vectors and manifest disagree".into(),
+                reason: "rows and manifest disagree".into(),
             });
         }
+        let vectors = crate::store_file::load(dir, &manifest.params, rows.len(), dim)?;
         let graph = if manifest.files.contains_key(GRAPH_BIN) {
             let p = dir.join(GRAPH_BIN);
             let bytes = std::fs::read(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
@@ -390,7 +427,7 @@ impl CellIndex {
 
     /// Approximate memory held by the index, in bytes: vectors, links and rows.
     pub fn memory_bytes(&self) -> usize {
-        self.vectors.len() * 4
+        self.vectors.memory_bytes()
             + self.graph.memory_bytes()
             + self
                 .rows

@@ -67,7 +67,7 @@ impl CellIndex {
         let mut b = IndexBuilder::new(self.model.clone(), self.params)?;
         for (i, r) in self.rows.iter().enumerate() {
             if !r.removed {
-                b.push(r.clone(), self.vector(i))?;
+                b.push(r.clone(), &self.vector(i)?)?;
             }
         }
         Ok(b.build())

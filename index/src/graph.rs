@@ -11,7 +11,8 @@
 //! one is scored, and hnswlib's neighbour-selection heuristic. hnsw_rs remains the reader of
 //! format-1 and -2 indexes ([`Graph::from_hnsw`]).
 
-use crate::search_layer::{Scored, Visited, dist, greedy, search_layer};
+use crate::search_layer::{Scored, Visited, greedy, search_layer};
+use crate::store::Vectors;
 use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
@@ -96,20 +97,20 @@ impl Graph {
         }
     }
 
-    /// Insert the rows `self.len()..vectors.len() / dim` (in order).
-    pub fn insert_rows(&mut self, vectors: &[f32], dim: usize) {
-        let n = vectors.len() / dim;
+    /// Insert the rows `self.len()..v.len()` (in order).
+    pub fn insert_rows(&mut self, v: &Vectors) {
+        let n = v.len();
         let ml = 1.0 / (self.m.max(2) as f64).ln();
         while self.len() < n {
             // the level of a node is drawn from a hash of its id: the same graph whether rows
             // arrive in one build or over many `add`s and reloads
             let u = (splitmix64(self.len() as u64) >> 11) as f64 / (1u64 << 53) as f64;
             let level = ((-u.max(f64::MIN_POSITIVE).ln() * ml) as usize).min(15) as u8;
-            self.insert(vectors, dim, level);
+            self.insert(v, level);
         }
     }
 
-    fn insert(&mut self, vectors: &[f32], dim: usize, level: u8) {
+    fn insert(&mut self, v: &Vectors, level: u8) {
         let q = self.len() as u32;
         self.levels.push(level);
         self.links0.extend(std::iter::repeat_n(0, self.m0));
@@ -119,18 +120,18 @@ impl Graph {
             (self.entry, self.max_level) = (0, level);
             return;
         }
-        let query = &vectors[q as usize * dim..(q as usize + 1) * dim];
+        let row = v.graph_row(q as usize);
+        let query = v.prepare(&row);
         let mut ep = self.entry;
         for layer in (level + 1..=self.max_level).rev() {
-            ep = greedy(self, vectors, dim, query, ep, layer).0;
+            ep = greedy(self, v, &query, ep, layer).0;
         }
         let mut visited = self.take_visited();
         for layer in (0..=level.min(self.max_level)).rev() {
             let found = search_layer(
                 self,
-                vectors,
-                dim,
-                query,
+                v,
+                &query,
                 &[ep],
                 self.ef_construction,
                 layer,
@@ -138,7 +139,7 @@ impl Graph {
                 &mut visited,
             );
             let max = if layer == 0 { self.m0 } else { self.m };
-            let chosen = self.heuristic(vectors, dim, found.clone(), self.m);
+            let chosen = self.heuristic(v, found.clone(), self.m);
             let ids: Vec<u32> = chosen.iter().map(|s| s.1).collect();
             self.set_links(q, layer, &ids);
             for &nb in &ids {
@@ -146,14 +147,15 @@ impl Graph {
                 if links.len() < max {
                     links.push(q);
                 } else {
-                    let v = &vectors[nb as usize * dim..(nb as usize + 1) * dim];
+                    let nb_row = v.graph_row(nb as usize);
+                    let nb_query = v.prepare(&nb_row);
                     let cands: Vec<Scored> = links
                         .iter()
                         .chain([&q])
-                        .map(|&o| Scored(dist(v, vectors, dim, o), o))
+                        .map(|&o| Scored(v.dist(&nb_query, o), o))
                         .collect();
                     links = self
-                        .heuristic(vectors, dim, cands, max)
+                        .heuristic(v, cands, max)
                         .into_iter()
                         .map(|s| s.1)
                         .collect();
@@ -170,13 +172,7 @@ impl Graph {
 
     /// hnswlib's neighbour selection: closest first, skipping a candidate that is closer to an
     /// already chosen neighbour than to the new node (keeps links spread in all directions).
-    fn heuristic(
-        &self,
-        vectors: &[f32],
-        dim: usize,
-        mut cands: Vec<Scored>,
-        max: usize,
-    ) -> Vec<Scored> {
+    fn heuristic(&self, v: &Vectors, mut cands: Vec<Scored>, max: usize) -> Vec<Scored> {
         cands.sort();
         if cands.len() <= max {
             return cands;
@@ -186,8 +182,9 @@ impl Graph {
             if chosen.len() >= max {
                 break;
             }
-            let v = &vectors[c.1 as usize * dim..(c.1 as usize + 1) * dim];
-            if chosen.iter().all(|s| dist(v, vectors, dim, s.1) > c.0) {
+            let row = v.graph_row(c.1 as usize);
+            let cq = v.prepare(&row);
+            if chosen.iter().all(|s| v.dist(&cq, s.1) > c.0) {
                 chosen.push(c);
             }
         }
@@ -196,10 +193,10 @@ impl Graph {
 
     /// Up to `k` (row, cosine similarity) pairs, best first, among rows `allow` accepts, with
     /// a beam of `ef` (at least `k`) at layer 0.
+    /// The similarities are the graph's: exact for the f32 store, from the codes for int8.
     pub fn search(
         &self,
-        vectors: &[f32],
-        dim: usize,
+        v: &Vectors,
         query: &[f32],
         k: usize,
         ef: usize,
@@ -208,22 +205,13 @@ impl Graph {
         if self.is_empty() || k == 0 {
             return Vec::new();
         }
+        let query = v.prepare(query);
         let mut ep = self.entry;
         for layer in (1..=self.max_level).rev() {
-            ep = greedy(self, vectors, dim, query, ep, layer).0;
+            ep = greedy(self, v, &query, ep, layer).0;
         }
         let mut visited = self.take_visited();
-        let found = search_layer(
-            self,
-            vectors,
-            dim,
-            query,
-            &[ep],
-            ef.max(k),
-            0,
-            allow,
-            &mut visited,
-        );
+        let found = search_layer(self, v, &query, &[ep], ef.max(k), 0, allow, &mut visited);
         self.give_visited(visited);
         found
             .into_iter()

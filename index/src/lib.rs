@@ -20,6 +20,8 @@ pub mod search;
 pub mod search_layer;
 pub mod serve;
 pub mod sidecar;
+pub mod store;
+pub mod store_file;
 pub mod thumbs;
 
 pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};

@@ -77,6 +77,10 @@ enum Cmd {
         ef_construction: usize,
         #[arg(long, default_value_t = HnswParams::default().ef_search)]
         ef_search: usize,
+        /// Vector store: f32 (exact, in memory), or int8 (a quarter of the memory; codes in
+        /// memory, exact rows on disk to re-rank the best candidates).
+        #[arg(long, default_value = "f32")]
+        store: index::store::StoreKind,
     },
     /// Append images or embeddings to an index (rows already there, removed ones too, are kept
     /// as they are; a sidecar also updates the fields of indexed cells it names).
@@ -168,6 +172,9 @@ enum Cmd {
         m: usize,
         #[arg(long, default_value_t = HnswParams::default().ef_construction)]
         ef_construction: usize,
+        /// Vector store: f32, or int8 codes with exact re-ranking from disk.
+        #[arg(long, default_value = "f32")]
+        store: index::store::StoreKind,
     },
     /// Serve the lab page and JSON API (127.0.0.1 only by default).
     Serve {
@@ -205,6 +212,7 @@ fn main() -> Result<()> {
             m,
             ef_construction,
             ef_search,
+            store,
         } => {
             let groups = groups
                 .map(|g| cellspace_core::dataset::SourceGroups::load(&g))
@@ -216,6 +224,7 @@ fn main() -> Result<()> {
                 m,
                 ef_construction,
                 ef_search,
+                store,
                 ..Default::default()
             };
             let embedder = runtime::Embedder::new(
@@ -431,11 +440,13 @@ fn main() -> Result<()> {
             save_vectors,
             m,
             ef_construction,
+            store,
         } => {
             let mut dim = dim;
             let params = HnswParams {
                 m,
                 ef_construction,
+                store,
                 ..Default::default()
             };
             if let Some(d) = emb_dir {

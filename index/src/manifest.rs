@@ -9,6 +9,8 @@ use std::path::Path;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const ROWS_FILE: &str = "rows.jsonl";
 pub const VECTORS_FILE: &str = "embeddings.npy";
+/// int8 codes of an index with `--store int8` ([`crate::store_file`]).
+pub const CODES_FILE: &str = "codes.i8";
 /// The graph (format 3 on: [`crate::graph_file`]).
 pub const GRAPH_BIN: &str = "graph.bin";
 /// hnsw_rs basename of format 1 and 2 indexes: `cells.hnsw.graph` and `cells.hnsw.data`.

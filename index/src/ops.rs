@@ -393,10 +393,10 @@ pub fn eval(
         .iter()
         .map(|&i| index.rows()[i].class.clone().unwrap_or_default())
         .collect();
-    let gallery: Vec<f32> = live
-        .iter()
-        .flat_map(|&i| index.vector(i).to_vec())
-        .collect();
+    let mut gallery = Vec::with_capacity(live.len() * index.model().dim);
+    for &i in &live {
+        gallery.extend_from_slice(&index.vector(i)?);
+    }
     let dim = index.model().dim;
     let retrieval = evaluate_unseen(&gallery, &gl, &q, &ql, None, dim, 0);
     Ok(EvalResult {
@@ -413,7 +413,7 @@ pub fn recall_at(index: &CellIndex, queries: &[f32], k: usize, ef: Option<usize>
     let mut total = 0.0;
     for q in queries.chunks_exact(dim) {
         let exact: std::collections::HashSet<usize> =
-            index.exact(q, k).into_iter().map(|(i, _)| i).collect();
+            index.exact(q, k)?.into_iter().map(|(i, _)| i).collect();
         let found = index.search(q, &Filter::default(), k, ef)?;
         total += found.iter().filter(|h| exact.contains(&h.id)).count() as f64
             / exact.len().max(1) as f64;
@@ -433,6 +433,10 @@ pub struct Stats {
     pub params: HnswParams,
     pub model: ModelRef,
     pub memory_bytes: usize,
+    /// Resident memory of this process with the index open (Linux `VmRSS`, measured), and
+    /// that per cell: what serving this index costs.
+    pub resident_bytes: Option<u64>,
+    pub resident_bytes_per_cell: Option<f64>,
     pub disk_bytes: u64,
     pub classes: std::collections::BTreeMap<String, usize>,
 }
@@ -463,6 +467,9 @@ pub fn stats(index: &CellIndex, dir: &Path) -> Stats {
         params: index.params(),
         model: index.model().clone(),
         memory_bytes: index.memory_bytes(),
+        resident_bytes: crate::bench::resident_bytes(),
+        resident_bytes_per_cell: crate::bench::resident_bytes()
+            .map(|b| b as f64 / index.len().max(1) as f64),
         disk_bytes,
         classes,
     }

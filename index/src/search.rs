@@ -69,12 +69,15 @@ impl CellIndex {
             };
             loop {
                 let ef = ef.unwrap_or(self.params.ef_search).max(fetch);
-                let dim = self.model.dim;
-                let found = if all_live {
-                    g.search(&self.vectors, dim, query, fetch, ef, None)
+                let allow: Option<&dyn Fn(u32) -> bool> =
+                    if all_live { None } else { Some(&allows) };
+                // the int8 store re-ranks the whole beam with exact rows
+                let want = if self.vectors.as_f32().is_some() {
+                    fetch
                 } else {
-                    g.search(&self.vectors, dim, query, fetch, ef, Some(&allows))
+                    ef
                 };
+                let found = self.rerank(query, g.search(&self.vectors, query, want, ef, allow))?;
                 let kept = self.distinct(found, filter.distinct, k);
                 if kept.len() >= k {
                     return Ok(kept);
@@ -85,14 +88,54 @@ impl CellIndex {
                 fetch = (fetch * 2).min(allowed);
             }
         }
-        let exact = cellspace_core::metrics::topk(
-            query,
-            &self.vectors,
-            self.model.dim,
-            if filter.distinct { allowed } else { k },
-            |i| filter.allows(i, &self.rows[i]),
-        );
+        let n = if filter.distinct { allowed } else { k };
+        let exact = self.scan(query, n, |i| filter.allows(i, &self.rows[i]))?;
         Ok(self.distinct(exact, filter.distinct, k))
+    }
+
+    /// The best `n` rows that `keep` accepts by a scan of every row: exact for the f32 store;
+    /// for int8, the best `4 n` (at least 64) by their codes, re-ranked with exact rows.
+    fn scan(
+        &self,
+        query: &[f32],
+        n: usize,
+        keep: impl Fn(usize) -> bool,
+    ) -> Result<Vec<(usize, f32)>> {
+        let dim = self.model.dim;
+        if let Some(all) = self.vectors.as_f32() {
+            return Ok(cellspace_core::metrics::topk(query, all, dim, n, keep));
+        }
+        let Some((codes, _)) = self.vectors.codes() else {
+            return Ok(Vec::new());
+        };
+        let prepared = self.vectors.prepare(query);
+        let mut sims: Vec<(usize, f32)> = codes
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(i, c)| (i, cellspace_core::dot::dot_i8(&prepared, c)))
+            .collect();
+        let m = (4 * n).max(64).min(sims.len());
+        if m < sims.len() && m > 0 {
+            sims.select_nth_unstable_by(m - 1, |a, b| b.1.total_cmp(&a.1));
+            sims.truncate(m);
+        }
+        let mut exact = self.rerank(query, sims)?;
+        exact.truncate(n);
+        Ok(exact)
+    }
+
+    /// Candidates scored exactly, best first (the f32 store's scores already are).
+    fn rerank(&self, query: &[f32], found: Vec<(usize, f32)>) -> Result<Vec<(usize, f32)>> {
+        if self.vectors.as_f32().is_some() {
+            return Ok(found);
+        }
+        let mut exact = found
+            .into_iter()
+            .map(|(i, _)| Ok((i, cellspace_core::dot::dot(query, &self.vectors.row(i)?))))
+            .collect::<Result<Vec<_>>>()?;
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(exact)
     }
 
     /// The first `k` of `found` (best first), one per original cell when `distinct`.
@@ -124,13 +167,13 @@ impl CellIndex {
             .collect()
     }
 
-    /// Exact top-k over the rows not removed, by brute force (the reference for recall).
-    pub fn exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        let dim = self.model.dim;
+    /// Top-k over the rows not removed by a scan of every row (the reference for recall; for
+    /// the int8 store, the codes' best re-ranked).
+    pub fn exact(&self, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
         if self.n_removed == 0 {
             // no row to skip: do not touch the rows at all (bandwidth goes to the vectors)
-            return cellspace_core::metrics::topk(query, &self.vectors, dim, k, |_| true);
+            return self.scan(query, k, |_| true);
         }
-        cellspace_core::metrics::topk(query, &self.vectors, dim, k, |i| !self.rows[i].removed)
+        self.scan(query, k, |i| !self.rows[i].removed)
     }
 }

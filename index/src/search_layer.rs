@@ -4,6 +4,7 @@
 //! results.
 
 use crate::graph::{Graph, Results};
+use crate::store::Vectors;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
@@ -52,42 +53,15 @@ impl Visited {
     }
 }
 
-/// Cosine distance of `query` to row `i`.
-#[inline]
-pub(crate) fn dist(query: &[f32], vectors: &[f32], dim: usize, i: u32) -> f32 {
-    let i = i as usize;
-    1.0 - cellspace_core::dot::dot(query, &vectors[i * dim..(i + 1) * dim])
-}
-
-#[inline]
-fn prefetch(vectors: &[f32], node: u32, dim: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(x) = vectors.get(node as usize * dim) {
-        // SAFETY: a prefetch is only a hint, and the address is inside `vectors`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(
-                (x as *const f32).cast::<i8>(),
-                std::arch::x86_64::_MM_HINT_T0,
-            )
-        };
-    }
-}
-
 /// Greedy walk at `layer` from `ep` to the node closest to `query`: (node, distance).
-pub(crate) fn greedy(
-    g: &Graph,
-    vectors: &[f32],
-    dim: usize,
-    query: &[f32],
-    mut ep: u32,
-    layer: u8,
-) -> (u32, f32) {
-    let mut d_ep = dist(query, vectors, dim, ep);
+/// `query` is [`Vectors::prepare`]d.
+pub(crate) fn greedy(g: &Graph, v: &Vectors, query: &[f32], mut ep: u32, layer: u8) -> (u32, f32) {
+    let mut d_ep = v.dist(query, ep);
     let mut changed = true;
     while changed {
         changed = false;
         for &nb in g.links(ep, layer) {
-            let d = dist(query, vectors, dim, nb);
+            let d = v.dist(query, nb);
             if d < d_ep {
                 (ep, d_ep) = (nb, d);
                 changed = true;
@@ -98,12 +72,11 @@ pub(crate) fn greedy(
 }
 
 /// Beam search of width `ef` at `layer` from `entries`: the best allowed nodes found, closest
-/// first.
+/// first. `query` is [`Vectors::prepare`]d.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_layer(
     g: &Graph,
-    vectors: &[f32],
-    dim: usize,
+    v: &Vectors,
     query: &[f32],
     entries: &[u32],
     ef: usize,
@@ -117,7 +90,7 @@ pub(crate) fn search_layer(
     let mut results = Results::new(); // worst on top
     for &ep in entries {
         if visited.insert(ep) {
-            let d = dist(query, vectors, dim, ep);
+            let d = v.dist(query, ep);
             candidates.push(Reverse(Scored(d, ep)));
             if allowed(ep) {
                 results.push(Scored(d, ep));
@@ -130,16 +103,16 @@ pub(crate) fn search_layer(
         }
         let links = g.links(node, layer);
         if let Some(&first) = links.first() {
-            prefetch(vectors, first, dim);
+            v.prefetch(first);
         }
         for (j, &nb) in links.iter().enumerate() {
             if let Some(&next) = links.get(j + 1) {
-                prefetch(vectors, next, dim);
+                v.prefetch(next);
             }
             if !visited.insert(nb) {
                 continue;
             }
-            let d = dist(query, vectors, dim, nb);
+            let d = v.dist(query, nb);
             if results.len() < ef || results.peek().is_some_and(|w| d < w.0) {
                 candidates.push(Reverse(Scored(d, nb)));
                 if allowed(nb) {

@@ -280,7 +280,7 @@ async fn neighbours_of(
         return error(StatusCode::NOT_FOUND, "no such cell");
     }
     let r = tokio::task::spawn_blocking(move || {
-        let v = s.index.vector(id).to_vec();
+        let v = s.index.vector(id)?.to_vec();
         let sha = s.index.rows()[id].sha256.clone();
         other_cells(&s, &v, k, Some(&sha), conditions)
     })

@@ -4,19 +4,26 @@
 use crate::{Error, Result};
 use std::path::Path;
 
-/// The `.npy` bytes of `data` (`rows * dim` floats) as a `[rows, dim]` float32 array.
-pub fn encode(data: &[f32], dim: usize) -> Vec<u8> {
-    let rows = data.len().checked_div(dim).unwrap_or(0);
+/// The `.npy` header of a `[rows, dim]` float32 array (its data follows, row by row).
+pub fn header(rows: usize, dim: usize) -> Vec<u8> {
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
     // magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64
     let pad = 64 - (10 + header.len() + 1) % 64;
     header.push_str(&" ".repeat(pad % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// The `.npy` bytes of `data` (`rows * dim` floats) as a `[rows, dim]` float32 array.
+pub fn encode(data: &[f32], dim: usize) -> Vec<u8> {
+    let rows = data.len().checked_div(dim).unwrap_or(0);
+    let mut out = header(rows, dim);
+    out.reserve(4 * data.len());
     for x in data {
         out.extend_from_slice(&x.to_le_bytes());
     }
@@ -31,13 +38,63 @@ pub fn write(path: &Path, data: &[f32], dim: usize) -> Result<String> {
 }
 
 /// Read a float32 `[rows, dim]` array written by [`write`] (or NumPy). Returns (data, dim).
+/// The data is converted as it is read, so the file is never in memory twice.
 pub fn read(path: &Path) -> Result<(Vec<f32>, usize)> {
-    let bytes = std::fs::read(path).map_err(|e| cellspace_core::Error::io(path, e))?;
-    decode(path, &bytes)
+    use std::io::Read;
+    let io = |e| cellspace_core::Error::io(path, e);
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len() as usize;
+    // the header is short: parse it from the first bytes, with no data expected yet
+    let mut head = vec![0u8; len.min(1 << 16)];
+    f.read_exact(&mut head).map_err(io)?;
+    let (rows, dim, start) = header_of(path, &head, len)?;
+    let mut data = Vec::with_capacity(rows * dim);
+    // bytes of a float split between two reads wait in `carry`
+    let mut carry: Vec<u8> = Vec::with_capacity(4);
+    let mut convert = |mut bytes: &[u8]| {
+        if !carry.is_empty() {
+            let take = (4 - carry.len()).min(bytes.len());
+            carry.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if carry.len() == 4 {
+                data.push(f32::from_le_bytes([carry[0], carry[1], carry[2], carry[3]]));
+                carry.clear();
+            }
+        }
+        let whole = bytes.chunks_exact(4);
+        carry.extend_from_slice(whole.remainder());
+        data.extend(whole.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    };
+    convert(&head[start..]);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        convert(&buf[..n]);
+    }
+    if data.len() != rows * dim {
+        return Err(Error::Output {
+            path: path.to_path_buf(),
+            reason: "the file changed while it was read".into(),
+        });
+    }
+    Ok((data, dim))
 }
 
 /// [`read`] of bytes already in memory (`path` names them in errors).
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, usize)> {
+    let (_, dim, start) = header_of(path, bytes, bytes.len())?;
+    let data = bytes[start..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((data, dim))
+}
+
+/// (rows, dim, offset of the data) from the start of a `.npy` file of `total` bytes.
+fn header_of(path: &Path, bytes: &[u8], total: usize) -> Result<(usize, usize, usize)> {
     let bad = |r: &str| Error::Output {
         path: path.to_path_buf(),
         reason: format!("not a float32 [N, D] .npy: {r}"),
@@ -77,19 +134,14 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, usize)> {
     let [rows, dim] = shape[..] else {
         return Err(bad("shape must be 2-D"));
     };
-    let body = &bytes[start + hlen..];
-    if body.len() != rows * dim * 4 {
+    let body = total.saturating_sub(start + hlen);
+    if body != rows * dim * 4 {
         return Err(bad(&format!(
-            "expected {} bytes of data, found {} (truncated?)",
+            "expected {} bytes of data, found {body} (truncated?)",
             rows * dim * 4,
-            body.len()
         )));
     }
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((data, dim))
+    Ok((rows, dim, start + hlen))
 }
 
 #[cfg(test)]
