@@ -17,6 +17,12 @@ echo "== fmt"
 cargo fmt --all --check
 echo "== clippy (with the GPU features: trainer/gpu, runtime/cuda, runtime/tensorrt)"
 cargo clippy --release --workspace --all-targets --features trainer/gpu,runtime/cuda,runtime/tensorrt -- -D warnings
+echo "== the index library alone: no runtime, onnxruntime or HTTP stack in its tree"
+cargo clippy --release -p index --no-default-features -- -D warnings
+if cargo tree -p index --no-default-features -e normal --prefix none | grep -E '^(runtime|ort|axum|hyper|tokio) '; then
+  echo "error: the index library without features depends on the crates above" >&2
+  exit 1
+fi
 echo "== build and test (release; real-data tests read ../shared/data and skip with a reason without it)"
 cargo build --release --workspace --bins
 log=$(mktemp)

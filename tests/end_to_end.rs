@@ -95,7 +95,7 @@ fn library_path_fit_export_embed_index_query() {
     let groups = cellspace_core::dataset::SourceGroups::find(&train).unwrap();
     let index = index::ops::build_from_embeddings(
         &out,
-        &embedder,
+        &index::embed::model_ref(&embedder),
         index::HnswParams::default(),
         index::ops::EmbeddingsSource {
             groups: groups.as_ref(),
@@ -105,10 +105,10 @@ fn library_path_fit_export_embed_index_query() {
     .unwrap();
     index.save(&work.path().join("cells.index")).unwrap();
     let (index, embedder) =
-        index::ops::open_with_model(&work.path().join("cells.index"), None, &Default::default())
+        index::embed::open_with_model(&work.path().join("cells.index"), None, &Default::default())
             .unwrap();
     let queries: Vec<_> = entries.iter().map(|e| e.path.clone()).collect();
-    let results = index::ops::query(&index, &embedder, &queries, 5, None, &Default::default());
+    let results = index::embed::query(&index, &embedder, &queries, 5, None, &Default::default());
     let mut same_class = 0usize;
     let mut total = 0usize;
     for (r, e) in results.iter().zip(&entries) {
@@ -134,7 +134,7 @@ fn library_path_fit_export_embed_index_query() {
             distinct: true,
             ..Default::default()
         };
-        let results = index::ops::query(&index, &embedder, &queries, 5, None, &filter);
+        let results = index::embed::query(&index, &embedder, &queries, 5, None, &filter);
         for (r, e) in results.iter().zip(&entries) {
             let own = index
                 .rows()

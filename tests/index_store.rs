@@ -177,10 +177,11 @@ fn index_refuses_a_model_it_was_not_built_with() {
         device: runtime::Device::Cpu,
         ..Default::default()
     };
-    let err = index::ops::open_with_model(&dir.path().join("m"), Some(&util::tiny_model()), &opts)
-        .err()
-        .unwrap()
-        .to_string();
+    let err =
+        index::embed::open_with_model(&dir.path().join("m"), Some(&util::tiny_model()), &opts)
+            .err()
+            .unwrap()
+            .to_string();
     assert!(
         err.contains("built with model synthetic") && err.contains("tiny"),
         "{err}"
@@ -195,7 +196,8 @@ fn index_refuses_the_same_onnx_with_other_preprocessing() {
         ..Default::default()
     };
     let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();
-    let mut b = IndexBuilder::new(index::ModelRef::of(&embedder), HnswParams::default()).unwrap();
+    let mut b =
+        IndexBuilder::new(index::embed::model_ref(&embedder), HnswParams::default()).unwrap();
     b.push(
         Row {
             path: "x".into(),
@@ -207,7 +209,7 @@ fn index_refuses_the_same_onnx_with_other_preprocessing() {
     .unwrap();
     b.build().save(&dir.path().join("m")).unwrap();
     // the same card opens it
-    index::ops::open_with_model(&dir.path().join("m"), Some(&util::tiny_model()), &opts).unwrap();
+    index::embed::open_with_model(&dir.path().join("m"), Some(&util::tiny_model()), &opts).unwrap();
     // the same ONNX file with another window rule or normalisation does not
     let mut card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(util::tiny_model()).unwrap()).unwrap();
@@ -215,7 +217,7 @@ fn index_refuses_the_same_onnx_with_other_preprocessing() {
     card["preprocess"]["mean"] = serde_json::json!([0.5, 0.5, 0.5]);
     let other = dir.path().join("other.json");
     std::fs::write(&other, card.to_string()).unwrap();
-    let err = index::ops::open_with_model(&dir.path().join("m"), Some(&other), &opts)
+    let err = index::embed::open_with_model(&dir.path().join("m"), Some(&other), &opts)
         .err()
         .expect("refused")
         .to_string();
@@ -247,11 +249,15 @@ fn build_refuses_an_interrupted_embed_folder_unless_asked() {
     s["complete"] = serde_json::json!(false);
     std::fs::write(&state, s.to_string()).unwrap();
     let e = runtime::Embedder::new(&util::tiny_model(), &Default::default()).unwrap();
-    let err =
-        index::ops::build_from_embeddings(&emb, &e, HnswParams::default(), Default::default())
-            .err()
-            .expect("an interrupted embed is refused")
-            .to_string();
+    let err = index::ops::build_from_embeddings(
+        &emb,
+        &index::embed::model_ref(&e),
+        HnswParams::default(),
+        Default::default(),
+    )
+    .err()
+    .expect("an interrupted embed is refused")
+    .to_string();
     assert!(
         err.contains("interrupted") && err.contains("--allow-incomplete"),
         "{err}"
@@ -260,7 +266,13 @@ fn build_refuses_an_interrupted_embed_folder_unless_asked() {
         allow_incomplete: true,
         ..Default::default()
     };
-    let idx = index::ops::build_from_embeddings(&emb, &e, HnswParams::default(), source).unwrap();
+    let idx = index::ops::build_from_embeddings(
+        &emb,
+        &index::embed::model_ref(&e),
+        HnswParams::default(),
+        source,
+    )
+    .unwrap();
     assert_eq!(idx.len(), 6);
 }
 

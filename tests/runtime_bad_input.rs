@@ -310,7 +310,7 @@ fn corrupted_embeddings_are_detected_never_reused_or_indexed() {
     );
     let idx = index::ops::build_from_embeddings(
         &out,
-        &e,
+        &index::embed::model_ref(&e),
         index::HnswParams::default(),
         Default::default(),
     );
@@ -410,7 +410,7 @@ fn file_names_that_are_not_utf8_stay_distinct_through_embed_and_index() {
     );
     let idx = index::ops::build_from_embeddings(
         &out,
-        &e,
+        &index::embed::model_ref(&e),
         index::HnswParams::default(),
         Default::default(),
     )

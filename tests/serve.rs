@@ -20,7 +20,7 @@ fn start_with(dir: &Path, limits: index::conn::ConnLimits) -> (SocketAddr, Vec<P
     };
     let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();
     let (index, _) =
-        index::ops::build_from_images(dir, &embedder, index::HnswParams::default(), false, None)
+        index::embed::build_from_images(dir, &embedder, index::HnswParams::default(), false, None)
             .unwrap();
     let paths = index
         .rows()
@@ -625,7 +625,7 @@ fn api_filters_by_fields_and_hides_removed_cells() {
     std::fs::write(&meta, lines).unwrap();
     let embedder = runtime::Embedder::new(&util::tiny_model(), &Default::default()).unwrap();
     let side = index::sidecar::Sidecar::load(&meta).unwrap();
-    let (mut idx, _) = index::ops::build_from_images(
+    let (mut idx, _) = index::embed::build_from_images(
         cells.path(),
         &embedder,
         index::HnswParams::default(),

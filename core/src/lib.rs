@@ -9,9 +9,11 @@ pub mod card;
 pub mod dataset;
 pub mod dot;
 pub mod duplicates;
+pub mod embeddings;
 pub mod histogram;
 pub mod locate;
 pub mod metrics;
+pub mod npy;
 pub mod preprocess;
 
 use std::path::PathBuf;

@@ -316,7 +316,7 @@ impl CellIndex {
             out.write_all(bytes).map_err(io)?;
             Ok(())
         };
-        put(&runtime::npy::header(self.len(), self.model.dim))?;
+        put(&cellspace_core::npy::header(self.len(), self.model.dim))?;
         match self.vectors.as_f32() {
             Some(all) => put(&all.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())?,
             None => {

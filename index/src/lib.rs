@@ -1,27 +1,39 @@
-//! cellspace index: an HNSW graph (hnsw_rs) over cell embeddings that answers "which known
-//! cells look like this one?". [`IndexBuilder`] turns into a read-only [`CellIndex`]; an index
-//! directory holds the graph, the vectors, the rows (path, class, hash) and a versioned
-//! manifest naming the model it was built with, so it refuses any other model.
-//! Rows carry metadata from a sidecar ([`sidecar`]); searches take a [`Filter`] (field
-//! conditions, the query's own cell, one hit per original) checked inside the graph walk;
-//! hnsw_rs cannot delete points, so a removal is a persisted tombstone until `compact`.
+//! cellspace index: a vector store of cells that answers "which known cells look like this
+//! one?". An index directory holds the rows (path, class, source group, sidecar fields,
+//! tombstones), their vectors ([`store`]: f32, or int8 codes re-ranked from disk), an HNSW
+//! graph of its own ([`graph`]) and a versioned manifest with a checksum of every file and the
+//! model the index was built with, so it refuses any other model. Searches take a [`Filter`]
+//! (field conditions, the query's own cell, one hit per original) checked inside the graph
+//! walk; a removal is a persisted tombstone until `compact`.
+//!
+//! Features: `embed` (default) adds what needs the model ([`embed`]: open with the model,
+//! embed-then-build, query by image, eval) and with it the runtime and onnxruntime; `serve`
+//! (default) adds the lab tool's HTTP server ([`serve`]). Without them the library reads
+//! embeddings folders and vectors only: `cargo tree -p index --no-default-features` holds
+//! neither the runtime nor an HTTP stack.
 
 pub mod bench;
 pub mod cellindex;
+#[cfg(feature = "serve")]
 pub mod conn;
 pub mod edit;
+#[cfg(feature = "embed")]
+pub mod embed;
 pub mod filter;
 pub mod graph;
 pub mod graph_file;
+#[cfg(feature = "serve")]
 pub mod guard;
 pub mod manifest;
 pub mod ops;
 pub mod search;
 pub mod search_layer;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod sidecar;
 pub mod store;
 pub mod store_file;
+#[cfg(feature = "serve")]
 pub mod thumbs;
 
 pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};
@@ -35,6 +47,7 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Core(#[from] cellspace_core::Error),
+    #[cfg(feature = "embed")]
     #[error(transparent)]
     Runtime(#[from] runtime::Error),
     #[error("{path}: {reason}")]

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use index::{HnswParams, default_index, ops};
+use index::{HnswParams, default_index, embed, ops};
 use runtime::{Device, EmbedOptions};
 use std::path::PathBuf;
 
@@ -244,10 +244,10 @@ fn main() -> Result<()> {
                         allow_incomplete,
                         meta: meta.as_ref(),
                     };
-                    ops::build_from_embeddings(&d, &embedder, params, source)?
+                    ops::build_from_embeddings(&d, &embed::model_ref(&embedder), params, source)?
                 }
                 (None, Some(d)) => {
-                    ops::build_from_images(&d, &embedder, params, true, meta.as_ref())?.0
+                    embed::build_from_images(&d, &embedder, params, true, meta.as_ref())?.0
                 }
                 _ => bail!("give either an embeddings folder or --images DIR"),
             };
@@ -273,7 +273,7 @@ fn main() -> Result<()> {
             let dir = common.dir();
             let _lock = ops::lock(&dir)?;
             let (mut index, embedder) =
-                ops::open_with_model(&dir, common.model.as_deref(), &common.opts())?;
+                embed::open_with_model(&dir, common.model.as_deref(), &common.opts())?;
             let mut failed = 0;
             let emb = match (emb_dir, images) {
                 (Some(d), None) => d,
@@ -289,7 +289,7 @@ fn main() -> Result<()> {
                 }
                 _ => bail!("give either an embeddings folder or --images DIR"),
             };
-            let n = ops::add_embeddings(&mut index, &emb, &embedder, meta.as_ref())?;
+            let n = ops::add_embeddings(&mut index, &emb, meta.as_ref())?;
             index.save(&dir)?;
             eprintln!("added {n} cells; the index now holds {}", index.len());
             if failed > 0 {
@@ -308,13 +308,13 @@ fn main() -> Result<()> {
             common,
         } => {
             let (index, embedder) =
-                ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+                embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
             let filter = ops::QueryFilter {
                 exclude_self,
                 distinct,
                 conditions,
             };
-            let results = ops::query(&index, &embedder, &images, k, ef, &filter);
+            let results = embed::query(&index, &embedder, &images, k, ef, &filter);
             if json {
                 println!("{}", serde_json::to_string_pretty(&results)?);
             } else {
@@ -425,10 +425,10 @@ fn main() -> Result<()> {
             common,
         } => {
             let (index, embedder) =
-                ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+                embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&ops::eval(&index, &embedder, &query_dir, ef)?)?
+                serde_json::to_string_pretty(&embed::eval(&index, &embedder, &query_dir, ef)?)?
             );
         }
         Cmd::Bench {
@@ -480,7 +480,7 @@ fn main() -> Result<()> {
         }
         Cmd::Serve { addr, k, common } => {
             let (index, embedder) =
-                ops::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+                embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
             let n = index.len();
             let state = index::serve::AppState::new(index, embedder, k);
             if !addr.ip().is_loopback() {

@@ -3,6 +3,7 @@
 //! file, so a truncated or swapped file is reported before hnsw_rs ever reads it.
 
 use crate::{Error, Result};
+use cellspace_core::card::ModelCard;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -37,36 +38,36 @@ pub struct ModelRef {
 }
 
 impl ModelRef {
-    pub fn of(e: &runtime::Embedder) -> Self {
-        let card =
-            std::fs::canonicalize(e.card_path()).unwrap_or_else(|_| e.card_path().to_path_buf());
+    /// The model of a card (at `card_path`).
+    pub fn of(card: &ModelCard, card_path: &Path) -> Self {
+        let path = std::fs::canonicalize(card_path).unwrap_or_else(|_| card_path.to_path_buf());
         Self {
-            name: e.card().name.clone(),
-            card: card.display().to_string(),
-            onnx_sha256: e.card().onnx_sha256.clone(),
-            dim: e.dim(),
-            preprocess_sha256: e.card().preprocess.fingerprint(),
+            name: card.name.clone(),
+            card: path.display().to_string(),
+            onnx_sha256: card.onnx_sha256.clone(),
+            dim: card.embedding_dim,
+            preprocess_sha256: card.preprocess.fingerprint(),
         }
     }
 
     /// Refuse a model other than this one.
-    pub fn check(&self, e: &runtime::Embedder) -> Result<()> {
-        if e.card().onnx_sha256 != self.onnx_sha256 {
+    pub fn check(&self, card: &ModelCard, card_path: &Path) -> Result<()> {
+        if card.onnx_sha256 != self.onnx_sha256 {
             return Err(Error::ModelMismatch(format!(
                 "this index was built with model {} (sha256 {}), but {} is model {} (sha256 {}); rebuild the index or pass --model with the original",
                 self.name,
                 short(&self.onnx_sha256),
-                e.card_path().display(),
-                e.card().name,
-                short(&e.card().onnx_sha256)
+                card_path.display(),
+                card.name,
+                short(&card.onnx_sha256)
             )));
         }
-        let pre = e.card().preprocess.fingerprint();
+        let pre = card.preprocess.fingerprint();
         if !self.preprocess_sha256.is_empty() && pre != self.preprocess_sha256 {
             return Err(Error::ModelMismatch(format!(
                 "this index was built with model {} and another preprocessing (window, resize or normalisation) than the card {} gives; its vectors would not match: rebuild the index or pass --model with the original card",
                 self.name,
-                e.card_path().display(),
+                card_path.display(),
             )));
         }
         Ok(())

@@ -2,13 +2,9 @@
 //! build from `runtime embed` output or from images, add, query, eval and stats.
 
 use crate::sidecar::{Applied, Sidecar};
-use crate::{
-    CellIndex, Condition, Error, Filter, Hit, HnswParams, IndexBuilder, ModelRef, Result, Row,
-};
+use crate::{CellIndex, Condition, Error, Filter, HnswParams, IndexBuilder, ModelRef, Result, Row};
 use cellspace_core::dataset::{SourceGroups, decode_path, encode_path};
-use cellspace_core::metrics::{RetrievalReport, evaluate_unseen};
-use runtime::folder::{Embeddings, embed_dir};
-use runtime::{EmbedOptions, Embedder};
+use cellspace_core::embeddings::Embeddings;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -108,11 +104,11 @@ pub struct EmbeddingsSource<'a> {
     pub meta: Option<&'a Sidecar>,
 }
 
-/// Check that an embeddings folder was made with `embedder`'s model, and is complete.
+/// Check that an embeddings folder was made with `model`, and is complete.
 fn check_embeddings(
     emb: &Embeddings,
     dir: &Path,
-    embedder: &Embedder,
+    model: &ModelRef,
     allow_incomplete: bool,
 ) -> Result<()> {
     if !emb.state.complete && !allow_incomplete {
@@ -122,15 +118,15 @@ fn check_embeddings(
             emb.state.rows
         )));
     }
-    let pre = embedder.card().preprocess.fingerprint();
-    if emb.state.model_sha256 != embedder.card().onnx_sha256
-        || (!emb.state.preprocess_sha256.is_empty() && emb.state.preprocess_sha256 != pre)
+    let pre = &model.preprocess_sha256;
+    if emb.state.model_sha256 != model.onnx_sha256
+        || (!emb.state.preprocess_sha256.is_empty() && &emb.state.preprocess_sha256 != pre)
     {
         return Err(Error::ModelMismatch(format!(
             "{} was embedded with model {} (or its preprocessing) but the model given is {}: embed again or pass the right --model",
             dir.display(),
             emb.state.model,
-            embedder.card().name
+            model.name
         )));
     }
     Ok(())
@@ -139,13 +135,13 @@ fn check_embeddings(
 /// Build an index from a `runtime embed` output folder.
 pub fn build_from_embeddings(
     emb_dir: &Path,
-    embedder: &Embedder,
+    model: &ModelRef,
     params: HnswParams,
     source: EmbeddingsSource,
 ) -> Result<CellIndex> {
     let emb = Embeddings::load(emb_dir)?;
-    check_embeddings(&emb, emb_dir, embedder, source.allow_incomplete)?;
-    let mut b = IndexBuilder::new(ModelRef::of(embedder), params)?;
+    check_embeddings(&emb, emb_dir, model, source.allow_incomplete)?;
+    let mut b = IndexBuilder::new(model.clone(), params)?;
     let (rows, applied) = rows_of(&emb, &source)?;
     report_sidecar(source.meta, applied.as_ref());
     for (i, row) in rows.into_iter().enumerate() {
@@ -172,36 +168,16 @@ fn report_sidecar(meta: Option<&Sidecar>, applied: Option<&Applied>) {
     );
 }
 
-/// Embed `images` (into `IMAGES.embeddings`, reusing earlier rows), then build.
-pub fn build_from_images(
-    images: &Path,
-    embedder: &Embedder,
-    params: HnswParams,
-    progress: bool,
-    meta: Option<&Sidecar>,
-) -> Result<(CellIndex, runtime::folder::EmbedSummary)> {
-    let out = runtime::folder::default_out(images);
-    let (summary, _) = embed_dir(embedder, images, &out, progress)?;
-    let source = EmbeddingsSource {
-        meta,
-        ..Default::default()
-    };
-    Ok((
-        build_from_embeddings(&out, embedder, params, source)?,
-        summary,
-    ))
-}
-
 /// Append an embeddings folder's rows not already in the index (same path and hash; a removed
 /// row stays removed). A sidecar also updates the fields of the rows already indexed.
 pub fn add_embeddings(
     index: &mut CellIndex,
     emb_dir: &Path,
-    embedder: &Embedder,
     meta: Option<&Sidecar>,
 ) -> Result<usize> {
     let emb = Embeddings::load(emb_dir)?;
-    check_embeddings(&emb, emb_dir, embedder, false)?;
+    let model = index.model().clone();
+    check_embeddings(&emb, emb_dir, &model, false)?;
     if let Some(m) = meta {
         index.edit_rows(|rows| m.apply(rows, None));
     }
@@ -227,41 +203,6 @@ pub fn add_embeddings(
     let n = rows.len();
     index.add(rows, &vectors)?;
     Ok(n)
-}
-
-/// Open an index and the model it was built with (or `model`, which must be the same model).
-pub fn open_with_model(
-    dir: &Path,
-    model: Option<&Path>,
-    opts: &EmbedOptions,
-) -> Result<(CellIndex, Embedder)> {
-    let index = CellIndex::open(dir)?;
-    let card = model
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(&index.model().card));
-    let embedder = Embedder::new(&card, opts).map_err(|e| match e {
-        runtime::Error::Core(cellspace_core::Error::Io { path, err })
-            if err.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Error::ModelMismatch(format!(
-                "the model this index was built with ({}) is not at {}: pass --model",
-                index.model().name,
-                path.display()
-            ))
-        }
-        e => e.into(),
-    })?;
-    index.model().check(&embedder)?;
-    Ok((index, embedder))
-}
-
-/// Neighbours of one query image, or why it could not be searched.
-#[derive(Debug, Serialize)]
-pub struct QueryResult {
-    pub image: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub neighbours: Vec<Hit>,
 }
 
 /// Which cells a query may return.
@@ -306,104 +247,6 @@ pub fn same_cell(index: &CellIndex, sha: &str) -> std::collections::HashSet<usiz
         .filter(|(_, r)| r.sha256 == sha || r.group.as_deref().is_some_and(|g| groups.contains(g)))
         .map(|(i, _)| i)
         .collect()
-}
-
-/// Search the index for each image.
-pub fn query(
-    index: &CellIndex,
-    embedder: &Embedder,
-    images: &[PathBuf],
-    k: usize,
-    ef: Option<usize>,
-    filter: &QueryFilter,
-) -> Vec<QueryResult> {
-    images
-        .iter()
-        .map(|img| {
-            let r = (|| -> Result<Vec<Hit>> {
-                let bytes = cellspace_core::preprocess::read_image_file(img)?;
-                let sha = cellspace_core::sha256_hex(&bytes);
-                let rgb = cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
-                    cellspace_core::Error::Image {
-                        path: img.clone(),
-                        reason,
-                    }
-                })?;
-                let v = embedder.embed_image(&rgb)?;
-                index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)
-            })();
-            match r {
-                Ok(neighbours) => QueryResult {
-                    image: img.display().to_string(),
-                    error: None,
-                    neighbours,
-                },
-                Err(e) => QueryResult {
-                    image: img.display().to_string(),
-                    error: Some(e.to_string()),
-                    neighbours: Vec::new(),
-                },
-            }
-        })
-        .collect()
-}
-
-#[derive(Debug, Serialize)]
-pub struct EvalResult {
-    /// Exact retrieval metrics of the query folder against the indexed cells.
-    pub retrieval: RetrievalReport,
-    /// Share of the exact 10 nearest neighbours that the HNSW search returns.
-    pub hnsw_recall_at_10: f64,
-    pub failed: usize,
-}
-
-/// Retrieval quality of the index for a labelled query folder (class = parent folder).
-pub fn eval(
-    index: &CellIndex,
-    embedder: &Embedder,
-    query_dir: &Path,
-    ef: Option<usize>,
-) -> Result<EvalResult> {
-    let (entries, _) = cellspace_core::dataset::list_images(query_dir)?;
-    let paths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
-    let results = embedder.embed_paths(&paths, |_| {});
-    let mut q = Vec::new();
-    let mut ql = Vec::new();
-    let mut failed = 0;
-    for (e, r) in entries.iter().zip(results) {
-        match r {
-            Ok(v) => {
-                q.extend(v);
-                ql.push(e.class.clone().unwrap_or_default());
-            }
-            Err(_) => failed += 1,
-        }
-    }
-    if ql.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no image could be embedded",
-            query_dir.display()
-        )));
-    }
-    // the gallery: the cells not removed
-    let live: Vec<usize> = (0..index.len())
-        .filter(|&i| !index.rows()[i].removed)
-        .collect();
-    let gl: Vec<String> = live
-        .iter()
-        .map(|&i| index.rows()[i].class.clone().unwrap_or_default())
-        .collect();
-    let mut gallery = Vec::with_capacity(live.len() * index.model().dim);
-    for &i in &live {
-        gallery.extend_from_slice(&index.vector(i)?);
-    }
-    let dim = index.model().dim;
-    let retrieval = evaluate_unseen(&gallery, &gl, &q, &ql, None, dim, 0);
-    Ok(EvalResult {
-        retrieval,
-        hnsw_recall_at_10: recall_at(index, &q, 10, ef)?,
-        failed,
-    })
 }
 
 /// Mean share of the exact top-k found by HNSW search for each query row.

@@ -53,7 +53,7 @@ pub fn load(dir: &Path, params: &HnswParams, rows: usize, dim: usize) -> Result<
     let npy = dir.join(VECTORS_FILE);
     match params.store {
         StoreKind::F32 => {
-            let (data, d) = runtime::npy::read(&npy)?;
+            let (data, d) = cellspace_core::npy::read(&npy)?;
             if data.len() != rows * dim || (rows > 0 && d != dim) {
                 return Err(Error::Corrupt {
                     path: npy,

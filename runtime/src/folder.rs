@@ -3,64 +3,20 @@
 //! the same model are reused, and partial results are saved as the run goes, so an
 //! interrupted run resumes instead of starting over. Every file is replaced atomically.
 
+pub use cellspace_core::embeddings::*;
+
 use crate::{Embedder, Error, Result, npy};
 use cellspace_core::dataset::list_images;
 use cellspace_core::locate::Location;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub const EMBEDDINGS_FILE: &str = "embeddings.npy";
-pub const MANIFEST_FILE: &str = "manifest.jsonl";
-pub const FAILURES_FILE: &str = "failures.jsonl";
-pub const STATE_FILE: &str = "embed.json";
-/// Held while a run writes the folder ([`cellspace_core::atomic::OutputLock`]).
-pub const LOCK_FILE: &str = ".lock";
 /// Images embedded between two saves of partial results.
 pub const SAVE_EVERY: usize = 1024;
-
-/// One embedded image; line i of the manifest is row i of `embeddings.npy`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManifestRow {
-    /// Path relative to the embedded folder, `/`-separated.
-    pub path: String,
-    /// Parent folder name, when the image is in a subfolder.
-    pub class: Option<String>,
-    pub size: u64,
-    pub sha256: String,
-    /// The window around the white cell that was embedded, with its flags (`no-stain`,
-    /// `several`, `border`, `cut`); absent when the model looks at the whole field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<Location>,
-}
-
-/// A file that could not be embedded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Failure {
-    pub path: String,
-    pub reason: String,
-}
-
-/// What ties an output folder to its model and makes partial results checkable.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EmbedState {
-    pub model: String,
-    pub model_sha256: String,
-    /// The card's preprocessing fingerprint: rows are reused only under the same one.
-    #[serde(default)]
-    pub preprocess_sha256: String,
-    pub dim: usize,
-    pub root: String,
-    pub rows: usize,
-    pub manifest_sha256: String,
-    /// sha256 of `embeddings.npy` (empty in folders written before it was recorded).
-    #[serde(default)]
-    pub embeddings_sha256: String,
-    pub complete: bool,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EmbedSummary {
@@ -75,92 +31,6 @@ pub struct EmbedSummary {
     pub seconds: f64,
     pub images_per_s: f64,
     pub provider: String,
-}
-
-/// Embeddings and manifest of an output folder, checked against each other.
-pub struct Embeddings {
-    pub rows: Vec<ManifestRow>,
-    pub data: Vec<f32>,
-    pub dim: usize,
-    pub state: EmbedState,
-}
-
-impl Embeddings {
-    pub fn load(dir: &Path) -> Result<Self> {
-        let sp = dir.join(STATE_FILE);
-        let bad = |p: &Path, r: String| Error::Output {
-            path: p.to_path_buf(),
-            reason: r,
-        };
-        let text = std::fs::read_to_string(&sp).map_err(|e| cellspace_core::Error::io(&sp, e))?;
-        let state: EmbedState = serde_json::from_str(&text).map_err(|e| bad(&sp, e.to_string()))?;
-        let mp = dir.join(MANIFEST_FILE);
-        let mtext = std::fs::read(&mp).map_err(|e| cellspace_core::Error::io(&mp, e))?;
-        if cellspace_core::sha256_hex(&mtext) != state.manifest_sha256 {
-            return Err(bad(
-                &mp,
-                "does not match embed.json (written by an interrupted run?)".into(),
-            ));
-        }
-        let rows: Vec<ManifestRow> = String::from_utf8_lossy(&mtext)
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| bad(&mp, e.to_string()))?;
-        let np = dir.join(EMBEDDINGS_FILE);
-        let nbytes = std::fs::read(&np).map_err(|e| cellspace_core::Error::io(&np, e))?;
-        if !state.embeddings_sha256.is_empty()
-            && cellspace_core::sha256_hex(&nbytes) != state.embeddings_sha256
-        {
-            return Err(bad(
-                &np,
-                "does not match the checksum in embed.json: the file was changed or corrupted; embed again".into(),
-            ));
-        }
-        let (data, dim) = npy::decode(&np, &nbytes)?;
-        if rows.len() != state.rows || data.len() != rows.len() * dim || dim != state.dim {
-            return Err(bad(
-                dir,
-                format!(
-                    "{} manifest rows, {} embedding rows of dim {dim}: inconsistent",
-                    rows.len(),
-                    data.len() / dim.max(1)
-                ),
-            ));
-        }
-        // every row is what a model card promises: finite and unit-length
-        for (i, v) in data.chunks_exact(dim.max(1)).enumerate() {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if !norm.is_finite() || (norm - 1.0).abs() > 1e-3 {
-                return Err(bad(
-                    &np,
-                    format!(
-                        "row {i} ({}) is not a unit-length finite vector (norm {norm}): corrupted; embed again",
-                        rows[i].path
-                    ),
-                ));
-            }
-        }
-        Ok(Self {
-            rows,
-            data,
-            dim,
-            state,
-        })
-    }
-
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dim..(i + 1) * self.dim]
-    }
-}
-
-/// The default output folder of `runtime embed DIR`: `DIR.embeddings` beside it.
-pub fn default_out(root: &Path) -> PathBuf {
-    let name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "images".into());
-    root.with_file_name(format!("{name}.embeddings"))
 }
 
 /// Embed every image below `root` into `out`.

@@ -12,10 +12,11 @@
 pub mod bench;
 pub mod embedder;
 pub mod folder;
-pub mod npy;
 pub mod ortlib;
 
 pub use cellspace_core::card::ModelCard;
+/// The `.npy` format, in cellspace-core (the index reads it too).
+pub use cellspace_core::npy;
 pub use embedder::{Device, EmbedOptions, Embedder};
 
 use std::path::PathBuf;

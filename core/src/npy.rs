@@ -33,15 +33,15 @@ pub fn encode(data: &[f32], dim: usize) -> Vec<u8> {
 /// Write `data` atomically as a `[rows, dim]` float32 array; returns the file's sha256.
 pub fn write(path: &Path, data: &[f32], dim: usize) -> Result<String> {
     let bytes = encode(data, dim);
-    cellspace_core::atomic::write_atomic(path, &bytes)?;
-    Ok(cellspace_core::sha256_hex(&bytes))
+    crate::atomic::write_atomic(path, &bytes)?;
+    Ok(crate::sha256_hex(&bytes))
 }
 
 /// Read a float32 `[rows, dim]` array written by [`write`] (or NumPy). Returns (data, dim).
 /// The data is converted as it is read, so the file is never in memory twice.
 pub fn read(path: &Path) -> Result<(Vec<f32>, usize)> {
     use std::io::Read;
-    let io = |e| cellspace_core::Error::io(path, e);
+    let io = |e| Error::io(path, e);
     let mut f = std::fs::File::open(path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len() as usize;
     // the header is short: parse it from the first bytes, with no data expected yet
@@ -75,10 +75,7 @@ pub fn read(path: &Path) -> Result<(Vec<f32>, usize)> {
         convert(&buf[..n]);
     }
     if data.len() != rows * dim {
-        return Err(Error::Output {
-            path: path.to_path_buf(),
-            reason: "the file changed while it was read".into(),
-        });
+        return Err(Error::invalid(path, "the file changed while it was read"));
     }
     Ok((data, dim))
 }
@@ -95,10 +92,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, usize)> {
 
 /// (rows, dim, offset of the data) from the start of a `.npy` file of `total` bytes.
 fn header_of(path: &Path, bytes: &[u8], total: usize) -> Result<(usize, usize, usize)> {
-    let bad = |r: &str| Error::Output {
-        path: path.to_path_buf(),
-        reason: format!("not a float32 [N, D] .npy: {r}"),
-    };
+    let bad = |r: &str| Error::invalid(path, format!("not a float32 [N, D] .npy: {r}"));
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("bad magic"));
     }

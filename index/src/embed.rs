@@ -1,0 +1,170 @@
+//! What needs the model to answer (the `embed` feature, on by default): opening an index with
+//! its model, embed-then-build, queries by image and `eval`. The rest of the index library
+//! reads embeddings folders and vectors, and needs neither onnxruntime nor the runtime.
+
+use crate::ops::{EmbeddingsSource, QueryFilter, build_from_embeddings, recall_at};
+use crate::sidecar::Sidecar;
+use crate::{CellIndex, Error, Hit, HnswParams, ModelRef, Result};
+use cellspace_core::metrics::{RetrievalReport, evaluate_unseen};
+use runtime::folder::embed_dir;
+use runtime::{EmbedOptions, Embedder};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Embed `images` (into `IMAGES.embeddings`, reusing earlier rows), then build.
+pub fn build_from_images(
+    images: &Path,
+    embedder: &Embedder,
+    params: HnswParams,
+    progress: bool,
+    meta: Option<&Sidecar>,
+) -> Result<(CellIndex, runtime::folder::EmbedSummary)> {
+    let out = runtime::folder::default_out(images);
+    let (summary, _) = embed_dir(embedder, images, &out, progress)?;
+    let source = EmbeddingsSource {
+        meta,
+        ..Default::default()
+    };
+    Ok((
+        build_from_embeddings(&out, &model_ref(embedder), params, source)?,
+        summary,
+    ))
+}
+
+/// The model an embedder runs, as an index records it.
+pub fn model_ref(e: &Embedder) -> ModelRef {
+    ModelRef::of(e.card(), e.card_path())
+}
+
+/// Open an index and the model it was built with (or `model`, which must be the same model).
+pub fn open_with_model(
+    dir: &Path,
+    model: Option<&Path>,
+    opts: &EmbedOptions,
+) -> Result<(CellIndex, Embedder)> {
+    let index = CellIndex::open(dir)?;
+    let card = model
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(&index.model().card));
+    let embedder = Embedder::new(&card, opts).map_err(|e| match e {
+        runtime::Error::Core(cellspace_core::Error::Io { path, err })
+            if err.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Error::ModelMismatch(format!(
+                "the model this index was built with ({}) is not at {}: pass --model",
+                index.model().name,
+                path.display()
+            ))
+        }
+        e => e.into(),
+    })?;
+    index.model().check(embedder.card(), embedder.card_path())?;
+    Ok((index, embedder))
+}
+
+/// Neighbours of one query image, or why it could not be searched.
+#[derive(Debug, Serialize)]
+pub struct QueryResult {
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub neighbours: Vec<Hit>,
+}
+
+/// Search the index for each image.
+pub fn query(
+    index: &CellIndex,
+    embedder: &Embedder,
+    images: &[PathBuf],
+    k: usize,
+    ef: Option<usize>,
+    filter: &QueryFilter,
+) -> Vec<QueryResult> {
+    images
+        .iter()
+        .map(|img| {
+            let r = (|| -> Result<Vec<Hit>> {
+                let bytes = cellspace_core::preprocess::read_image_file(img)?;
+                let sha = cellspace_core::sha256_hex(&bytes);
+                let rgb = cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
+                    cellspace_core::Error::Image {
+                        path: img.clone(),
+                        reason,
+                    }
+                })?;
+                let v = embedder.embed_image(&rgb)?;
+                index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)
+            })();
+            match r {
+                Ok(neighbours) => QueryResult {
+                    image: img.display().to_string(),
+                    error: None,
+                    neighbours,
+                },
+                Err(e) => QueryResult {
+                    image: img.display().to_string(),
+                    error: Some(e.to_string()),
+                    neighbours: Vec::new(),
+                },
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvalResult {
+    /// Exact retrieval metrics of the query folder against the indexed cells.
+    pub retrieval: RetrievalReport,
+    /// Share of the exact 10 nearest neighbours that the HNSW search returns.
+    pub hnsw_recall_at_10: f64,
+    pub failed: usize,
+}
+
+/// Retrieval quality of the index for a labelled query folder (class = parent folder).
+pub fn eval(
+    index: &CellIndex,
+    embedder: &Embedder,
+    query_dir: &Path,
+    ef: Option<usize>,
+) -> Result<EvalResult> {
+    let (entries, _) = cellspace_core::dataset::list_images(query_dir)?;
+    let paths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
+    let results = embedder.embed_paths(&paths, |_| {});
+    let mut q = Vec::new();
+    let mut ql = Vec::new();
+    let mut failed = 0;
+    for (e, r) in entries.iter().zip(results) {
+        match r {
+            Ok(v) => {
+                q.extend(v);
+                ql.push(e.class.clone().unwrap_or_default());
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    if ql.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no image could be embedded",
+            query_dir.display()
+        )));
+    }
+    // the gallery: the cells not removed
+    let live: Vec<usize> = (0..index.len())
+        .filter(|&i| !index.rows()[i].removed)
+        .collect();
+    let gl: Vec<String> = live
+        .iter()
+        .map(|&i| index.rows()[i].class.clone().unwrap_or_default())
+        .collect();
+    let mut gallery = Vec::with_capacity(live.len() * index.model().dim);
+    for &i in &live {
+        gallery.extend_from_slice(&index.vector(i)?);
+    }
+    let dim = index.model().dim;
+    let retrieval = evaluate_unseen(&gallery, &gl, &q, &ql, None, dim, 0);
+    Ok(EvalResult {
+        retrieval,
+        hnsw_recall_at_10: recall_at(index, &q, 10, ef)?,
+        failed,
+    })
+}
