@@ -294,3 +294,65 @@ fn command_line_path_fit_export_embed_index_query() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[test]
+fn one_exit_code_policy_across_the_three_tools() {
+    let dir = util::tempdir();
+    for tool in ["trainer", "runtime", "index"] {
+        let code = |args: &[&str]| {
+            Command::new(util::bin(tool))
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .code()
+        };
+        assert_eq!(code(&["--help"]), Some(0), "{tool} --help");
+        assert_eq!(code(&["--no-such-flag"]), Some(64), "{tool}: a usage error");
+        assert_eq!(
+            code(&["no-such-command"]),
+            Some(64),
+            "{tool}: a usage error"
+        );
+    }
+    // an error: nothing done, 1
+    let missing = dir.path().join("nowhere");
+    let out = Command::new(util::bin("index"))
+        .args(["stats", "-i"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no index here"));
+    // nothing could be embedded: 1; results to a file with -o
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(bad.join("A")).unwrap();
+    std::fs::write(bad.join("A/x.png"), b"not an image").unwrap();
+    let out = Command::new(util::bin("runtime"))
+        .args(["embed", "--model"])
+        .arg(util::tiny_model())
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    util::write_cell(&bad.join("A/ok.png"), 3);
+    let result = dir.path().join("one.json");
+    let out = Command::new(util::bin("runtime"))
+        .args(["embed-one", "--model"])
+        .arg(util::tiny_model())
+        .arg(bad.join("A/ok.png"))
+        .arg("-o")
+        .arg(&result)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty(), "the result went to the file");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(v["embedding"].as_array().unwrap().len(), 8);
+}

@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod locate;
 pub mod metrics;
 pub mod npy;
+pub mod outcome;
 pub mod preprocess;
 
 use std::path::PathBuf;

@@ -3,10 +3,12 @@
 //! saves it atomically; a removal is a tombstone until `compact`.
 
 use anyhow::{Context, Result, bail};
+use cellspace_core::outcome::{self, ERROR, OK, PARTIAL, USAGE};
 use clap::{Parser, Subcommand};
 use index::{HnswParams, default_index, embed, ops};
 use runtime::{Device, EmbedOptions};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,17 @@ struct Common {
     model: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+}
+
+/// Where a command's result goes (the same on every command that prints one).
+#[derive(clap::Args)]
+struct Report {
+    /// Write the result to this file (atomically) instead of stdout.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// The result as JSON (this command's only form where it has no text form).
+    #[arg(long)]
+    json: bool,
 }
 
 impl Common {
@@ -115,8 +128,8 @@ enum Cmd {
         /// several conditions, all of which must hold. Checked inside the graph search.
         #[arg(long = "where", value_name = "FIELD=VALUE")]
         conditions: Vec<index::Condition>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        report: Report,
         #[command(flatten)]
         common: Common,
     },
@@ -147,6 +160,8 @@ enum Cmd {
         #[arg(long)]
         ef: Option<usize>,
         #[command(flatten)]
+        report: Report,
+        #[command(flatten)]
         common: Common,
     },
     /// Build time, queries/s and recall@10 at several ef against brute force, on a
@@ -175,6 +190,8 @@ enum Cmd {
         /// Vector store: f32, or int8 codes with exact re-ranking from disk.
         #[arg(long, default_value = "f32")]
         store: index::store::StoreKind,
+        #[command(flatten)]
+        report: Report,
     },
     /// Serve the lab page and JSON API (127.0.0.1 only by default).
     Serve {
@@ -189,6 +206,8 @@ enum Cmd {
     /// Size, dimension, parameters, model and memory of an index.
     Stats {
         #[command(flatten)]
+        report: Report,
+        #[command(flatten)]
         common: Common,
     },
 }
@@ -198,8 +217,25 @@ fn model_path(m: Option<PathBuf>) -> Result<PathBuf> {
         .context("no --model given and no models/cellspace.json found")
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { USAGE } else { OK });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(ERROR)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.cmd {
         Cmd::Build {
             emb_dir,
             images,
@@ -294,7 +330,7 @@ fn main() -> Result<()> {
             eprintln!("added {n} cells; the index now holds {}", index.len());
             if failed > 0 {
                 eprintln!("{failed} files could not be embedded (listed above; not added)");
-                std::process::exit(2);
+                return Ok(PARTIAL);
             }
         }
         Cmd::Query {
@@ -304,7 +340,7 @@ fn main() -> Result<()> {
             exclude_self,
             distinct,
             conditions,
-            json,
+            report,
             common,
         } => {
             let (index, embedder) =
@@ -315,29 +351,33 @@ fn main() -> Result<()> {
                 conditions,
             };
             let results = embed::query(&index, &embedder, &images, k, ef, &filter);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&results)?);
+            if report.json {
+                outcome::emit_json(report.out.as_deref(), &results)?;
             } else {
+                use std::fmt::Write;
+                let mut text = String::new();
                 for r in &results {
-                    println!("{}", r.image);
+                    writeln!(text, "{}", r.image)?;
                     if let Some(e) = &r.error {
-                        println!("  error: {e}");
+                        writeln!(text, "  error: {e}")?;
                     }
                     for h in &r.neighbours {
                         let fields: String =
                             h.meta.iter().map(|(k, v)| format!("  {k}={v}")).collect();
-                        println!(
+                        writeln!(
+                            text,
                             "  {:>3}  {:.4}  {:<12} {}{fields}",
                             h.rank,
                             h.similarity,
                             h.class.as_deref().unwrap_or("-"),
                             h.path
-                        );
+                        )?;
                     }
                 }
+                outcome::emit_text(report.out.as_deref(), &text)?;
             }
             if results.iter().any(|r| r.error.is_some()) {
-                std::process::exit(2);
+                return Ok(PARTIAL);
             }
         }
         Cmd::Remove {
@@ -380,7 +420,7 @@ fn main() -> Result<()> {
                 eprintln!("not indexed: {m}");
             }
             if !missing.is_empty() {
-                std::process::exit(2);
+                return Ok(PARTIAL);
             }
         }
         Cmd::Relabel {
@@ -422,14 +462,13 @@ fn main() -> Result<()> {
         Cmd::Eval {
             query_dir,
             ef,
+            report,
             common,
         } => {
             let (index, embedder) =
                 embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&embed::eval(&index, &embedder, &query_dir, ef)?)?
-            );
+            let result = embed::eval(&index, &embedder, &query_dir, ef)?;
+            outcome::emit_json(report.out.as_deref(), &result)?;
         }
         Cmd::Bench {
             emb_dir,
@@ -441,7 +480,9 @@ fn main() -> Result<()> {
             m,
             ef_construction,
             store,
+            report,
         } => {
+            let mut reports = Vec::new();
             let mut dim = dim;
             let params = HnswParams {
                 m,
@@ -460,7 +501,7 @@ fn main() -> Result<()> {
                     &ef,
                     queries,
                 )?;
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                reports.push(r);
             }
             if let Some(n) = synthetic {
                 let v = index::bench::synthetic(n, dim, 7);
@@ -475,7 +516,11 @@ fn main() -> Result<()> {
                     &ef,
                     queries,
                 )?;
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                reports.push(r);
+            }
+            match reports.as_slice() {
+                [one] => outcome::emit_json(report.out.as_deref(), one)?,
+                all => outcome::emit_json(report.out.as_deref(), &all)?,
             }
         }
         Cmd::Serve { addr, k, common } => {
@@ -495,14 +540,11 @@ fn main() -> Result<()> {
                 std::thread::park();
             }
         }
-        Cmd::Stats { common } => {
+        Cmd::Stats { report, common } => {
             let dir = common.dir();
             let index = index::CellIndex::open(&dir)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&ops::stats(&index, &dir))?
-            );
+            outcome::emit_json(report.out.as_deref(), &ops::stats(&index, &dir))?;
         }
     }
-    Ok(())
+    Ok(OK)
 }

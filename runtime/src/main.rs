@@ -1,14 +1,13 @@
-//! `runtime`: the command line over the runtime library (embed, embed-one, info).
-//! Exit codes: 0 everything embedded, 2 some files failed, 3 nothing could be done.
+//! `runtime`: the command line over the runtime library (embed, embed-one, bench, info).
+//! Exit codes ([`cellspace_core::outcome`]): 0 everything embedded, 2 some files failed (named
+//! in failures.jsonl), 1 nothing could be done, 64 a wrong command line.
 
 use anyhow::{Context, Result};
+use cellspace_core::outcome::{self, ERROR, OK, PARTIAL, USAGE};
 use clap::{Parser, Subcommand};
 use runtime::{Device, EmbedOptions, Embedder};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-const EXIT_SOME_FAILED: u8 = 2;
-const EXIT_NOTHING_DONE: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +59,8 @@ enum Cmd {
         image: PathBuf,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        report: Report,
     },
     /// Decode-only, inference-only and end-to-end images/s on a folder, per batch size.
     Bench {
@@ -70,12 +71,27 @@ enum Cmd {
         batch_sizes: Vec<usize>,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        report: Report,
     },
     /// Print the model card, the onnxruntime library and the execution providers available.
     Info {
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        report: Report,
     },
+}
+
+/// Where a command's result goes (the same on every command that prints one).
+#[derive(clap::Args)]
+struct Report {
+    /// Write the result to this file (atomically) instead of stdout.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// The result as JSON (this command's only form where it has no text form).
+    #[arg(long)]
+    json: bool,
 }
 
 fn model_path(m: &ModelArgs) -> Result<PathBuf> {
@@ -146,67 +162,90 @@ fn run(cli: Cli) -> Result<u8> {
                 );
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                outcome::emit_json(None, &s)?;
             }
             Ok(if s.embedded + s.reused == 0 {
-                EXIT_NOTHING_DONE
+                ERROR
             } else if s.failed > 0 {
-                EXIT_SOME_FAILED
+                PARTIAL
             } else {
-                0
+                OK
             })
         }
-        Cmd::EmbedOne { image, model } => {
+        Cmd::EmbedOne {
+            image,
+            model,
+            report,
+        } => {
             let e = load(&model)?;
             let v = e.embed_path(&image)?;
-            println!(
-                "{}",
-                serde_json::json!({ "path": image, "model": e.card().name, "embedding": v })
-            );
-            Ok(0)
+            let result =
+                serde_json::json!({ "path": image, "model": e.card().name, "embedding": v });
+            outcome::emit_json(report.out.as_deref(), &result)?;
+            Ok(OK)
         }
         Cmd::Bench {
             dir,
             limit,
             batch_sizes,
             model,
+            report,
         } => {
             let path = model_path(&model)?;
-            let report = runtime::bench::bench(&path, &options(&model), &dir, limit, &batch_sizes)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(0)
+            let result = runtime::bench::bench(&path, &options(&model), &dir, limit, &batch_sizes)?;
+            outcome::emit_json(report.out.as_deref(), &result)?;
+            Ok(OK)
         }
-        Cmd::Info { model } => {
+        Cmd::Info { model, report } => {
             let lib = runtime::ortlib::locate();
-            println!(
-                "onnxruntime library: {}",
-                lib.as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|e| e.to_string())
-            );
-            println!(
-                "execution providers compiled in: CPU{}{}",
-                if cfg!(feature = "cuda") { ", CUDA" } else { "" },
-                if cfg!(feature = "tensorrt") {
-                    ", TensorRT"
-                } else {
-                    ""
-                }
-            );
+            let text = !(report.json || report.out.is_some());
+            if text {
+                println!(
+                    "onnxruntime library: {}",
+                    lib.as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|e| e.to_string())
+                );
+                println!(
+                    "execution providers compiled in: CPU{}{}",
+                    if cfg!(feature = "cuda") { ", CUDA" } else { "" },
+                    if cfg!(feature = "tensorrt") {
+                        ", TensorRT"
+                    } else {
+                        ""
+                    }
+                );
+            }
             let e = load(&model)?;
-            println!("running on: {}", e.provider().name());
-            println!("{}", serde_json::to_string_pretty(e.card())?);
-            Ok(0)
+            if !text {
+                let result = serde_json::json!({
+                    "library": lib.as_ref().map(|p| p.display().to_string()).ok(),
+                    "execution_provider": e.provider().name(),
+                    "card": e.card(),
+                });
+                outcome::emit_json(report.out.as_deref(), &result)?;
+            } else {
+                println!("running on: {}", e.provider().name());
+                println!("{}", serde_json::to_string_pretty(e.card())?);
+            }
+            Ok(OK)
         }
     }
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { USAGE } else { OK });
+        }
+    };
+    match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_NOTHING_DONE)
+            ExitCode::from(ERROR)
         }
     }
 }

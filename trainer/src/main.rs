@@ -1,8 +1,10 @@
 //! `trainer`: the command line over the trainer library (fit, cv, groups, eval, export, bench).
 
 use anyhow::{Context, Result};
+use cellspace_core::outcome::{self, ERROR, OK, PARTIAL, USAGE};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use trainer::loss::LossKind;
 use trainer::model::EmbeddingOutput;
 use trainer::model::EncoderConfig;
@@ -58,11 +60,16 @@ enum Cmd {
         /// With one folder: never count another copy of the same original cell as a match.
         #[arg(long)]
         exclude_same_group: bool,
+        #[command(flatten)]
+        out: Report,
     },
     /// Print training and inference images/s of the fit configuration on real images.
     Bench {
         #[command(flatten)]
         fit: FitArgs,
+        /// Write the result to this file (atomically) instead of stdout.
+        #[arg(long = "report")]
+        report: Option<PathBuf>,
         /// Training steps to time (after one warm-up step).
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -72,8 +79,8 @@ enum Cmd {
         #[arg(long)]
         run: PathBuf,
         /// Output path without extension, e.g. models/cellspace.
-        #[arg(long)]
-        to: PathBuf,
+        #[arg(short, long, visible_alias = "to")]
+        out: PathBuf,
         /// The run's data folder: measure the run's held-out validation again with this build.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -113,8 +120,11 @@ struct FitArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Run directory (checkpoints, metrics, pictures).
-    #[arg(long, default_value = "runs/latest")]
+    #[arg(short, long, default_value = "runs/latest")]
     out: PathBuf,
+    /// The result on stdout is JSON (always; the flag is accepted as on every command).
+    #[arg(long)]
+    json: bool,
     /// Continue the run in --out from its last checkpoint (starts one if there is none).
     #[arg(long)]
     resume: bool,
@@ -165,8 +175,35 @@ struct FitArgs {
     export: String,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Where a command's result goes (the same on every command that prints one).
+#[derive(clap::Args)]
+struct Report {
+    /// Write the result to this file (atomically) instead of stdout.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// The result as JSON (this command's only form).
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { USAGE } else { OK });
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(ERROR)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Fit(a) => {
             install_ctrlc();
@@ -185,9 +222,9 @@ fn main() -> Result<()> {
                 ..Default::default()
             };
             let summary = fit(&cfg, &a.data, &a.out, &device, &opts)?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            outcome::emit_json(None, &summary)?;
             if summary.interrupted {
-                return Ok(());
+                return Ok(PARTIAL); // progress saved: --resume continues
             }
             eprintln!("run written to {}", a.out.display());
             if a.export != "none" {
@@ -211,7 +248,7 @@ fn main() -> Result<()> {
             let Some(report) =
                 trainer::cv::cross_validate(&cfg, &fit.data, &fit.out, folds, &device)?
             else {
-                return Ok(());
+                return Ok(PARTIAL); // interrupted: --resume continues
             };
             eprintln!(
                 "\n{folds}-fold cross-validation over source groups (mean ± SD over folds), {:.0} min:\n{}",
@@ -219,7 +256,7 @@ fn main() -> Result<()> {
                 trainer::cv::table(&report)
             );
             eprintln!("report: {}", fit.out.join(trainer::cv::CV_FILE).display());
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outcome::emit_json(None, &report)?;
         }
         Cmd::Groups {
             dir,
@@ -227,16 +264,17 @@ fn main() -> Result<()> {
             threshold,
             reference,
         } => groups(&dir, &out, threshold, reference.as_deref())?,
-        Cmd::Bench { fit, steps } => {
+        Cmd::Bench { fit, steps, report } => {
             let device = trainer::device::select(&fit.device)?;
-            let report = trainer::bench::bench(&config(&fit)?, &fit.data, steps, &device)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let result = trainer::bench::bench(&config(&fit)?, &fit.data, steps, &device)?;
+            outcome::emit_json(report.as_deref(), &result)?;
         }
         Cmd::Eval {
             run,
             gallery,
             query,
             exclude_same_group,
+            out,
         } => {
             let device = burn::tensor::Device::flex();
             let (model, cfg, best) = trainer::train::load_best_model(&run, &device)?;
@@ -258,11 +296,11 @@ fn main() -> Result<()> {
                 q.as_ref(),
                 exclude_same_group,
             );
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outcome::emit_json(out.out.as_deref(), &report)?;
         }
         Cmd::Export {
             run,
-            to,
+            out,
             data,
             cv,
             output,
@@ -274,7 +312,7 @@ fn main() -> Result<()> {
                 output,
                 colour_weight,
             };
-            let card = trainer::export::export_run(&run, &to, None, &opts)?;
+            let card = trainer::export::export_run(&run, &out, None, &opts)?;
             eprintln!(
                 "model exported: {} (card {})",
                 card.with_extension("onnx").display(),
@@ -282,7 +320,7 @@ fn main() -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(OK)
 }
 
 fn config(a: &FitArgs) -> Result<TrainConfig> {
