@@ -356,3 +356,38 @@ fn one_exit_code_policy_across_the_three_tools() {
         serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
     assert_eq!(v["embedding"].as_array().unwrap().len(), 8);
 }
+
+#[test]
+fn gpu_check_stops_at_once_without_a_gpu() {
+    let script = util::root().join("scripts/gpu-check.sh");
+    let dir = util::tempdir();
+    let run = |path: &Path| {
+        Command::new("/bin/bash")
+            .arg(&script)
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    };
+    // no driver at all
+    let out = run(dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no NVIDIA GPU") && err.contains("nvidia-smi"),
+        "{err}"
+    );
+    assert!(err.contains("Nothing was installed"), "{err}");
+    // a driver tool that finds no device
+    let smi = dir.path().join("nvidia-smi");
+    std::fs::write(&smi, "#!/bin/sh\necho 'No devices were found'\nexit 6\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(&format!("{}:/usr/bin:/bin", dir.path().display()).as_ref());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("lists none") && err.contains("No devices were found"),
+        "{err}"
+    );
+    assert!(!dir.path().join("runs").exists());
+}
