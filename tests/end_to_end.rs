@@ -382,7 +382,8 @@ fn gpu_check_stops_at_once_without_a_gpu() {
     std::fs::write(&smi, "#!/bin/sh\necho 'No devices were found'\nexit 6\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = run(&format!("{}:/usr/bin:/bin", dir.path().display()).as_ref());
+    let path = format!("{}:/usr/bin:/bin", dir.path().display());
+    let out = run(Path::new(&path));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
