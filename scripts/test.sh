@@ -13,6 +13,11 @@ if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
     echo "warning: chromium/chromedriver missing and not root: the browser test will say SKIPPED"
   fi
 fi
+echo "== Ray for the scale-out test (PyPI, into runs/ray-venv)"
+if ! runs/ray-venv/bin/python -c "import ray" 2>/dev/null; then
+  python3 -m venv runs/ray-venv && runs/ray-venv/bin/pip install -q "ray==2.60.0" \
+    || echo "warning: could not install Ray; the Ray test will say SKIPPED"
+fi
 echo "== fmt"
 cargo fmt --all --check
 echo "== clippy (with the GPU features: trainer/gpu, runtime/cuda, runtime/tensorrt)"

@@ -54,6 +54,10 @@ pub struct EmbedState {
     #[serde(default)]
     pub embeddings_sha256: String,
     pub complete: bool,
+    /// The shard of the folder's images this run embedded (`runtime embed --shard I/N`);
+    /// None: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// Embeddings and manifest of an output folder, checked against each other.
@@ -130,6 +134,18 @@ impl Embeddings {
     }
 }
 
+/// The default output folder of `runtime embed DIR --shard I/N`: `DIR.shard-I-of-N.embeddings`.
+pub fn default_shard_out(root: &Path, shard: crate::shard::Shard) -> PathBuf {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "images".into());
+    root.with_file_name(format!(
+        "{name}.shard-{}-of-{}.embeddings",
+        shard.index, shard.count
+    ))
+}
+
 /// The default output folder of `runtime embed DIR`: `DIR.embeddings` beside it.
 pub fn default_out(root: &Path) -> PathBuf {
     let name = root
@@ -137,4 +153,46 @@ pub fn default_out(root: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "images".into());
     root.with_file_name(format!("{name}.embeddings"))
+}
+
+/// Write a complete embeddings folder at `out` (created if needed): the manifest, the vectors
+/// and the failures all or none ([`crate::atomic::write_all_atomic`]), then `embed.json` with
+/// their checksums, from `state` (its row count, checksums and completeness are set here).
+pub fn save_folder(
+    out: &Path,
+    rows: &[ManifestRow],
+    data: &[f32],
+    failures: &[Failure],
+    state: &EmbedState,
+) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut manifest = String::new();
+    for r in rows {
+        manifest.push_str(&serde_json::to_string(r).expect("row serialises"));
+        manifest.push('\n');
+    }
+    let mut ftext = String::new();
+    for f in failures {
+        ftext.push_str(&serde_json::to_string(f).expect("failure serialises"));
+        ftext.push('\n');
+    }
+    let npy_bytes = npy::encode(data, state.dim);
+    let (np, mp, fp) = (
+        out.join(EMBEDDINGS_FILE),
+        out.join(MANIFEST_FILE),
+        out.join(FAILURES_FILE),
+    );
+    crate::atomic::write_all_atomic(&[
+        (&np, &npy_bytes),
+        (&mp, manifest.as_bytes()),
+        (&fp, ftext.as_bytes()),
+    ])?;
+    let state = EmbedState {
+        rows: rows.len(),
+        manifest_sha256: crate::sha256_hex(manifest.as_bytes()),
+        embeddings_sha256: crate::sha256_hex(&npy_bytes),
+        complete: true,
+        ..state.clone()
+    };
+    crate::atomic::write_json(&out.join(STATE_FILE), &state)
 }

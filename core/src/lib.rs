@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod npy;
 pub mod outcome;
 pub mod preprocess;
+pub mod shard;
 
 use std::path::PathBuf;
 

@@ -60,8 +60,9 @@ impl Common {
 enum Cmd {
     /// Build an index from a `runtime embed` output folder, or from images with --images.
     Build {
-        /// Output folder of `runtime embed` (DIR.embeddings).
-        emb_dir: Option<PathBuf>,
+        /// Output folder of `runtime embed` (DIR.embeddings), or every shard folder of one
+        /// split (`runtime embed --shard I/N`), merged as `runtime merge` would.
+        emb_dirs: Vec<PathBuf>,
         /// Embed this image folder first (into DIR.embeddings), then build.
         #[arg(long)]
         images: Option<PathBuf>,
@@ -98,8 +99,8 @@ enum Cmd {
     /// Append images or embeddings to an index (rows already there, removed ones too, are kept
     /// as they are; a sidecar also updates the fields of indexed cells it names).
     Add {
-        /// Output folder of `runtime embed`.
-        emb_dir: Option<PathBuf>,
+        /// Output folder of `runtime embed`, or every shard folder of one split.
+        emb_dirs: Vec<PathBuf>,
         #[arg(long)]
         images: Option<PathBuf>,
         /// Metadata sidecar (see `build --meta`).
@@ -237,7 +238,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
         Cmd::Build {
-            emb_dir,
+            emb_dirs,
             images,
             out,
             model,
@@ -273,16 +274,17 @@ fn run(cli: Cli) -> Result<u8> {
             let out = out.unwrap_or_else(default_index);
             let _lock = ops::lock(&out)?;
             let t = std::time::Instant::now();
-            let index = match (emb_dir, images) {
-                (Some(d), None) => {
+            let index = match (emb_dirs.is_empty(), images) {
+                (false, None) => {
                     let source = ops::EmbeddingsSource {
                         groups: groups.as_ref(),
                         allow_incomplete,
                         meta: meta.as_ref(),
                     };
-                    ops::build_from_embeddings(&d, &embed::model_ref(&embedder), params, source)?
+                    let model = embed::model_ref(&embedder);
+                    ops::build_from_folders(&emb_dirs, &model, params, source)?
                 }
-                (None, Some(d)) => {
+                (true, Some(d)) => {
                     embed::build_from_images(&d, &embedder, params, true, meta.as_ref())?.0
                 }
                 _ => bail!("give either an embeddings folder or --images DIR"),
@@ -298,7 +300,7 @@ fn run(cli: Cli) -> Result<u8> {
             );
         }
         Cmd::Add {
-            emb_dir,
+            emb_dirs,
             images,
             meta,
             common,
@@ -311,9 +313,9 @@ fn run(cli: Cli) -> Result<u8> {
             let (mut index, embedder) =
                 embed::open_with_model(&dir, common.model.as_deref(), &common.opts())?;
             let mut failed = 0;
-            let emb = match (emb_dir, images) {
-                (Some(d), None) => d,
-                (None, Some(d)) => {
+            let emb = match (emb_dirs.is_empty(), images) {
+                (false, None) => emb_dirs,
+                (true, Some(d)) => {
                     let out = runtime::folder::default_out(&d);
                     let (summary, failures) =
                         runtime::folder::embed_dir(&embedder, &d, &out, true)?;
@@ -321,7 +323,7 @@ fn run(cli: Cli) -> Result<u8> {
                         eprintln!("failed: {}: {}", f.path, f.reason);
                     }
                     failed = summary.failed;
-                    out
+                    vec![out]
                 }
                 _ => bail!("give either an embeddings folder or --images DIR"),
             };

@@ -139,8 +139,19 @@ pub fn build_from_embeddings(
     params: HnswParams,
     source: EmbeddingsSource,
 ) -> Result<CellIndex> {
-    let emb = Embeddings::load(emb_dir)?;
-    check_embeddings(&emb, emb_dir, model, source.allow_incomplete)?;
+    build_from_folders(&[emb_dir.to_path_buf()], model, params, source)
+}
+
+/// Build from one embeddings folder, or from the shard folders of one split (`runtime embed
+/// --shard I/N`), merged as `runtime merge` would.
+pub fn build_from_folders(
+    dirs: &[PathBuf],
+    model: &ModelRef,
+    params: HnswParams,
+    source: EmbeddingsSource,
+) -> Result<CellIndex> {
+    let emb = cellspace_core::shard::load(dirs)?;
+    check_embeddings(&emb, &dirs[0], model, source.allow_incomplete)?;
     let mut b = IndexBuilder::new(model.clone(), params)?;
     let (rows, applied) = rows_of(&emb, &source)?;
     report_sidecar(source.meta, applied.as_ref());
@@ -172,12 +183,12 @@ fn report_sidecar(meta: Option<&Sidecar>, applied: Option<&Applied>) {
 /// row stays removed). A sidecar also updates the fields of the rows already indexed.
 pub fn add_embeddings(
     index: &mut CellIndex,
-    emb_dir: &Path,
+    emb_dirs: &[PathBuf],
     meta: Option<&Sidecar>,
 ) -> Result<usize> {
-    let emb = Embeddings::load(emb_dir)?;
+    let emb = cellspace_core::shard::load(emb_dirs)?;
     let model = index.model().clone();
-    check_embeddings(&emb, emb_dir, &model, false)?;
+    check_embeddings(&emb, &emb_dirs[0], &model, false)?;
     if let Some(m) = meta {
         index.edit_rows(|rows| m.apply(rows, None));
     }

@@ -4,6 +4,7 @@
 //! interrupted run resumes instead of starting over. Every file is replaced atomically.
 
 pub use cellspace_core::embeddings::*;
+pub use cellspace_core::shard::Shard;
 
 use crate::{Embedder, Error, Result, npy};
 use cellspace_core::dataset::list_images;
@@ -40,10 +41,23 @@ pub fn embed_dir(
     out: &Path,
     show_progress: bool,
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
+    embed_shard(emb, root, out, show_progress, None)
+}
+
+/// [`embed_dir`] of one shard of the images ([`Shard::contains`]), or all with None.
+pub fn embed_shard(
+    emb: &Embedder,
+    root: &Path,
+    out: &Path,
+    show_progress: bool,
+    shard: Option<Shard>,
+) -> Result<(EmbedSummary, Vec<Failure>)> {
     let started = Instant::now();
     let _lock = cellspace_core::atomic::OutputLock::acquire(&out.join(LOCK_FILE), out)?;
     cellspace_core::atomic::remove_stale_temps(out);
-    let (entries, problems) = list_images(root)?;
+    let (mut entries, problems) = list_images(root)?;
+    let mine = |rel: &str| shard.is_none_or(|s| s.contains(rel));
+    entries.retain(|e| mine(&e.rel));
     let mut failures: Vec<Failure> = problems
         .into_iter()
         .map(|p| Failure {
@@ -58,6 +72,7 @@ pub fn embed_dir(
                 .join("/"),
             reason: p.reason,
         })
+        .filter(|f| mine(&f.path))
         .collect();
     // previous rows with the same model, by (path, content hash); a damaged folder is said
     // so and embedded again, never reused
@@ -151,10 +166,10 @@ pub fn embed_dir(
                 }),
             }
         }
-        write_outputs(emb, root, out, &mut done, &failures, false)?;
+        write_outputs(emb, root, out, &mut done, &failures, (false, shard))?;
     }
     bar.finish_and_clear();
-    write_outputs(emb, root, out, &mut done, &failures, true)?;
+    write_outputs(emb, root, out, &mut done, &failures, (true, shard))?;
     let secs = infer_start.elapsed().as_secs_f64();
     let mut flagged = std::collections::BTreeMap::new();
     for (row, _) in &done {
@@ -191,7 +206,7 @@ fn write_outputs(
     out: &Path,
     done: &mut [(ManifestRow, Vec<f32>)],
     failures: &[Failure],
-    complete: bool,
+    (complete, shard): (bool, Option<Shard>),
 ) -> Result<()> {
     done.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     let mut manifest = String::new();
@@ -257,6 +272,7 @@ fn write_outputs(
         manifest_sha256,
         embeddings_sha256,
         complete,
+        shard,
     };
     cellspace_core::atomic::write_json(&out.join(STATE_FILE), &state)?;
     Ok(())

@@ -53,6 +53,22 @@ enum Cmd {
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Embed only shard I of N (0-based; by a hash of each image's path, so the split is
+        /// stable when images are added) into a folder of its own (default
+        /// DIR.shard-I-of-N.embeddings); `runtime merge` puts the shards together.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<cellspace_core::shard::Shard>,
+    },
+    /// Merge the embeddings folders of every shard of one split (`embed --shard I/N`) into one
+    /// folder, the same, row for row, as a single `runtime embed` of the images.
+    Merge {
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Print one image's embedding as JSON.
     EmbedOne {
@@ -137,10 +153,14 @@ fn run(cli: Cli) -> Result<u8> {
             out,
             model,
             json,
+            shard,
         } => {
             let e = load(&model)?;
-            let out = out.unwrap_or_else(|| runtime::folder::default_out(&dir));
-            let (s, failures) = runtime::folder::embed_dir(&e, &dir, &out, !json)?;
+            let out = out.unwrap_or_else(|| match shard {
+                Some(s) => runtime::folder::default_shard_out(&dir, s),
+                None => runtime::folder::default_out(&dir),
+            });
+            let (s, failures) = runtime::folder::embed_shard(&e, &dir, &out, !json, shard)?;
             for f in &failures {
                 eprintln!("failed: {}: {}", f.path, f.reason);
             }
@@ -171,6 +191,32 @@ fn run(cli: Cli) -> Result<u8> {
             } else {
                 OK
             })
+        }
+        Cmd::Merge { shards, out, json } => {
+            let _lock = cellspace_core::atomic::OutputLock::acquire(
+                &out.join(runtime::folder::LOCK_FILE),
+                &out,
+            )?;
+            let m = cellspace_core::shard::merge(&shards)?;
+            cellspace_core::embeddings::save_folder(&out, &m.rows, &m.data, &m.failures, &m.state)?;
+            let summary = serde_json::json!({
+                "out_dir": out,
+                "shards": shards.len(),
+                "rows": m.rows.len(),
+                "failed": m.failures.len(),
+                "model": m.state.model,
+            });
+            eprintln!(
+                "merged {} shards: {} rows, {} failures -> {}",
+                shards.len(),
+                m.rows.len(),
+                m.failures.len(),
+                out.display()
+            );
+            if json {
+                outcome::emit_json(None, &summary)?;
+            }
+            Ok(if m.failures.is_empty() { OK } else { PARTIAL })
         }
         Cmd::EmbedOne {
             image,

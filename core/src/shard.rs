@@ -1,0 +1,247 @@
+//! Splitting a folder's images among N workers, and putting their embeddings folders back
+//! together. Image `rel` belongs to shard `hash(rel) mod N` (FNV-1a then a splitmix64 finaliser
+//! of its path relative to the folder), so the split needs no listing to agree on, and adding
+//! images never moves one already embedded to another shard.
+
+use crate::embeddings::{EmbedState, Embeddings, Failure, ManifestRow};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Shard `index` of `count` (0-based: `0/4` … `3/4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}`: expected I/N with 0 <= I < N, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    /// Whether the image at `rel` (relative to the folder, `/`-separated) is in this shard.
+    pub fn contains(&self, rel: &str) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in rel.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        (h % self.count as u64) as usize == self.index
+    }
+}
+
+/// Every row of complete shard folders `dirs` (one per shard of one split, of one model), in
+/// the order a single `runtime embed` writes them (by path), with their failures.
+pub struct Merged {
+    pub rows: Vec<ManifestRow>,
+    pub data: Vec<f32>,
+    pub failures: Vec<Failure>,
+    pub state: EmbedState,
+}
+
+fn refuse(dir: &Path, reason: impl Into<String>) -> Error {
+    Error::invalid(dir, reason)
+}
+
+/// Check and merge shard folders. Refused, each with the folder named: a folder that is not a
+/// complete, intact embeddings folder (its own checks: checksums, unit rows); one made by
+/// another model or preprocessing, or of another folder; one not made as a shard, or of another
+/// split; the same shard twice; a missing shard; an image in two shards.
+pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
+    let Some(first) = dirs.first() else {
+        return Err(Error::Other("no shard folders given".into()));
+    };
+    let mut loaded = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let e = Embeddings::load(d)?;
+        if !e.state.complete {
+            return Err(refuse(
+                d,
+                format!(
+                    "an incomplete shard ({} rows so far): run its `runtime embed --shard` again to finish it",
+                    e.state.rows
+                ),
+            ));
+        }
+        let Some(shard) = e.state.shard else {
+            return Err(refuse(d, "not a shard (made without --shard)"));
+        };
+        loaded.push((d, shard, e));
+    }
+    let (_, s0, e0) = &loaded[0];
+    for (d, s, e) in &loaded[1..] {
+        let same_model = e.state.model_sha256 == e0.state.model_sha256
+            && e.state.preprocess_sha256 == e0.state.preprocess_sha256
+            && e.dim == e0.dim;
+        if !same_model {
+            return Err(refuse(
+                d,
+                format!(
+                    "embedded with model {} (or other preprocessing), but {} with model {}: embed every shard with one model",
+                    e.state.model,
+                    first.display(),
+                    e0.state.model
+                ),
+            ));
+        }
+        if e.state.root != e0.state.root {
+            return Err(refuse(
+                d,
+                format!(
+                    "a shard of {}, but {} is a shard of {}",
+                    e.state.root,
+                    first.display(),
+                    e0.state.root
+                ),
+            ));
+        }
+        if s.count != s0.count {
+            return Err(refuse(
+                d,
+                format!("shard {s} of another split than {} ({s0})", first.display()),
+            ));
+        }
+    }
+    let mut seen = vec![None::<&Path>; s0.count];
+    for (d, s, _) in &loaded {
+        if let Some(other) = seen[s.index] {
+            return Err(refuse(
+                d,
+                format!("shard {s} given twice (also {})", other.display()),
+            ));
+        }
+        seen[s.index] = Some(d.as_path());
+    }
+    let missing: Vec<String> = (0..s0.count)
+        .filter(|&i| seen[i].is_none())
+        .map(|i| format!("{i}/{}", s0.count))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Other(format!(
+            "missing shards {}: embed them (`runtime embed DIR --shard I/N`) and merge again",
+            missing.join(", ")
+        )));
+    }
+    let dim = e0.dim;
+    let mut all: Vec<(ManifestRow, &[f32], &Path)> = Vec::new();
+    let mut failures = Vec::new();
+    for (d, s, e) in &loaded {
+        for (i, r) in e.rows.iter().enumerate() {
+            if !s.contains(&r.path) {
+                return Err(refuse(
+                    d,
+                    format!("{} is not in shard {s}: a folder of another split", r.path),
+                ));
+            }
+            all.push((r.clone(), e.row(i), d.as_path()));
+        }
+        let fp = d.join(crate::embeddings::FAILURES_FILE);
+        if let Ok(text) = std::fs::read_to_string(&fp) {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                failures.push(
+                    serde_json::from_str::<Failure>(line)
+                        .map_err(|e| refuse(&fp, e.to_string()))?,
+                );
+            }
+        }
+    }
+    all.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    if let Some(w) = all.windows(2).find(|w| w[0].0.path == w[1].0.path) {
+        return Err(refuse(
+            w[1].2,
+            format!(
+                "{} is also in {}: shards overlap",
+                w[1].0.path,
+                w[0].2.display()
+            ),
+        ));
+    }
+    failures.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut data = Vec::with_capacity(all.len() * dim);
+    let mut rows = Vec::with_capacity(all.len());
+    for (r, v, _) in all {
+        data.extend_from_slice(v);
+        rows.push(r);
+    }
+    let state = EmbedState {
+        rows: rows.len(),
+        shard: None,
+        complete: true,
+        manifest_sha256: String::new(),
+        embeddings_sha256: String::new(),
+        ..e0.state.clone()
+    };
+    Ok(Merged {
+        rows,
+        data,
+        failures,
+        state,
+    })
+}
+
+/// One embeddings folder, or the shard folders of one split merged ([`merge`]).
+pub fn load(dirs: &[PathBuf]) -> Result<Embeddings> {
+    match dirs {
+        [one] => Embeddings::load(one),
+        _ => {
+            let m = merge(dirs)?;
+            Ok(Embeddings {
+                dim: m.state.dim,
+                rows: m.rows,
+                data: m.data,
+                state: m.state,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_every_path_once_and_stay_put() {
+        let paths: Vec<String> = (0..1000)
+            .map(|i| format!("C{}/img_{i}.jpeg", i % 4))
+            .collect();
+        let n = 4;
+        let mut sizes = vec![0; n];
+        for p in &paths {
+            let owners: Vec<usize> = (0..n)
+                .filter(|&i| Shard { index: i, count: n }.contains(p))
+                .collect();
+            assert_eq!(owners.len(), 1, "{p}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&s| (200..300).contains(&s)), "{sizes:?}");
+        assert_eq!(
+            "1/4".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 4 }
+        );
+        for bad in ["4/4", "1", "a/4", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+}
