@@ -3,7 +3,7 @@
 //! saves it atomically; a removal is a tombstone until `compact`.
 
 use anyhow::{Context, Result, bail};
-use cellspace_core::outcome::{self, ERROR, OK, PARTIAL, USAGE};
+use cellspace_core::outcome::{self, OK, PARTIAL};
 use clap::{Parser, Subcommand};
 use index::{HnswParams, default_index, embed, ops};
 use runtime::{Device, EmbedOptions};
@@ -219,18 +219,11 @@ fn model_path(m: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    match Cli::try_parse() {
+        Ok(cli) => outcome::finish(run(cli)),
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { USAGE } else { OK });
-        }
-    };
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(ERROR)
+            outcome::usage(e.use_stderr())
         }
     }
 }

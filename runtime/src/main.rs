@@ -3,7 +3,7 @@
 //! in failures.jsonl), 1 nothing could be done, 64 a wrong command line.
 
 use anyhow::{Context, Result};
-use cellspace_core::outcome::{self, ERROR, OK, PARTIAL, USAGE};
+use cellspace_core::outcome::{self, ERROR, OK, PARTIAL};
 use clap::{Parser, Subcommand};
 use runtime::{Device, EmbedOptions, Embedder};
 use std::path::PathBuf;
@@ -280,18 +280,11 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    match Cli::try_parse() {
+        Ok(cli) => outcome::finish(run(cli)),
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { USAGE } else { OK });
-        }
-    };
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(ERROR)
+            outcome::usage(e.use_stderr())
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `trainer`: the command line over the trainer library (fit, cv, groups, eval, export, bench).
 
 use anyhow::{Context, Result};
-use cellspace_core::outcome::{self, ERROR, OK, PARTIAL, USAGE};
+use cellspace_core::outcome::{self, OK, PARTIAL};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -187,18 +187,11 @@ struct Report {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    match Cli::try_parse() {
+        Ok(cli) => outcome::finish(run(cli)),
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { USAGE } else { OK });
-        }
-    };
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(ERROR)
+            outcome::usage(e.use_stderr())
         }
     }
 }
