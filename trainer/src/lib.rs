@@ -5,6 +5,7 @@
 //! data ([`data`]), the training loop ([`train`]), evaluation ([`eval`]) and export
 //! ([`export`]); [`plot`] and [`tsne`] draw what a person looks at.
 
+pub mod allocator;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;

@@ -187,6 +187,7 @@ struct Report {
 }
 
 fn main() -> ExitCode {
+    trainer::allocator::keep_freed_memory();
     match Cli::try_parse() {
         Ok(cli) => outcome::finish(run(cli)),
         Err(e) => {
