@@ -44,10 +44,24 @@ fn rows_of(emb: &Embeddings, source: &EmbeddingsSource) -> Result<(Vec<Row>, Opt
     Ok((rows, applied))
 }
 
+/// Folders with more images than this get no estimated groups at build time.
+pub const MAX_ESTIMATED_GROUPS: usize = 50_000;
+
 /// Near-duplicate groups of the images under `root` by relative path, named uniquely for this
 /// run (`near:TAG:N`) so that groups of separate `add`s never merge by accident. None when the
 /// images cannot be read (the embeddings were moved away from them).
 fn estimated_groups(root: &Path) -> Option<std::collections::HashMap<String, String>> {
+    // the comparison is of every pair: minutes at 10^5 images, hopeless at 10^6
+    let (listed, _) = cellspace_core::dataset::list_images(root).ok()?;
+    if listed.len() > MAX_ESTIMATED_GROUPS {
+        eprintln!(
+            "no {} for {}: {} images are too many to compare pairwise for copies of one original (at most {MAX_ESTIMATED_GROUPS}); pass --groups FILE (`trainer groups` on a sample, or your own) for --distinct and --exclude-self to know originals",
+            cellspace_core::dataset::GROUPS_FILE,
+            root.display(),
+            listed.len()
+        );
+        return None;
+    }
     let t = std::time::Instant::now();
     let est = cellspace_core::duplicates::estimate_groups(
         root,
