@@ -424,6 +424,47 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             Some(0),
             "no element injected"
         );
+        // the filter box: only cells of one class, searched again on Enter
+        let class = if real.is_some() { "MONOCYTE" } else { "B" };
+        let filter = wd(
+            daddr,
+            "POST",
+            &format!("{s}/element"),
+            serde_json::json!({"using": "css selector", "value": "#where"}),
+        );
+        wd(
+            daddr,
+            "POST",
+            &format!("{s}/element/{}/value", element_id(&filter)),
+            serde_json::json!({"text": format!("class={class}\u{E007}")}),
+        );
+        let mut shown: Vec<String> = Vec::new();
+        for _ in 0..100 {
+            // read the classes in one script: the grid is rebuilt while the answer arrives
+            let cls = wd(
+                daddr,
+                "POST",
+                &format!("{s}/execute/sync"),
+                serde_json::json!({
+                    "script": "return [...document.querySelectorAll('.hit .cls')].map(e => e.textContent)",
+                    "args": []
+                }),
+            );
+            shown = cls
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| t.as_str().unwrap_or_default().to_string())
+                .collect();
+            if !shown.is_empty() && shown.iter().all(|c| c == class) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            !shown.is_empty() && shown.iter().all(|c| c == class),
+            "after the filter class={class}, only {class} cells: {shown:?}"
+        );
         let png = wd(
             daddr,
             "GET",
