@@ -4,13 +4,16 @@
 # vectors (hnswlib from PyPI into runs/bench-venv), the default model's cross-validated
 # metrics. Prints figures; asserts nothing.
 #
-#   scripts/bench.sh [DATA_DIR] [--synthetic N]    (N = 1000000 for the full-size run: hours on 2 cores)
+#   scripts/bench.sh [DATA_DIR] [--synthetic N] [--torch]
+#     --synthetic N: the index on N synthetic vectors (1000000: about half an hour per side)
+#     --torch: also the PyTorch twin of the training step (installs torch from PyPI: large)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-data="$root/../shared/data/blood-cells/TRAIN" synthetic=100000
+data="$root/../shared/data/blood-cells/TRAIN" synthetic=100000 torch=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --synthetic) synthetic="$2"; shift 2 ;;
+    --torch) torch=1; shift ;;
     *) data="$1"; shift ;;
   esac
 done
@@ -20,6 +23,13 @@ model="$root/models/cellspace.json"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 echo "## training (default configuration, CPU)"
 trainer bench --data "$data" --steps 10
+if [ "$torch" = 1 ]; then
+  # the PyTorch twin of the same network and step (large: torch from PyPI, bench-only venv)
+  tv="$root/runs/bench-venv-torch"
+  "$tv/bin/python" -c "import torch" 2>/dev/null || { python3 -m venv "$tv" && "$tv/bin/pip" install -q torch; }
+  echo "## training, the PyTorch twin (compute only, same threads)"
+  "$tv/bin/python" "$root/scripts/bench_torch_twin.py" --steps 10 --threads "$(nproc)"
+fi
 echo "## embedding (runtime, $(basename "$model"))"
 runtime bench "$data" --model "$model" --device cpu --limit 2000
 echo "## index: real embeddings of $data (every 10th held out as a query)"
