@@ -219,7 +219,7 @@ impl CellIndex {
         self.graph.insert_rows(&self.vectors);
     }
 
-    /// Append rows (hnsw_rs cannot delete or update: a changed image is a new row).
+    /// Append rows (a changed image is a new row; remove the old one with [`CellIndex::remove`]).
     pub fn add(&mut self, rows: Vec<Row>, vectors: &[f32]) -> Result<()> {
         if vectors.len() != rows.len() * self.model.dim {
             return Err(Error::Invalid("rows and vectors disagree".into()));

@@ -1,5 +1,5 @@
-//! Curating the atlas: remove a cell, relabel one, compact. hnsw_rs cannot delete a point, so a
-//! removal is a tombstone ([`crate::Row::removed`]) that every search filters out inside the
+//! Curating the atlas: remove a cell, relabel one, compact. Deleting a node from an HNSW graph
+//! would leave its neighbours' links to repair, so a removal is a tombstone ([`crate::Row::removed`]) that every search filters out inside the
 //! graph walk; `compact` rebuilds the graph from the rows left. Edits change the index in memory;
 //! the caller saves it ([`CellIndex::save`] is atomic, so a kill leaves the old or the new index,
 //! never half of one).
