@@ -13,6 +13,7 @@ pub mod embeddings;
 pub mod histogram;
 pub mod locate;
 pub mod metrics;
+pub mod nearest;
 pub mod npy;
 pub mod outcome;
 pub mod preprocess;

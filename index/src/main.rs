@@ -10,6 +10,8 @@ use runtime::{Device, EmbedOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod curate;
+
 #[derive(Parser)]
 #[command(
     name = "index",
@@ -379,81 +381,13 @@ fn run(cli: Cli) -> Result<u8> {
             paths,
             conditions,
             common,
-        } => {
-            if paths.is_empty() && conditions.is_empty() {
-                bail!("name the cells to remove: image paths, or --where FIELD=VALUE");
-            }
-            let dir = common.dir();
-            let _lock = ops::lock(&dir)?;
-            let mut index = index::CellIndex::open(&dir)?;
-            let mut ids = Vec::new();
-            let mut missing = Vec::new();
-            for p in &paths {
-                let found = index.find_path(p);
-                if found.is_empty() {
-                    missing.push(p.display().to_string());
-                }
-                ids.extend(found);
-            }
-            if !conditions.is_empty() {
-                ids.extend(index.find_where(&conditions));
-            }
-            if ids.is_empty() {
-                bail!(
-                    "no indexed cell matches ({} paths not indexed); nothing removed",
-                    missing.len()
-                );
-            }
-            let n = index.remove(&ids);
-            index.save(&dir)?;
-            eprintln!(
-                "removed {n} cells; {} remain ({} removed cells held until `index compact`)",
-                index.live(),
-                index.removed()
-            );
-            for m in &missing {
-                eprintln!("not indexed: {m}");
-            }
-            if !missing.is_empty() {
-                return Ok(PARTIAL);
-            }
-        }
+        } => return curate::remove(&common.dir(), &paths, &conditions),
         Cmd::Relabel {
             path,
             class,
             common,
-        } => {
-            let dir = common.dir();
-            let _lock = ops::lock(&dir)?;
-            let mut index = index::CellIndex::open(&dir)?;
-            let ids = index.find_path(&path);
-            if ids.is_empty() {
-                bail!("{}: not an indexed cell", path.display());
-            }
-            for &id in &ids {
-                let old = index.relabel(id, &class)?;
-                eprintln!(
-                    "{}: {} -> {class}",
-                    index.rows()[id].path,
-                    old.as_deref().unwrap_or("-")
-                );
-            }
-            index.save(&dir)?;
-        }
-        Cmd::Compact { common } => {
-            let dir = common.dir();
-            let _lock = ops::lock(&dir)?;
-            let index = index::CellIndex::open(&dir)?;
-            let removed = index.removed();
-            let t = std::time::Instant::now();
-            let compacted = index.compact()?;
-            compacted.save(&dir)?;
-            eprintln!(
-                "compacted: dropped {removed} removed cells, {} remain ({:.1}s)",
-                compacted.len(),
-                t.elapsed().as_secs_f64()
-            );
-        }
+        } => return curate::relabel(&common.dir(), &path, &class),
+        Cmd::Compact { common } => return curate::compact(&common.dir()),
         Cmd::Eval {
             query_dir,
             ef,
