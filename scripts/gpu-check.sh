@@ -68,6 +68,7 @@ export ORT_DYLIB_PATH="$capi/$(cd "$capi" && ls libonnxruntime.so.* | head -1)"
 # 2. build with the GPU features
 echo "== building with the GPU features"
 export CARGO_TARGET_DIR="${CELLSPACE_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/cellspace/target}}"
+cd "$root"
 cargo build --release --workspace --bins --features trainer/gpu,runtime/cuda,runtime/tensorrt \
   || { echo "gpu-check: the build with GPU features failed" >&2; exit 1; }
 bin="$CARGO_TARGET_DIR/release"
