@@ -101,6 +101,15 @@ pub struct Estimate {
 /// Estimated source groups of every image below `root`.
 pub fn estimate_groups(root: &std::path::Path, threshold: f32) -> crate::Result<Estimate> {
     let (entries, problems) = crate::dataset::list_images(root)?;
+    Ok(estimate_listed(entries, problems, threshold))
+}
+
+/// [`estimate_groups`] of images already listed ([`crate::dataset::list_images`]).
+pub fn estimate_listed(
+    entries: Vec<crate::dataset::ImageEntry>,
+    problems: Vec<crate::dataset::ListingProblem>,
+    threshold: f32,
+) -> Estimate {
     let sigs: Vec<Result<Vec<f32>, String>> = entries
         .par_iter()
         .map(|e| {
@@ -125,11 +134,11 @@ pub fn estimate_groups(root: &std::path::Path, threshold: f32) -> crate::Result<
         }
     }
     let groups = group(&flat, threshold);
-    Ok(Estimate {
+    Estimate {
         images: kept,
         groups,
         failed,
-    })
+    }
 }
 
 /// Agreement of two groupings of the same items, as pairwise precision and recall of

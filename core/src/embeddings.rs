@@ -155,9 +155,22 @@ pub fn default_out(root: &Path) -> PathBuf {
     root.with_file_name(format!("{name}.embeddings"))
 }
 
-/// Write a complete embeddings folder at `out` (created if needed): the manifest, the vectors
-/// and the failures all or none ([`crate::atomic::write_all_atomic`]), then `embed.json` with
-/// their checksums, from `state` (its row count, checksums and completeness are set here).
+/// JSON lines: one serialised item per line.
+pub fn to_jsonl<'a, T: Serialize + 'a>(items: impl IntoIterator<Item = &'a T>) -> String {
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&serde_json::to_string(item).expect("serialises"));
+        text.push('\n');
+    }
+    text
+}
+
+/// Write an embeddings folder at `out` (created if needed): the manifest, the vectors and the
+/// failures all or none ([`crate::atomic::write_all_atomic`], so a full disk leaves the
+/// previous consistent set), then `embed.json` from `state` with the row count and checksums
+/// set here (its `complete` is the caller's). Rows and vectors already on disk as they are
+/// (a last save that only marks the folder complete) are not written again, so finishing needs
+/// no free space.
 pub fn save_folder(
     out: &Path,
     rows: &[ManifestRow],
@@ -166,32 +179,39 @@ pub fn save_folder(
     state: &EmbedState,
 ) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let mut manifest = String::new();
-    for r in rows {
-        manifest.push_str(&serde_json::to_string(r).expect("row serialises"));
-        manifest.push('\n');
-    }
-    let mut ftext = String::new();
-    for f in failures {
-        ftext.push_str(&serde_json::to_string(f).expect("failure serialises"));
-        ftext.push('\n');
-    }
+    let manifest = to_jsonl(rows);
+    let ftext = to_jsonl(failures);
     let npy_bytes = npy::encode(data, state.dim);
     let (np, mp, fp) = (
         out.join(EMBEDDINGS_FILE),
         out.join(MANIFEST_FILE),
         out.join(FAILURES_FILE),
     );
-    crate::atomic::write_all_atomic(&[
-        (&np, &npy_bytes),
-        (&mp, manifest.as_bytes()),
-        (&fp, ftext.as_bytes()),
-    ])?;
+    let manifest_sha256 = crate::sha256_hex(manifest.as_bytes());
+    let embeddings_sha256 = crate::sha256_hex(&npy_bytes);
+    let unchanged = std::fs::read_to_string(out.join(STATE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<EmbedState>(&t).ok())
+        .is_some_and(|st| {
+            st.manifest_sha256 == manifest_sha256 && st.embeddings_sha256 == embeddings_sha256
+        })
+        // and the files on disk are those (not corrupted since)
+        && crate::atomic::sha256_file(&mp).is_ok_and(|h| h == manifest_sha256)
+        && crate::atomic::sha256_file(&np).is_ok_and(|h| h == embeddings_sha256);
+    let files: Vec<(&Path, &[u8])> = if unchanged {
+        vec![(&fp, ftext.as_bytes())]
+    } else {
+        vec![
+            (&np, &npy_bytes),
+            (&mp, manifest.as_bytes()),
+            (&fp, ftext.as_bytes()),
+        ]
+    };
+    crate::atomic::write_all_atomic(&files)?;
     let state = EmbedState {
         rows: rows.len(),
-        manifest_sha256: crate::sha256_hex(manifest.as_bytes()),
-        embeddings_sha256: crate::sha256_hex(&npy_bytes),
-        complete: true,
+        manifest_sha256,
+        embeddings_sha256,
         ..state.clone()
     };
     crate::atomic::write_json(&out.join(STATE_FILE), &state)

@@ -67,10 +67,7 @@ pub struct RetrievalReport {
 }
 
 /// Dot product ([`crate::dot::dot`]: vectorised).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    crate::dot::dot(a, b)
-}
+pub use crate::dot::dot;
 
 /// Exact top-k ([`crate::nearest::topk`]).
 pub use crate::nearest::topk;

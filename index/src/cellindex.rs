@@ -335,11 +335,7 @@ impl CellIndex {
         let graph = crate::graph_file::encode(&self.graph);
         cellspace_core::atomic::write_atomic(&dir.join(GRAPH_BIN), &graph)?;
         files.insert(GRAPH_BIN.into(), cellspace_core::sha256_hex(&graph));
-        let mut rows = String::new();
-        for r in &self.rows {
-            rows.push_str(&serde_json::to_string(r).expect("row serialises"));
-            rows.push('\n');
-        }
+        let rows = cellspace_core::embeddings::to_jsonl(&self.rows);
         cellspace_core::atomic::write_atomic(&dir.join(ROWS_FILE), rows.as_bytes())?;
         files.insert(
             ROWS_FILE.into(),

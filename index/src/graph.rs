@@ -83,6 +83,26 @@ impl Graph {
         }
     }
 
+    /// Append `q` to `node`'s links at `layer` in place; false when they already hold `max`.
+    fn push_link(&mut self, node: u32, layer: u8, q: u32, max: usize) -> bool {
+        let i = node as usize;
+        if layer == 0 {
+            let len = self.len0[i] as usize;
+            if len >= max {
+                return false;
+            }
+            self.links0[i * self.m0 + len] = q;
+            self.len0[i] += 1;
+        } else {
+            let links = &mut self.upper[i][layer as usize - 1];
+            if links.len() >= max {
+                return false;
+            }
+            links.push(q);
+        }
+        true
+    }
+
     pub(crate) fn take_visited(&self) -> Visited {
         self.visited
             .lock()
@@ -139,30 +159,33 @@ impl Graph {
                 &mut visited,
             );
             let max = if layer == 0 { self.m0 } else { self.m };
-            let chosen = self.heuristic(v, found.clone(), self.m);
-            let ids: Vec<u32> = chosen.iter().map(|s| s.1).collect();
+            let next_ep = found.first().map_or(ep, |s| s.1);
+            let ids: Vec<u32> = self
+                .heuristic(v, found, self.m)
+                .iter()
+                .map(|s| s.1)
+                .collect();
             self.set_links(q, layer, &ids);
             for &nb in &ids {
-                let mut links = self.links(nb, layer).to_vec();
-                if links.len() < max {
-                    links.push(q);
-                } else {
+                if !self.push_link(nb, layer, q, max) {
+                    // full: keep the best spread of its links and the new node
                     let nb_row = v.graph_row(nb as usize);
                     let nb_query = v.prepare(&nb_row);
-                    let cands: Vec<Scored> = links
+                    let cands: Vec<Scored> = self
+                        .links(nb, layer)
                         .iter()
                         .chain([&q])
                         .map(|&o| Scored(v.dist(&nb_query, o), o))
                         .collect();
-                    links = self
+                    let kept: Vec<u32> = self
                         .heuristic(v, cands, max)
                         .into_iter()
                         .map(|s| s.1)
                         .collect();
+                    self.set_links(nb, layer, &kept);
                 }
-                self.set_links(nb, layer, &links);
             }
-            ep = found.first().map_or(ep, |s| s.1);
+            ep = next_ep;
         }
         self.give_visited(visited);
         if level > self.max_level {

@@ -52,7 +52,7 @@ pub const MAX_ESTIMATED_GROUPS: usize = 50_000;
 /// images cannot be read (the embeddings were moved away from them).
 fn estimated_groups(root: &Path) -> Option<std::collections::HashMap<String, String>> {
     // the comparison is of every pair: minutes at 10^5 images, hopeless at 10^6
-    let (listed, _) = cellspace_core::dataset::list_images(root).ok()?;
+    let (listed, problems) = cellspace_core::dataset::list_images(root).ok()?;
     if listed.len() > MAX_ESTIMATED_GROUPS {
         eprintln!(
             "no {} for {}: {} images are too many to compare pairwise for copies of one original (at most {MAX_ESTIMATED_GROUPS}); pass --groups FILE (`trainer groups` on a sample, or your own) for --distinct and --exclude-self to know originals",
@@ -63,11 +63,11 @@ fn estimated_groups(root: &Path) -> Option<std::collections::HashMap<String, Str
         return None;
     }
     let t = std::time::Instant::now();
-    let est = cellspace_core::duplicates::estimate_groups(
-        root,
+    let est = cellspace_core::duplicates::estimate_listed(
+        listed,
+        problems,
         cellspace_core::duplicates::DEFAULT_THRESHOLD,
-    )
-    .ok()?;
+    );
     if est.images.is_empty() {
         return None;
     }
@@ -327,6 +327,7 @@ pub fn stats(index: &CellIndex, dir: &Path) -> Stats {
             .entry(r.class.clone().unwrap_or_else(|| "(none)".into()))
             .or_insert(0) += 1;
     }
+    let resident = crate::bench::resident_bytes();
     Stats {
         count: index.live(),
         removed: index.removed(),
@@ -335,9 +336,8 @@ pub fn stats(index: &CellIndex, dir: &Path) -> Stats {
         params: index.params(),
         model: index.model().clone(),
         memory_bytes: index.memory_bytes(),
-        resident_bytes: crate::bench::resident_bytes(),
-        resident_bytes_per_cell: crate::bench::resident_bytes()
-            .map(|b| b as f64 / index.len().max(1) as f64),
+        resident_bytes: resident,
+        resident_bytes_per_cell: resident.map(|b| b as f64 / index.len().max(1) as f64),
         disk_bytes,
         classes,
     }

@@ -6,7 +6,7 @@
 pub use cellspace_core::embeddings::*;
 pub use cellspace_core::shard::Shard;
 
-use crate::{Embedder, Error, Result, npy};
+use crate::{Embedder, Error, Result};
 use cellspace_core::dataset::list_images;
 use cellspace_core::locate::Location;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -209,48 +209,21 @@ fn write_outputs(
     (complete, shard): (bool, Option<Shard>),
 ) -> Result<()> {
     done.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    let mut manifest = String::new();
-    for (row, _) in done.iter() {
-        manifest.push_str(&serde_json::to_string(row).expect("row serialises"));
-        manifest.push('\n');
-    }
+    let rows: Vec<ManifestRow> = done.iter().map(|(r, _)| r.clone()).collect();
     let data: Vec<f32> = done.iter().flat_map(|(_, v)| v.iter().copied()).collect();
-    let npy_bytes = npy::encode(&data, emb.dim());
-    let embeddings_sha256 = cellspace_core::sha256_hex(&npy_bytes);
-    let mut ftext = String::new();
-    for f in failures {
-        ftext.push_str(&serde_json::to_string(f).expect("failure serialises"));
-        ftext.push('\n');
-    }
-    // all three or none: a full disk leaves the previous, consistent set (and its rows reusable)
-    let (np, mp, fp) = (
-        out.join(EMBEDDINGS_FILE),
-        out.join(MANIFEST_FILE),
-        out.join(FAILURES_FILE),
-    );
-    // rows already saved as they are (the last save only marks the folder complete): no
-    // rewrite, so finishing needs no free space
-    let manifest_sha256 = cellspace_core::sha256_hex(manifest.as_bytes());
-    let unchanged = std::fs::read_to_string(out.join(STATE_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<EmbedState>(&t).ok())
-        .is_some_and(|st| {
-            st.manifest_sha256 == manifest_sha256 && st.embeddings_sha256 == embeddings_sha256
-        })
-        // and the files on disk are those (not corrupted since)
-        && cellspace_core::atomic::sha256_file(&mp).is_ok_and(|h| h == manifest_sha256)
-        && cellspace_core::atomic::sha256_file(&np).is_ok_and(|h| h == embeddings_sha256);
-    let files: Vec<(&Path, &[u8])> = if unchanged {
-        vec![(&fp, ftext.as_bytes())]
-    } else {
-        vec![
-            (&np, &npy_bytes),
-            (&mp, manifest.as_bytes()),
-            (&fp, ftext.as_bytes()),
-        ]
+    let state = EmbedState {
+        model: emb.card().name.clone(),
+        model_sha256: emb.card().onnx_sha256.clone(),
+        preprocess_sha256: emb.card().preprocess.fingerprint(),
+        dim: emb.dim(),
+        root: root.display().to_string(),
+        rows: 0,
+        manifest_sha256: String::new(),
+        embeddings_sha256: String::new(),
+        complete,
+        shard,
     };
-    cellspace_core::atomic::write_all_atomic(&files)
-    .map_err(|e| match e {
+    save_folder(out, &rows, &data, failures, &state).map_err(|e| match e {
         cellspace_core::Error::Io { path, err } if err.raw_os_error() == Some(28) => {
             Error::Output {
                 path,
@@ -261,19 +234,5 @@ fn write_outputs(
             }
         }
         e => e.into(),
-    })?;
-    let state = EmbedState {
-        model: emb.card().name.clone(),
-        model_sha256: emb.card().onnx_sha256.clone(),
-        preprocess_sha256: emb.card().preprocess.fingerprint(),
-        dim: emb.dim(),
-        root: root.display().to_string(),
-        rows: done.len(),
-        manifest_sha256,
-        embeddings_sha256,
-        complete,
-        shard,
-    };
-    cellspace_core::atomic::write_json(&out.join(STATE_FILE), &state)?;
-    Ok(())
+    })
 }
