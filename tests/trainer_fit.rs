@@ -148,25 +148,23 @@ fn metrics_losses(run: &std::path::Path) -> Vec<f64> {
 
 #[test]
 fn interrupted_run_resumes_exactly() {
+    resumes_exactly_on(&Device::flex());
+}
+
+/// A run stopped after two steps and resumed ends with the losses of an uninterrupted run.
+fn resumes_exactly_on(device: &Device) {
     let _turn = rng_lock();
     let data = synthetic_folder(40);
     let cfg = tiny_config(LossKind::Triplet);
     let out = util::tempdir();
     let (a, b) = (out.path().join("a"), out.path().join("b"));
-    let full = fit(
-        &cfg,
-        data.path(),
-        &a,
-        &Device::flex(),
-        &FitOptions::default(),
-    )
-    .unwrap();
+    let full = fit(&cfg, data.path(), &a, device, &FitOptions::default()).unwrap();
     assert_eq!(full.epochs_done, 2);
     let stopped = fit(
         &cfg,
         data.path(),
         &b,
-        &Device::flex(),
+        device,
         &FitOptions {
             stop_after_steps: Some(2),
             ..Default::default()
@@ -178,16 +176,10 @@ fn interrupted_run_resumes_exactly() {
         b.join("checkpoint/state.json").is_file(),
         "a usable checkpoint is left"
     );
-    let err = fit(
-        &cfg,
-        data.path(),
-        &b,
-        &Device::flex(),
-        &FitOptions::default(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = fit(&cfg, data.path(), &b, device, &FitOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("--resume"),
         "an existing run is never overwritten: {err}"
@@ -196,7 +188,7 @@ fn interrupted_run_resumes_exactly() {
         &cfg,
         data.path(),
         &b,
-        &Device::flex(),
+        device,
         &FitOptions {
             resume: true,
             ..Default::default()
@@ -314,4 +306,115 @@ fn groups_estimate_finds_copies_on_real_images() {
     println!("groups of real copies: pairwise precision {precision:.3}, recall {recall:.3}");
     assert_eq!(recall, 1.0, "every copy found");
     assert!(precision > 0.9, "few distinct cells merged: {precision}");
+}
+
+/// The LibTorch backend (feature `libtorch`, vendored burn-tch with libtorch's own convolution,
+/// batch-norm and relu backward kernels and channels-last convolutions) trains exactly as the
+/// flex backend: same loss and same gradient for every parameter of the default encoder.
+#[cfg(feature = "libtorch")]
+#[test]
+#[allow(deprecated)] // burn-tch is deprecated upstream; we vendor and patch it
+fn libtorch_gradients_match_flex() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Gradients;
+    use rand::{Rng, SeedableRng};
+    struct GradsOf<'a>(&'a Gradients, Vec<Vec<f32>>);
+    impl ModuleVisitor for GradsOf<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = param.val().grad(self.0) {
+                self.1.push(g.into_data().to_vec::<f32>().unwrap());
+            }
+        }
+    }
+    let _turn = rng_lock();
+    let flex = Device::flex().autodiff();
+    let torch = Device::libtorch().autodiff();
+    // the default encoder's layers (stride-2 stem, strided blocks, 1x1 shortcuts) at a small size
+    let model = EncoderConfig::small().init(&flex);
+    let dir = util::tempdir();
+    let weights = dir.path().join("w.bpk");
+    model.clone().save_file(&weights).unwrap();
+    let copy = EncoderConfig::small()
+        .init(&torch)
+        .try_load_file(&weights)
+        .unwrap();
+    let (n, s) = (6, 32);
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let x: Vec<f32> = (0..n * 3 * s * s)
+        .map(|_| r.random_range(-1.0..1.0))
+        .collect();
+    let run = |m: &trainer::model::Encoder, device: &Device| {
+        let x = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), device);
+        let z = m.output(EmbeddingOutput::Head, x);
+        let loss = trainer::loss::nt_xent(z.clone().narrow(0, 0, 3), z.narrow(0, 3, 3), 0.2, 0.0);
+        let grads = loss.backward();
+        let mut v = GradsOf(&grads, Vec::new());
+        m.visit(&mut v);
+        (loss.into_scalar::<f32>(), v.1)
+    };
+    let (la, ga) = run(&model, &flex);
+    let (lb, gb) = run(&copy, &torch);
+    assert!((la - lb).abs() < 1e-4, "loss flex {la} libtorch {lb}");
+    assert_eq!(ga.len(), gb.len(), "every parameter has a gradient on both");
+    assert!(ga.len() > 20, "{} parameters with gradients", ga.len());
+    for (i, (a, b)) in ga.iter().zip(&gb).enumerate() {
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff / scale < 1e-3,
+            "parameter {i}: max |flex - libtorch| {diff} of {scale}"
+        );
+    }
+}
+
+/// Asymmetric padding, which libtorch's convolution backward does not take, goes through the
+/// patch's autograd path; its gradients match flex too.
+#[cfg(feature = "libtorch")]
+#[test]
+#[allow(deprecated)]
+fn libtorch_asymmetric_padding_gradients_match_flex() {
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut draw = |k: usize| {
+        (0..k)
+            .map(|_| r.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
+    let (x, w) = (draw(2 * 3 * 7 * 7), draw(4 * 3 * 3 * 3));
+    let run = |device: Device| {
+        let x = Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 7, 7]), &device)
+            .require_grad();
+        let w = Tensor::<4>::from_data(TensorData::new(w.clone(), [4, 3, 3, 3]), &device)
+            .require_grad();
+        let options = ConvOptions {
+            stride: [2, 1],
+            padding: [(0, 1), (2, 1)],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let y = conv2d(x.clone(), w.clone(), None, options);
+        let loss = (y.clone() * y).sum();
+        let g = loss.backward();
+        let v = |t: Tensor<4>| t.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
+        (v(x), v(w))
+    };
+    let (a, b) = (
+        run(Device::flex().autodiff()),
+        run(Device::libtorch().autodiff()),
+    );
+    for (p, q) in [(&a.0, &b.0), (&a.1, &b.1)] {
+        let diff = p.iter().zip(q).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff < 1e-3, "max |flex - libtorch| {diff}");
+    }
+}
+
+/// Exact resumption holds on the LibTorch backend too.
+#[cfg(feature = "libtorch")]
+#[test]
+fn libtorch_run_resumes_exactly() {
+    #[allow(deprecated)]
+    let device = Device::libtorch();
+    resumes_exactly_on(&device);
 }

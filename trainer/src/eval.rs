@@ -163,7 +163,7 @@ pub fn validate(
     pre: &Preprocess,
     seed: u64,
 ) -> Result<ValidationResult> {
-    let device = Device::flex();
+    let device = model.device(); // the training device: a model cannot run on another backend
     let prep =
         |idx: &[usize]| -> Vec<Vec<f32>> { idx.iter().map(|&i| data.prepared(i, pre)).collect() };
     let (q_in, g_in) = (prep(&split.val), prep(&split.gallery));

@@ -170,6 +170,14 @@ pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
 }
 
 impl Encoder {
+    /// The device its parameters live on (flex for a model without any).
+    pub fn device(&self) -> Device {
+        self.devices()
+            .into_iter()
+            .next()
+            .unwrap_or_else(Device::flex)
+    }
+
     /// Pooled backbone features. `x`: [B, 3, H, W] -> [B, C]
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
