@@ -6,7 +6,8 @@
 #
 #   scripts/bench.sh [DATA_DIR] [--synthetic N] [--torch]
 #     --synthetic N: the index on N synthetic vectors (1000000: about half an hour per side)
-#     --torch: also the PyTorch twin of the training step (installs torch from PyPI: large)
+#     --torch: also the LibTorch trainer and the PyTorch twin of the training step, side by side
+#              (fetches libtorch and torch from PyPI: large)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 data="$root/../shared/data/blood-cells/TRAIN" synthetic=100000 torch=0
@@ -21,14 +22,26 @@ done
 cargo build --release --workspace >/dev/null
 model="$root/models/cellspace.json"
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-echo "## training (default configuration, CPU)"
+echo "## training (default configuration, CPU, flex backend)"
 trainer bench --data "$data" --steps 10
 if [ "$torch" = 1 ]; then
-  # the PyTorch twin of the same network and step (large: torch from PyPI, bench-only venv)
+  # the LibTorch trainer (libtorch 2.9.0 from PyPI, patched burn-tch) and the PyTorch twin of the
+  # same network and step (torch from PyPI into a bench-only venv: large), three alternating rounds
   tv="$root/runs/bench-venv-torch"
   "$tv/bin/python" -c "import torch" 2>/dev/null || { python3 -m venv "$tv" && "$tv/bin/pip" install -q torch; }
-  echo "## training, the PyTorch twin (compute only, same threads)"
-  "$tv/bin/python" "$root/scripts/bench_torch_twin.py" --steps 10 --threads "$(nproc)"
+  LIBTORCH=$("$root/scripts/setup-libtorch.sh") cargo build --release -p trainer --features libtorch >/dev/null
+  cp "$CARGO_TARGET_DIR/release/trainer" "$CARGO_TARGET_DIR/release/trainer-libtorch"
+  cargo build --release -p trainer >/dev/null # the default binary back
+  out="$root/runs/bench-train"
+  rm -rf "$out" && mkdir -p "$out"
+  for r in 1 2 3; do
+    trainer bench --data "$data" --steps 10 --device flex --report "$out/flex-$r.json" 2>/dev/null
+    trainer-libtorch bench --data "$data" --steps 10 --device libtorch --report "$out/libtorch-$r.json" 2>/dev/null
+    "$tv/bin/python" "$root/scripts/bench_torch_twin.py" --steps 10 --threads "$(nproc)" > "$out/twin-$r.json"
+    "$tv/bin/python" "$root/scripts/bench_torch_twin.py" --steps 10 --threads "$(nproc)" --channels-last > "$out/twin-cl-$r.json"
+  done
+  echo "## training beside the PyTorch twin (same network and step, $(nproc) threads)"
+  python3 "$root/scripts/bench_train_compare.py" "$out"
 fi
 echo "## embedding (runtime, $(basename "$model"))"
 runtime bench "$data" --model "$model" --device cpu --limit 2000

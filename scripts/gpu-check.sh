@@ -2,9 +2,12 @@
 # The GPU paths in one command, on a machine with an NVIDIA GPU and its driver:
 #   1. installs what they need from the registries: onnxruntime-gpu 1.31.1 with its CUDA and
 #      cuDNN libraries (PyPI), the TensorRT libraries of the major version its TensorRT
-#      provider was built against (PyPI), and Debian's libvulkan1 (burn's Vulkan backend);
-#   2. builds with the GPU features (trainer/gpu, runtime/cuda, runtime/tensorrt);
-#   3. runs: `trainer bench --device cuda` (a few steps), a short `trainer fit` with export,
+#      provider was built against (PyPI), torch 2.9.0 with CUDA (PyPI: the libtorch of the
+#      trainer's LibTorch backend), and Debian's libvulkan1 (burn's Vulkan backend);
+#   2. builds with the GPU features (trainer/libtorch against that CUDA libtorch, trainer/gpu,
+#      runtime/cuda, runtime/tensorrt);
+#   3. runs: `trainer bench` on LibTorch CUDA and on burn Vulkan (a few steps each), a short
+#      `trainer fit --device cuda` with export,
 #      `runtime bench` on CPU, CUDA, TensorRT fp32 and TensorRT fp16, and the parity of GPU
 #      embeddings against CPU embeddings of the same images (max |difference|);
 #   4. prints one table (images/s per path, parity, what failed and why) and exits non-zero on
@@ -60,6 +63,13 @@ if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1; then
     echo "gpu-check: libvulkan1 missing and not root: burn's Vulkan backend will not load" >&2
   fi
 fi
+# the trainer's libtorch: torch 2.9.0 (the version tch 0.22 is built for) with its CUDA wheels,
+# in a venv of its own (its CUDA 12 libraries stay apart from onnxruntime-gpu's CUDA 13)
+tvenv="$out/venv-torch"
+echo "== installing torch 2.9.0 with CUDA (PyPI) for the LibTorch trainer"
+if [ ! -x "$tvenv/bin/python" ]; then python3 -m venv "$tvenv"; fi
+torch_ok=1
+"$tvenv/bin/pip" install -q "torch==2.9.0" || { torch_ok=0; echo "gpu-check: torch 2.9.0 could not be installed; the LibTorch rows will fail" >&2; }
 # every library folder the wheels brought
 libdirs=$(find "$site/nvidia" "$site/tensorrt_libs" "$capi" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
 export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:-}"
@@ -69,22 +79,32 @@ export ORT_DYLIB_PATH="$capi/$(cd "$capi" && ls libonnxruntime.so.* | head -1)"
 echo "== building with the GPU features"
 export CARGO_TARGET_DIR="${CELLSPACE_TARGET_DIR:-${CARGO_TARGET_DIR:-$HOME/.cache/cellspace/target}}"
 cd "$root"
-cargo build --release --workspace --bins --features trainer/gpu,runtime/cuda,runtime/tensorrt \
-  || { echo "gpu-check: the build with GPU features failed" >&2; exit 1; }
+features=trainer/gpu,runtime/cuda,runtime/tensorrt
+# torch-sys finds the CUDA libtorch through the venv's python (LIBTORCH_USE_PYTORCH)
+[ "$torch_ok" = 1 ] && features="$features,trainer/libtorch"
+VIRTUAL_ENV="$tvenv" PATH="$tvenv/bin:$PATH" LIBTORCH_USE_PYTORCH=1 \
+  cargo build --release --workspace --bins --features "$features" \
+  || { echo "gpu-check: the build with GPU features ($features) failed" >&2; exit 1; }
 bin="$CARGO_TARGET_DIR/release"
 
 # 3. the checks
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$3" 2>/dev/null; }
 vulkan_note="burn's Vulkan backend found no GPU: a compute-only container has no Vulkan ICD (start it with NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics, or train on the CPU: README, GPU)"
-echo "== trainer bench --device cuda (burn Vulkan)"
-if timeout 300 "$bin/trainer" bench --data "$data" --device cuda --steps 5 --limit 1024 --report "$out/trainer-bench.json" 2> "$out/trainer-bench.log"; then
-  row "training, burn Vulkan (batch 128)" "$(json x 'round(d["train_images_per_s"],1)' "$out/trainer-bench.json")" "-" "ok"
+echo "== trainer bench --device libtorch-cuda (LibTorch on CUDA)"
+if timeout 200 "$bin/trainer" bench --data "$data" --device libtorch-cuda --steps 5 --limit 1024 --report "$out/trainer-bench-libtorch.json" 2> "$out/trainer-bench-libtorch.log"; then
+  row "training, LibTorch CUDA (batch 128)" "$(json x 'round(d["train_compute_images_per_s"],1)' "$out/trainer-bench-libtorch.json")" "-" "ok (compute only; $(json x 'round(d["train_images_per_s"])' "$out/trainer-bench-libtorch.json") with augmentation)"
+else
+  fail "training, LibTorch CUDA" "$(tail -1 "$out/trainer-bench-libtorch.log")"
+fi
+echo "== trainer bench --device vulkan (burn Vulkan)"
+if timeout 200 "$bin/trainer" bench --data "$data" --device vulkan --steps 5 --limit 1024 --report "$out/trainer-bench.json" 2> "$out/trainer-bench.log"; then
+  row "training, burn Vulkan (batch 128)" "$(json x 'round(d["train_compute_images_per_s"],1)' "$out/trainer-bench.json")" "-" "ok (compute only)"
 else
   if grep -qiE "vulkan|adapter|no suitable|ICD" "$out/trainer-bench.log"; then fail "training, burn Vulkan" "$vulkan_note"
   else fail "training, burn Vulkan" "$(tail -1 "$out/trainer-bench.log")"; fi
 fi
 echo "== short fit with export on the GPU"
-if timeout 300 "$bin/trainer" fit --data "$data" --device cuda --epochs 1 --limit 1024 -o "$out/fit" --export "$out/model" > "$out/fit.json" 2> "$out/fit.log"; then
+if timeout 200 "$bin/trainer" fit --data "$data" --device cuda --epochs 1 --limit 1024 -o "$out/fit" --export "$out/model" > "$out/fit.json" 2> "$out/fit.log"; then
   row "fit 1 epoch (1,024 images) + export" "-" "-" "ok: $out/model.onnx"
 else
   fail "fit + export" "$(tail -1 "$out/fit.log")"

@@ -22,7 +22,11 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/libtorch.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "fetching libtorch $version (PyPI wheels, ~0.9 GB) into $dest" >&2
 py=$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
-python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+pip=(python3 -m pip)
+if ! python3 -m pip --version >/dev/null 2>&1; then # a distribution python without pip
+  python3 -m venv "$work/venv" && pip=("$work/venv/bin/python" -m pip)
+fi
+"${pip[@]}" download -q --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --python-version "$py" -d "$work" \
   "torch==$version" nvidia-cuda-runtime-cu12==12.8.90 nvidia-cuda-cupti-cu12==12.8.90 >&2

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The tests: installs onnxruntime (PyPI wheel), checks formatting and lints (GPU features
-# included, so they compile), builds in release and runs the whole test suite. Idempotent.
+# included, so they compile), builds in release and runs the whole test suite, then the
+# LibTorch trainer's tests (libtorch 2.9.0 from PyPI, ~0.9 GB once). Idempotent.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$root"
@@ -34,6 +35,15 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --release --workspace --no-fail-fast -- --show-output 2>&1 | tee "$log" || status=$?
+echo "== the LibTorch trainer (libtorch 2.9.0 assembled from PyPI wheels; vendor/burn-tch patch)"
+if LIBTORCH=$(scripts/setup-libtorch.sh); then
+  export LIBTORCH
+  cargo clippy --release -p trainer -p cellspace --all-targets --features cellspace/libtorch -- -D warnings || status=1
+  cargo test --release -p cellspace --features libtorch --test trainer_fit -- libtorch --show-output 2>&1 | tee -a "$log" || status=$?
+  unset LIBTORCH
+else
+  echo "SKIPPED the LibTorch trainer tests: libtorch could not be fetched from PyPI (scripts/setup-libtorch.sh)" | tee -a "$log"
+fi
 # one closing line for the whole suite (cargo prints one per test binary)
 sum() { grep -E '^test result:' "$log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s+=$1} END {print s+0}'; }
 passed=$(sum passed)

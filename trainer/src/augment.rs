@@ -104,7 +104,7 @@ fn sample(src: &RgbImage, x: f32, y: f32, fill: [u8; 3]) -> [u8; 3] {
     for c in 0..3 {
         let top = p00[c] * (1.0 - ax) + p10[c] * ax;
         let bot = p01[c] * (1.0 - ax) + p11[c] * ax;
-        o[c] = (top * (1.0 - ay) + bot * ay).round().clamp(0.0, 255.0) as u8;
+        o[c] = to_u8(top * (1.0 - ay) + bot * ay);
     }
     o
 }
@@ -157,9 +157,15 @@ pub fn colour(mut img: RgbImage, cfg: &AugmentConfig, rng: &mut impl Rng) -> Rgb
         let g = gray(v);
         v = v.map(|x| (x - g) * s + g);
         let r = [0, 1, 2].map(|i| rot[i][0] * v[0] + rot[i][1] * v[1] + rot[i][2] * v[2]);
-        p.0 = r.map(|x| x.round().clamp(0.0, 255.0) as u8);
+        p.0 = r.map(to_u8);
     }
     img
+}
+
+/// Rounded to the nearest byte, halves up, clamped to 0..=255: `f32::round` is a libm call
+/// here (no SSE4.1 in the baseline target) and was 3% of a LibTorch training profile.
+fn to_u8(x: f32) -> u8 {
+    (x.clamp(0.0, 255.0) + 0.5) as u8
 }
 
 fn gray(p: [f32; 3]) -> f32 {
@@ -182,7 +188,7 @@ pub fn blur3(img: &RgbImage) -> RgbImage {
                 }
             }
         }
-        Rgb(acc.map(|a| (a / 16.0).round() as u8))
+        Rgb(acc.map(|a| to_u8(a / 16.0)))
     })
 }
 

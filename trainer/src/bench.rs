@@ -13,12 +13,18 @@ use std::time::Instant;
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    /// The burn backend that ran (`flex`, `libtorch`, ...) and what the binary was built with.
+    pub backend: String,
+    pub built_with: String,
     pub loss: LossKind,
     pub image_size: u32,
     pub batch_size: usize,
     pub train_steps: usize,
-    /// Images (each seen as two views) per second through forward, backward and update.
+    /// Images (each seen as two views) per second through forward, backward and update, with
+    /// augmentation running beside the steps as in `fit`.
     pub train_images_per_s: f64,
+    /// The same steps on batches prepared beforehand: compute only, as the PyTorch twin.
+    pub train_compute_images_per_s: f64,
     /// Images per second through burn's inference forward (batch 256).
     pub burn_inference_images_per_s: f64,
     pub threads: usize,
@@ -54,12 +60,13 @@ pub fn bench(
     } else {
         EmbeddingOutput::Backbone
     };
-    let mut batches = spawn_batches(data.clone(), plan).into_iter();
+    let mut batches = spawn_batches(data.clone(), plan.clone()).into_iter();
     // one warm-up step
     let b = batches
         .next()
         .ok_or_else(|| crate::Error::Data("not enough images for one batch".into()))?;
     model = train_step(model, &mut optim, &b, cfg, out, cfg.lr, &ad).0;
+    // end to end: augmentation on its thread while the steps run, as in `fit`
     let t = Instant::now();
     let mut images = 0;
     for b in batches.take(steps) {
@@ -67,6 +74,17 @@ pub fn bench(
         model = train_step(model, &mut optim, &b, cfg, out, cfg.lr, &ad).0;
     }
     let train_ips = images as f64 / t.elapsed().as_secs_f64();
+    // compute only (what the PyTorch twin measures): the same batches, prepared beforehand
+    let prepared: Vec<_> = spawn_batches(data.clone(), plan)
+        .into_iter()
+        .skip(1)
+        .take(steps)
+        .collect();
+    let t = Instant::now();
+    for b in &prepared {
+        model = train_step(model, &mut optim, b, cfg, out, cfg.lr, &ad).0;
+    }
+    let compute_ips = images as f64 / t.elapsed().as_secs_f64();
     let valid = model.valid();
     let pre = cfg.preprocess();
     let inputs: Vec<Vec<f32>> = (0..256.min(data.len()))
@@ -83,12 +101,25 @@ pub fn bench(
     let _ = crate::eval::embed_inputs(&valid, EmbeddingOutput::Backbone, &inputs, pre.size, device);
     let infer_ips = inputs.len() as f64 / t.elapsed().as_secs_f64();
     Ok(BenchReport {
+        backend: backend_name(device),
+        built_with: crate::device::backends(),
         loss: cfg.loss,
         image_size: cfg.image_size,
         batch_size: cfg.batch_size,
         train_steps: steps,
         train_images_per_s: train_ips,
+        train_compute_images_per_s: compute_ips,
         burn_inference_images_per_s: infer_ips,
         threads: rayon::current_num_threads(),
     })
+}
+
+/// A short name of the backend behind a device, from its debug form (`Flex`, `LibTorch(Cpu)`).
+fn backend_name(device: &Device) -> String {
+    let d = format!("{device:?}").to_lowercase();
+    ["libtorch", "flex", "vulkan", "cuda"]
+        .into_iter()
+        .find(|b| d.contains(b))
+        .unwrap_or(&d)
+        .to_string()
 }

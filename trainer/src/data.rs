@@ -245,6 +245,7 @@ pub fn epoch_order(train: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
 }
 
 /// What the batch producer of one epoch needs.
+#[derive(Clone)]
 pub struct EpochPlan {
     pub order: Vec<usize>,
     pub batch_size: usize,

@@ -1,9 +1,10 @@
 //! Choosing where burn computes. `cpu` is burn's `flex` backend (pure Rust, always built);
 //! `libtorch` is burn's LibTorch backend (feature `libtorch`): PyTorch's own CPU kernels under
-//! burn's autodiff, 3-4x faster to train here but a 0.5 GB library fetched from PyPI
-//! (`scripts/setup-libtorch.sh`). `cuda`/`gpu` is LibTorch on CUDA when the trainer is built
-//! with `libtorch` against a CUDA libtorch, otherwise burn's Vulkan backend (feature `gpu`);
-//! burn 0.22's own CUDA backend downloads LLVM at build time and cannot build offline.
+//! burn's autodiff, ~4x faster to train here but a 0.5 GB library fetched from PyPI
+//! (`scripts/setup-libtorch.sh`). `cuda`/`gpu` is LibTorch on CUDA (`libtorch-cuda`) when the
+//! trainer is built with `libtorch` against a CUDA libtorch, otherwise burn's Vulkan backend
+//! (`vulkan`, feature `gpu`); burn 0.22's own CUDA backend downloads LLVM at build time and
+//! cannot build offline.
 //! Checkpoints and exports are the same on every device: a run trained on one resumes on
 //! another, and export always runs on `flex`.
 
@@ -11,7 +12,15 @@ use burn::tensor::Device;
 
 /// Device names accepted by `--device`: `cpu` is the fastest CPU backend built in (LibTorch
 /// when built with it, else flex); `flex` and `libtorch` name one.
-pub const DEVICES: [&str; 6] = ["cpu", "flex", "libtorch", "cuda", "gpu", "vulkan"];
+pub const DEVICES: [&str; 7] = [
+    "cpu",
+    "flex",
+    "libtorch",
+    "cuda",
+    "gpu",
+    "libtorch-cuda",
+    "vulkan",
+];
 
 /// The plain (non-autodiff) device for a `--device` name.
 pub fn select(name: &str) -> crate::Result<Device> {
@@ -19,8 +28,11 @@ pub fn select(name: &str) -> crate::Result<Device> {
         "cpu" if cfg!(feature = "libtorch") => libtorch(),
         "cpu" | "flex" => Ok(Device::flex()),
         "libtorch" => libtorch(),
+        "libtorch-cuda" => cuda(),
         "vulkan" => vulkan(),
-        "cuda" | "gpu" => cuda().or_else(|_| vulkan()),
+        "cuda" | "gpu" => cuda().or_else(|a| {
+            vulkan().map_err(|b| crate::Error::Device(format!("no GPU backend: {a}; {b}")))
+        }),
         other => Err(crate::Error::Device(format!(
             "unknown device {other:?}; expected one of {DEVICES:?}"
         ))),

@@ -155,13 +155,35 @@ pub fn embed_with(
     out
 }
 
-/// Per-epoch validation: held-out images query the training gallery.
+/// The colour histograms of a split's held-out and gallery images, which do not change from
+/// epoch to epoch: filled by the first validation of a run and reused by the next ones (the
+/// soft histogram takes ~5e9 mostly underflowing exponentials on the full data, a minute on
+/// two cores, where the learned embeddings take seconds).
+#[derive(Default)]
+pub struct ColourCache {
+    histograms: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Held-out images query the training gallery (a model's final validation).
 pub fn validate(
     model: &Encoder,
     data: &CellImages,
     split: &Split,
     pre: &Preprocess,
     seed: u64,
+) -> Result<ValidationResult> {
+    validate_with(model, data, split, pre, seed, &mut ColourCache::default())
+}
+
+/// Per-epoch validation: [`validate`] with the colour histograms kept in `cache` between
+/// epochs of one run (one split).
+pub fn validate_with(
+    model: &Encoder,
+    data: &CellImages,
+    split: &Split,
+    pre: &Preprocess,
+    seed: u64,
+    cache: &mut ColourCache,
 ) -> Result<ValidationResult> {
     let device = model.device(); // the training device: a model cannot run on another backend
     let prep =
@@ -181,9 +203,19 @@ pub fn validate(
             embed_inputs(model, which, &g_in, pre.size, &device),
         )
     };
-    let colour = ColourHistogram::new(pre, &device);
-    let hq = embed_with(&q_in, pre.size, &device, |x| colour.forward(x));
-    let hg = embed_with(&g_in, pre.size, &device, |x| colour.forward(x));
+    let (hq, hg) = cache
+        .histograms
+        .get_or_insert_with(|| {
+            // on flex whatever the training device: the histogram has no parameters, and
+            // libtorch's MKL exp takes its slow rare-case path on the underflowing votes
+            let flex = Device::flex();
+            let colour = ColourHistogram::new(pre, &flex);
+            (
+                embed_with(&q_in, pre.size, &flex, |x| colour.forward(x)),
+                embed_with(&g_in, pre.size, &flex, |x| colour.forward(x)),
+            )
+        })
+        .clone();
     let (bq, bg) = emb(EmbeddingOutput::Backbone);
     let backbone = report(&bq, &bg);
     let head_emb = model.head.as_ref().map(|_| emb(EmbeddingOutput::Head));

@@ -116,7 +116,9 @@ struct FitArgs {
     /// Use only N images spread over the folder (a quick try).
     #[arg(long)]
     limit: Option<usize>,
-    /// cpu, or cuda/gpu (burn's Vulkan backend; needs the `gpu` feature).
+    /// cpu (the fastest CPU backend built in: LibTorch with the `libtorch` feature, else flex),
+    /// flex, libtorch, cuda/gpu (LibTorch on CUDA, else burn's Vulkan backend), libtorch-cuda,
+    /// vulkan.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Run directory (checkpoints, metrics, pictures).

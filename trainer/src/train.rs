@@ -16,7 +16,7 @@ pub use crate::checkpoint::{
 };
 use crate::checkpoint::{append_line, load_state, record_err, save_best, save_checkpoint};
 use crate::data::{Batch, CellImages, EpochPlan, epoch_order, progress, spawn_batches};
-use crate::eval::{Split, ValidationResult, validate};
+use crate::eval::{ColourCache, Split, ValidationResult, validate_with};
 use crate::loss::{LossKind, nt_xent, triplet_batch_hard};
 use crate::model::{EmbeddingOutput, Encoder, EncoderConfig};
 use crate::{Error, Result};
@@ -359,6 +359,7 @@ fn fit_with(
     let log_progress = !std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut images_trained = 0usize;
     let mut interrupted = false;
+    let mut colour_cache = ColourCache::default(); // one split for the whole run
     while state.epoch < cfg.epochs && !state.finished {
         let epoch = state.epoch;
         let plan = EpochPlan {
@@ -426,7 +427,14 @@ fn fit_with(
         let val = if split.val.is_empty() {
             None
         } else {
-            Some(validate(&valid, &data, &split, &pre, cfg.seed)?)
+            Some(validate_with(
+                &valid,
+                &data,
+                &split,
+                &pre,
+                cfg.seed,
+                &mut colour_cache,
+            )?)
         };
         let served = val
             .as_ref()

@@ -99,7 +99,10 @@ impl SystemInfo {
             let includes = env_var_rerun("LIBTORCH_INCLUDE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| match libtorch.ends_with("lib") {
-                    true => libtorch.parent().map(Path::to_path_buf).unwrap_or(libtorch.clone()),
+                    true => libtorch
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or(libtorch.clone()),
                     false => libtorch.clone(),
                 });
             let lib = env_var_rerun("LIBTORCH_LIB")

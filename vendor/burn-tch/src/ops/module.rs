@@ -1,14 +1,12 @@
-use super::native_backward::{
-    ConvGrad, batch_norm_backward, channels_last, convolution_backward,
-};
+use super::native_backward::{ConvGrad, batch_norm_backward, channels_last, convolution_backward};
 use crate::{IntoKind, LibTorch, TchTensor};
 use burn_backend::{
     IntDType, TensorMetadata,
     ops::{
-        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
-        DeformConvOptions, InterpolateMode, InterpolateOptions, MaxPool1dWithIndices,
-        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, attention::attention_fallback,
-        conv::pad_asymmetric_conv_input,
+        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
+        ConvTransposeOptions, DeformConv2dBackward, DeformConvOptions, InterpolateMode,
+        InterpolateOptions, MaxPool1dWithIndices, MaxPool2dBackward, MaxPool2dWithIndices,
+        ModuleOps, attention::attention_fallback, conv::pad_asymmetric_conv_input,
     },
     tensor::{FloatTensor, IntTensor},
 };
@@ -726,8 +724,14 @@ fn conv2d_grad(
             which,
         ));
     }
-    let x_in = x.tensor.detach().set_requires_grad(which == ConvGrad::Input);
-    let w_in = weight.tensor.detach().set_requires_grad(which == ConvGrad::Weight);
+    let x_in = x
+        .tensor
+        .detach()
+        .set_requires_grad(which == ConvGrad::Input);
+    let w_in = weight
+        .tensor
+        .detach()
+        .set_requires_grad(which == ConvGrad::Weight);
     let [(t, b), (l, r)] = options.padding;
     let padded = x_in.constant_pad_nd([l as i64, r as i64, t as i64, b as i64]);
     let y = tch::Tensor::conv2d(
@@ -739,7 +743,11 @@ fn conv2d_grad(
         options.dilation.map(|i| i as i64),
         options.groups as i64,
     );
-    let target = if which == ConvGrad::Input { &x_in } else { &w_in };
+    let target = if which == ConvGrad::Input {
+        &x_in
+    } else {
+        &w_in
+    };
     // the vector-Jacobian product: d sum(y * output_grad) / d target
     let objective = (y * &output_grad.tensor).sum(tch::Kind::Float);
     let grads = tch::Tensor::run_backward(&[objective], &[target], false, false);

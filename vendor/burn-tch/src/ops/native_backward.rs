@@ -38,7 +38,9 @@ unsafe extern "C" {
 fn check(err: *mut c_char, what: &str) {
     if !err.is_null() {
         // SAFETY: a NUL-terminated copy made by the shim, freed once here.
-        let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        let message = unsafe { CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned();
         unsafe { burn_tch_free_error(err) };
         panic!("libtorch {what} failed: {message}");
     }
