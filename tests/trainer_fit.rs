@@ -418,3 +418,68 @@ fn libtorch_run_resumes_exactly() {
     let device = Device::libtorch();
     resumes_exactly_on(&device);
 }
+
+/// A model trained on LibTorch (channels-last activations, libtorch's batch-norm statistics)
+/// and saved computes the same embeddings when loaded on flex, where export and `cv` read it.
+#[cfg(feature = "libtorch")]
+#[test]
+#[allow(deprecated)]
+fn libtorch_trained_model_embeds_the_same_on_flex() {
+    use burn::module::Module;
+    use rand::{Rng, SeedableRng};
+    let _turn = rng_lock();
+    let torch: Device = Device::libtorch();
+    let ad = torch.clone().autodiff();
+    let cfg = tiny_config(LossKind::Ntxent).with_batch_size(6);
+    let s = cfg.image_size as usize;
+    let mut model = EncoderConfig::small().init(&ad);
+    let mut optim = burn::optim::AdamWConfig::new().init();
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut draw = |k: usize| {
+        (0..k)
+            .map(|_| r.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..3 {
+        let batch = Batch {
+            view1: draw(6 * 3 * s * s),
+            view2: draw(6 * 3 * s * s),
+            n: 6,
+            index: 0,
+        };
+        model = train_step(
+            model,
+            &mut optim,
+            &batch,
+            &cfg,
+            EmbeddingOutput::Head,
+            1e-2,
+            &ad,
+        )
+        .0;
+    }
+    let dir = util::tempdir();
+    let weights = dir.path().join("m.bpk");
+    model.valid().save_file(&weights).unwrap();
+    let x = draw(4 * 3 * s * s);
+    let embed = |device: &Device| -> Vec<f32> {
+        let m = EncoderConfig::small()
+            .init(device)
+            .try_load_file(&weights)
+            .unwrap();
+        let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [4, 3, s, s]), device);
+        m.output(EmbeddingOutput::Backbone, t)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let (a, b) = (embed(&torch), embed(&Device::flex()));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff < 1e-4,
+        "max |libtorch - flex| {diff} over the embeddings"
+    );
+}
