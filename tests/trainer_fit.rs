@@ -354,6 +354,27 @@ fn libtorch_gradients_match_flex() {
     };
     let (la, ga) = run(&model, &flex);
     let (lb, gb) = run(&copy, &torch);
+    // the training forward also updated batch norm's running statistics (what validation and
+    // the served model use): the same on both (a second forward commits the first's update)
+    let _ = (run(&model, &flex), run(&copy, &torch));
+    struct Values(Vec<Vec<f32>>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0
+                .push(param.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let (mut va, mut vb) = (Values(Vec::new()), Values(Vec::new()));
+    model.visit(&mut va);
+    copy.visit(&mut vb);
+    assert_eq!(va.0.len(), vb.0.len());
+    for (i, (a, b)) in va.0.iter().zip(&vb.0).enumerate() {
+        let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff < 1e-4,
+            "parameter or statistic {i}: max |flex - libtorch| {diff}"
+        );
+    }
     assert!((la - lb).abs() < 1e-4, "loss flex {la} libtorch {lb}");
     assert_eq!(ga.len(), gb.len(), "every parameter has a gradient on both");
     assert!(ga.len() > 20, "{} parameters with gradients", ga.len());
@@ -481,5 +502,62 @@ fn libtorch_trained_model_embeds_the_same_on_flex() {
     assert!(
         diff < 1e-4,
         "max |libtorch - flex| {diff} over the embeddings"
+    );
+}
+
+/// One seed, one initial model on every backend: a run on LibTorch starts from the weights a
+/// run on flex starts from (each backend has its own random generator).
+#[cfg(feature = "libtorch")]
+#[test]
+#[allow(deprecated)]
+fn libtorch_and_flex_runs_start_from_the_same_weights() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0
+                .extend(param.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    struct GradsOf<'a>(&'a burn::tensor::Gradients, usize);
+    impl ModuleVisitor for GradsOf<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.1 += param.val().grad(self.0).is_some() as usize;
+        }
+    }
+    let _turn = rng_lock();
+    let cfg = tiny_config(LossKind::Ntxent);
+    let values = |device: Device| {
+        let ad = device.autodiff();
+        let m = trainer::train::fresh_encoder(&cfg, &ad);
+        // a training step reads the weights first in the forward pass (flex draws them then)
+        let s = cfg.image_size as usize;
+        let x =
+            Tensor::<4>::from_data(TensorData::new(vec![0.5; 2 * 3 * s * s], [2, 3, s, s]), &ad);
+        let loss = m.output(EmbeddingOutput::Head, x).sum();
+        // ...and every parameter is trained (moving them kept their gradients)
+        let grads = loss.backward();
+        let mut g = GradsOf(&grads, 0);
+        m.visit(&mut g);
+        let mut v = Values(Vec::new());
+        m.visit(&mut v);
+        (v.0, g.1)
+    };
+    let ((a, ga), (b, gb)) = (values(Device::flex()), values(Device::libtorch()));
+    assert!(
+        ga > 20 && ga == gb,
+        "parameters with gradients: flex {ga}, libtorch {gb}"
+    );
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a.iter().any(|x| *x != 0.0 && *x != 1.0),
+        "weights were drawn"
+    );
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(
+        differing,
+        0,
+        "{differing} of {} initial weights differ",
+        a.len()
     );
 }

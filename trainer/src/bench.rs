@@ -53,7 +53,7 @@ pub fn bench(
         epoch: 0,
     };
     let ad = device.clone().autodiff();
-    let mut model = cfg.encoder.init(&ad);
+    let mut model = crate::train::fresh_encoder(cfg, &ad);
     let mut optim = burn::optim::AdamWConfig::new().init();
     let out = if cfg.loss == LossKind::Ntxent {
         EmbeddingOutput::Head

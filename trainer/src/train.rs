@@ -319,7 +319,7 @@ fn fit_with(
             .try_load_file(&p)
             .map_err(|e| record_err(&p, e))?
     } else {
-        let fresh = cfg.encoder.init(&ad);
+        let fresh = fresh_encoder(cfg, &ad);
         match &cfg.init {
             Some(w) => {
                 let (m, report) = crate::init::load_pretrained(fresh, Path::new(w))?;
@@ -522,6 +522,29 @@ pub fn train_step(
     let value = loss.clone().into_scalar::<f32>();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr, model, grads), value)
+}
+
+/// A fresh encoder for a run: its weights drawn on flex from the run's seed, in parameter
+/// order, whatever the training device, then moved there. One seed gives one initial model on
+/// every backend (each backend has its own random generator, and burn draws a parameter when
+/// it is first read, which would otherwise follow the first forward pass).
+pub fn fresh_encoder(cfg: &TrainConfig, device: &Device) -> Encoder {
+    struct Draw;
+    impl burn::module::ModuleVisitor for Draw {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    let flex = Device::flex();
+    flex.seed(cfg.seed);
+    let flex = flex.autodiff();
+    let model = cfg.encoder.init(&flex);
+    model.visit(&mut Draw);
+    if *device == flex {
+        model
+    } else {
+        model.fork(device)
+    }
 }
 
 /// Cosine decay from `base` to 0 over `total` steps, after a short linear warm-up.
