@@ -148,11 +148,11 @@ fn metrics_losses(run: &std::path::Path) -> Vec<f64> {
 
 #[test]
 fn interrupted_run_resumes_exactly() {
-    resumes_exactly_on(&Device::flex());
+    resumes_exactly_on(&Device::flex(), "flex");
 }
 
 /// A run stopped after two steps and resumed ends with the losses of an uninterrupted run.
-fn resumes_exactly_on(device: &Device) {
+fn resumes_exactly_on(device: &Device, backend: &str) {
     let _turn = rng_lock();
     let data = synthetic_folder(40);
     let cfg = tiny_config(LossKind::Triplet);
@@ -196,6 +196,10 @@ fn resumes_exactly_on(device: &Device) {
     )
     .unwrap();
     assert_eq!(resumed.epochs_done, 2);
+    assert_eq!(
+        resumed.backend, backend,
+        "the summary (and card) name the backend"
+    );
     let (la, lb) = (metrics_losses(&a), metrics_losses(&b));
     assert_eq!(la.len(), 2);
     assert_eq!(la.len(), lb.len());
@@ -437,7 +441,7 @@ fn libtorch_asymmetric_padding_gradients_match_flex() {
 fn libtorch_run_resumes_exactly() {
     #[allow(deprecated)]
     let device = Device::libtorch();
-    resumes_exactly_on(&device);
+    resumes_exactly_on(&device, "libtorch");
 }
 
 /// A model trained on LibTorch (channels-last activations, libtorch's batch-norm statistics)

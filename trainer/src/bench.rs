@@ -101,7 +101,7 @@ pub fn bench(
     let _ = crate::eval::embed_inputs(&valid, EmbeddingOutput::Backbone, &inputs, pre.size, device);
     let infer_ips = inputs.len() as f64 / t.elapsed().as_secs_f64();
     Ok(BenchReport {
-        backend: backend_name(device),
+        backend: crate::device::backend_name(device),
         built_with: crate::device::backends(),
         loss: cfg.loss,
         image_size: cfg.image_size,
@@ -112,14 +112,4 @@ pub fn bench(
         burn_inference_images_per_s: infer_ips,
         threads: rayon::current_num_threads(),
     })
-}
-
-/// A short name of the backend behind a device, from its debug form (`Flex`, `LibTorch(Cpu)`).
-fn backend_name(device: &Device) -> String {
-    let d = format!("{device:?}").to_lowercase();
-    ["libtorch", "flex", "vulkan", "cuda"]
-        .into_iter()
-        .find(|b| d.contains(b))
-        .unwrap_or(&d)
-        .to_string()
 }

@@ -39,6 +39,20 @@ pub fn select(name: &str) -> crate::Result<Device> {
     }
 }
 
+/// A short name of the backend behind a device, from its debug form (`Flex`, `LibTorch(Cpu)`,
+/// `LibTorch(Cuda(0))`): what reports and the model card say trained the model.
+pub fn backend_name(device: &Device) -> String {
+    let d = format!("{device:?}").to_lowercase();
+    let name = ["libtorch", "flex", "vulkan"]
+        .into_iter()
+        .find(|b| d.contains(b))
+        .unwrap_or(&d);
+    match (name, d.contains("cuda")) {
+        ("libtorch", true) => "libtorch-cuda".into(),
+        (n, _) => n.into(),
+    }
+}
+
 /// What the trainer was built with, for reports: "flex", "flex+libtorch", ...
 pub fn backends() -> String {
     let mut b = vec!["flex"];

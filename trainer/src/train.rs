@@ -164,6 +164,9 @@ pub struct RunState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FitSummary {
     pub run_dir: PathBuf,
+    /// The burn backend that trained (`flex`, `libtorch`, `libtorch-cuda`, `vulkan`).
+    #[serde(default)]
+    pub backend: String,
     pub epochs_done: usize,
     pub interrupted: bool,
     pub best: Option<BestInfo>,
@@ -488,6 +491,7 @@ fn fit_with(
 
     Ok(FitSummary {
         run_dir: run_dir.to_path_buf(),
+        backend: crate::device::backend_name(device),
         epochs_done: state.epoch,
         interrupted,
         best: load_best_info(run_dir).ok(),
