@@ -565,3 +565,30 @@ fn libtorch_and_flex_runs_start_from_the_same_weights() {
         a.len()
     );
 }
+
+/// A run stopped on flex resumes on LibTorch (checkpoints are backend-neutral) and finishes.
+#[cfg(feature = "libtorch")]
+#[test]
+#[allow(deprecated)]
+fn run_stopped_on_flex_resumes_on_libtorch() {
+    let _turn = rng_lock();
+    let data = synthetic_folder(40);
+    let cfg = tiny_config(LossKind::Ntxent);
+    let out = util::tempdir();
+    let run = out.path().join("run");
+    let stop = FitOptions {
+        stop_after_steps: Some(2),
+        ..Default::default()
+    };
+    assert!(fit(&cfg, data.path(), &run, &Device::flex(), &stop).unwrap().interrupted);
+    let resume = FitOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let done = fit(&cfg, data.path(), &run, &Device::libtorch(), &resume).unwrap();
+    assert_eq!(done.epochs_done, 2);
+    assert_eq!(done.backend, "libtorch");
+    let losses = metrics_losses(&run);
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+}
