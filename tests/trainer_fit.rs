@@ -580,7 +580,11 @@ fn run_stopped_on_flex_resumes_on_libtorch() {
         stop_after_steps: Some(2),
         ..Default::default()
     };
-    assert!(fit(&cfg, data.path(), &run, &Device::flex(), &stop).unwrap().interrupted);
+    assert!(
+        fit(&cfg, data.path(), &run, &Device::flex(), &stop)
+            .unwrap()
+            .interrupted
+    );
     let resume = FitOptions {
         resume: true,
         ..Default::default()
