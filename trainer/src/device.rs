@@ -106,3 +106,34 @@ fn vulkan() -> crate::Result<Device> {
         "this trainer was built without GPU support: rebuild with `--features libtorch` against a CUDA libtorch (`pip install torch==2.9.0`, `LIBTORCH_USE_PYTORCH=1`), or `--features gpu` (burn's Vulkan backend; needs the NVIDIA driver's Vulkan ICD and libvulkan1)".into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_or_say_how_to_get_them() {
+        assert_eq!(backend_name(&select("flex").unwrap()), "flex");
+        let unknown = select("tpu").unwrap_err().to_string();
+        assert!(
+            unknown.contains("libtorch") && unknown.contains("tpu"),
+            "{unknown}"
+        );
+        let torch = select("libtorch");
+        if cfg!(feature = "libtorch") {
+            assert_eq!(backend_name(&torch.unwrap()), "libtorch");
+            assert_eq!(backend_name(&select("cpu").unwrap()), "libtorch");
+        } else {
+            let e = torch.unwrap_err().to_string();
+            assert!(e.contains("setup-libtorch.sh"), "says how to build it: {e}");
+            assert_eq!(backend_name(&select("cpu").unwrap()), "flex");
+        }
+        if !cfg!(feature = "libtorch") && !cfg!(feature = "gpu") {
+            let e = select("cuda").unwrap_err().to_string();
+            assert!(
+                e.contains("LibTorch") && e.contains("Vulkan"),
+                "both reasons: {e}"
+            );
+        }
+    }
+}
