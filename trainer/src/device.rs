@@ -1,6 +1,6 @@
 //! Choosing where burn computes. `flex` is burn's pure-Rust backend, always built. `libtorch`
 //! is burn's LibTorch backend (feature `libtorch`, our patched burn-tch in `vendor/`):
-//! PyTorch's own CPU kernels under burn's autodiff, ~4.9x faster to train here, at the cost of
+//! PyTorch's own CPU kernels under burn's autodiff, 4-5x faster to train here, at the cost of
 //! a 0.5 GB library assembled from PyPI (`scripts/setup-libtorch.sh`). `cpu` is the fastest CPU
 //! backend built in. `cuda`/`gpu` is LibTorch on CUDA (`libtorch-cuda`) when the trainer is
 //! built with `libtorch` against a CUDA libtorch, otherwise burn's Vulkan backend (`vulkan`,
