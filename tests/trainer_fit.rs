@@ -319,17 +319,8 @@ fn groups_estimate_finds_copies_on_real_images() {
 #[test]
 #[allow(deprecated)] // burn-tch is deprecated upstream; we vendor and patch it
 fn libtorch_gradients_match_flex() {
-    use burn::module::{Module, ModuleVisitor, Param};
-    use burn::tensor::Gradients;
+    use burn::module::Module;
     use rand::{Rng, SeedableRng};
-    struct GradsOf<'a>(&'a Gradients, Vec<Vec<f32>>);
-    impl ModuleVisitor for GradsOf<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = param.val().grad(self.0) {
-                self.1.push(g.into_data().to_vec::<f32>().unwrap());
-            }
-        }
-    }
     let _turn = rng_lock();
     let flex = Device::flex().autodiff();
     let torch = Device::libtorch().autodiff();
@@ -352,27 +343,16 @@ fn libtorch_gradients_match_flex() {
         let z = m.output(EmbeddingOutput::Head, x);
         let loss = trainer::loss::nt_xent(z.clone().narrow(0, 0, 3), z.narrow(0, 3, 3), 0.2, 0.0);
         let grads = loss.backward();
-        let mut v = GradsOf(&grads, Vec::new());
-        m.visit(&mut v);
-        (loss.into_scalar::<f32>(), v.1)
+        (loss.into_scalar::<f32>(), params::gradients(m, &grads))
     };
     let (la, ga) = run(&model, &flex);
     let (lb, gb) = run(&copy, &torch);
     // the training forward also updated batch norm's running statistics (what validation and
     // the served model use): the same on both (a second forward commits the first's update)
     let _ = (run(&model, &flex), run(&copy, &torch));
-    struct Values(Vec<Vec<f32>>);
-    impl ModuleVisitor for Values {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0
-                .push(param.val().into_data().to_vec::<f32>().unwrap());
-        }
-    }
-    let (mut va, mut vb) = (Values(Vec::new()), Values(Vec::new()));
-    model.visit(&mut va);
-    copy.visit(&mut vb);
-    assert_eq!(va.0.len(), vb.0.len());
-    for (i, (a, b)) in va.0.iter().zip(&vb.0).enumerate() {
+    let (va, vb) = (params::values(&model), params::values(&copy));
+    assert_eq!(va.len(), vb.len());
+    for (i, (a, b)) in va.iter().zip(&vb).enumerate() {
         let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(
             diff < 1e-4,
@@ -515,20 +495,6 @@ fn libtorch_trained_model_embeds_the_same_on_flex() {
 #[test]
 #[allow(deprecated)]
 fn libtorch_and_flex_runs_start_from_the_same_weights() {
-    use burn::module::{Module, ModuleVisitor, Param};
-    struct Values(Vec<f32>);
-    impl ModuleVisitor for Values {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0
-                .extend(param.val().into_data().to_vec::<f32>().unwrap());
-        }
-    }
-    struct GradsOf<'a>(&'a burn::tensor::Gradients, usize);
-    impl ModuleVisitor for GradsOf<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.1 += param.val().grad(self.0).is_some() as usize;
-        }
-    }
     let _turn = rng_lock();
     let cfg = tiny_config(LossKind::Ntxent);
     let values = |device: Device| {
@@ -541,11 +507,8 @@ fn libtorch_and_flex_runs_start_from_the_same_weights() {
         let loss = m.output(EmbeddingOutput::Head, x).sum();
         // ...and every parameter is trained (moving them kept their gradients)
         let grads = loss.backward();
-        let mut g = GradsOf(&grads, 0);
-        m.visit(&mut g);
-        let mut v = Values(Vec::new());
-        m.visit(&mut v);
-        (v.0, g.1)
+        let values: Vec<f32> = params::values(&m).concat();
+        (values, params::gradients(&m, &grads).len())
     };
     let ((a, ga), (b, gb)) = (values(Device::flex()), values(Device::libtorch()));
     assert!(
@@ -595,4 +558,40 @@ fn run_stopped_on_flex_resumes_on_libtorch() {
     let losses = metrics_losses(&run);
     assert_eq!(losses.len(), 2);
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+}
+
+/// Every float parameter (and running statistic) of a module, in parameter order, as plain
+/// numbers: what the backend-parity tests compare.
+#[cfg(feature = "libtorch")]
+mod params {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::prelude::*;
+    use burn::tensor::Gradients;
+
+    struct Collect<'a>(Option<&'a Gradients>, Vec<Vec<f32>>);
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = match self.0 {
+                None => Some(param.val()),
+                Some(grads) => param.val().grad(grads),
+            };
+            if let Some(t) = t {
+                self.1.push(t.into_data().to_vec::<f32>().unwrap());
+            }
+        }
+    }
+
+    /// Each parameter's values.
+    pub fn values<M: Module>(m: &M) -> Vec<Vec<f32>> {
+        let mut c = Collect(None, Vec::new());
+        m.visit(&mut c);
+        c.1
+    }
+
+    /// The gradient of each parameter that has one in `grads`.
+    pub fn gradients<M: Module>(m: &M, grads: &Gradients) -> Vec<Vec<f32>> {
+        let mut c = Collect(Some(grads), Vec::new());
+        m.visit(&mut c);
+        c.1
+    }
 }

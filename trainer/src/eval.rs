@@ -203,19 +203,16 @@ pub fn validate_with(
             embed_inputs(model, which, &g_in, pre.size, &device),
         )
     };
-    let (hq, hg) = cache
-        .histograms
-        .get_or_insert_with(|| {
-            // on flex whatever the training device: the histogram has no parameters, and
-            // libtorch's MKL exp takes its slow rare-case path on the underflowing votes
-            let flex = Device::flex();
-            let colour = ColourHistogram::new(pre, &flex);
-            (
-                embed_with(&q_in, pre.size, &flex, |x| colour.forward(x)),
-                embed_with(&g_in, pre.size, &flex, |x| colour.forward(x)),
-            )
-        })
-        .clone();
+    let (hq, hg) = &*cache.histograms.get_or_insert_with(|| {
+        // on flex whatever the training device: the histogram has no parameters, and
+        // libtorch's MKL exp takes its slow rare-case path on the underflowing votes
+        let flex = Device::flex();
+        let colour = ColourHistogram::new(pre, &flex);
+        (
+            embed_with(&q_in, pre.size, &flex, |x| colour.forward(x)),
+            embed_with(&g_in, pre.size, &flex, |x| colour.forward(x)),
+        )
+    });
     let (bq, bg) = emb(EmbeddingOutput::Backbone);
     let backbone = report(&bq, &bg);
     let head_emb = model.head.as_ref().map(|_| emb(EmbeddingOutput::Head));
@@ -230,8 +227,8 @@ pub fn validate_with(
         let dl = q.len() / ql.len().max(1);
         for &w in COLOUR_WEIGHTS.iter().filter(|&&w| w > 0.0 && w < 1.0) {
             let r = report(
-                &blend(&q, dl, &hq, COLOUR_DIM, w),
-                &blend(&g, dl, &hg, COLOUR_DIM, w),
+                &blend(&q, dl, hq, COLOUR_DIM, w),
+                &blend(&g, dl, hg, COLOUR_DIM, w),
             );
             candidates.push(Candidate {
                 output,
@@ -243,7 +240,7 @@ pub fn validate_with(
     candidates.push(Candidate {
         output: EmbeddingOutput::Backbone,
         colour_weight: 1.0,
-        report: report(&hq, &hg),
+        report: report(hq, hg),
     });
     Ok(ValidationResult {
         backbone,
