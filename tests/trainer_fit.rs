@@ -576,7 +576,7 @@ mod params {
                 Some(grads) => param.val().grad(grads),
             };
             if let Some(t) = t {
-                self.1.push(t.into_data().to_vec::<f32>().unwrap());
+                self.1.push(t.into_data().try_to_vec::<f32>().unwrap());
             }
         }
     }
