@@ -6,6 +6,8 @@
 
 pub mod atomic;
 pub mod card;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod dataset;
 pub mod dot;
 pub mod duplicates;

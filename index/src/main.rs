@@ -3,6 +3,7 @@
 //! saves it atomically; a removal is a tombstone until `compact`.
 
 use anyhow::{Context, Result, bail};
+use cellspace_core::cli::{self, Report};
 use cellspace_core::outcome::{self, OK, PARTIAL};
 use clap::{Parser, Subcommand};
 use index::{HnswParams, default_index, embed, ops};
@@ -33,17 +34,6 @@ struct Common {
     model: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
-}
-
-/// Where a command's result goes (the same on every command that prints one).
-#[derive(clap::Args)]
-struct Report {
-    /// Write the result to this file (atomically) instead of stdout.
-    #[arg(short, long)]
-    out: Option<PathBuf>,
-    /// The result as JSON (this command's only form where it has no text form).
-    #[arg(long)]
-    json: bool,
 }
 
 impl Common {
@@ -221,13 +211,7 @@ fn model_path(m: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(cli) => outcome::finish(run(cli)),
-        Err(e) => {
-            let _ = e.print();
-            outcome::usage(e.use_stderr())
-        }
-    }
+    cli::main(run)
 }
 
 fn run(cli: Cli) -> Result<u8> {

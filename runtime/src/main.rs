@@ -3,6 +3,7 @@
 //! in failures.jsonl), 1 nothing could be done, 64 a wrong command line.
 
 use anyhow::{Context, Result};
+use cellspace_core::cli::{self, Report};
 use cellspace_core::outcome::{self, ERROR, OK, PARTIAL};
 use clap::{Parser, Subcommand};
 use runtime::{Device, EmbedOptions, Embedder};
@@ -97,17 +98,6 @@ enum Cmd {
         #[command(flatten)]
         report: Report,
     },
-}
-
-/// Where a command's result goes (the same on every command that prints one).
-#[derive(clap::Args)]
-struct Report {
-    /// Write the result to this file (atomically) instead of stdout.
-    #[arg(short, long)]
-    out: Option<PathBuf>,
-    /// The result as JSON (this command's only form where it has no text form).
-    #[arg(long)]
-    json: bool,
 }
 
 fn model_path(m: &ModelArgs) -> Result<PathBuf> {
@@ -280,11 +270,5 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn main() -> ExitCode {
-    match Cli::try_parse() {
-        Ok(cli) => outcome::finish(run(cli)),
-        Err(e) => {
-            let _ = e.print();
-            outcome::usage(e.use_stderr())
-        }
-    }
+    cli::main(run)
 }

@@ -1,6 +1,7 @@
 //! `trainer`: the command line over the trainer library (fit, cv, groups, eval, export, bench).
 
 use anyhow::{Context, Result};
+use cellspace_core::cli;
 use cellspace_core::outcome::{self, OK, PARTIAL};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -190,13 +191,7 @@ struct Report {
 
 fn main() -> ExitCode {
     trainer::allocator::keep_freed_memory();
-    match Cli::try_parse() {
-        Ok(cli) => outcome::finish(run(cli)),
-        Err(e) => {
-            let _ = e.print();
-            outcome::usage(e.use_stderr())
-        }
-    }
+    cli::main(run)
 }
 
 fn run(cli: Cli) -> Result<u8> {
