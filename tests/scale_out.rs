@@ -93,19 +93,14 @@ fn shards_merge_into_the_single_process_folder() {
     same_folder(&single, &merged);
     // the index builds from the shard folders directly, as from the merged folder
     let index = |args: &[&Path], to: &Path| {
-        let out = Command::new(util::bin("index"))
-            .arg("build")
-            .args(args)
-            .arg("-o")
-            .arg(to)
-            .arg("--model")
-            .arg(util::tiny_model())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        util::run_ok(
+            Command::new(util::bin("index"))
+                .arg("build")
+                .args(args)
+                .arg("-o")
+                .arg(to)
+                .arg("--model")
+                .arg(util::tiny_model()),
         );
     };
     let (a, b) = (dir.path().join("ia"), dir.path().join("ib"));
@@ -202,23 +197,18 @@ fn ray_driver_on_a_local_cluster_equals_one_process_even_with_a_task_killed() {
         None => util::cells_folder(dir.path(), 200, &["A", "B", "C", "D"]),
     };
     let single = dir.path().join("single");
-    let out = Command::new(util::bin("runtime"))
-        .args([
-            "embed",
-            s(&cells),
-            "-o",
-            s(&single),
-            "--device",
-            "cpu",
-            "--model",
-        ])
-        .arg(util::root().join("models/cellspace.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    util::run_ok(
+        Command::new(util::bin("runtime"))
+            .args([
+                "embed",
+                s(&cells),
+                "-o",
+                s(&single),
+                "--device",
+                "cpu",
+                "--model",
+            ])
+            .arg(util::root().join("models/cellspace.json")),
     );
     let out_dir = dir.path().join("cluster");
     let run = Command::new("bash")

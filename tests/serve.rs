@@ -546,19 +546,14 @@ fn decompression_bombs_in_parallel_keep_memory_bounded() {
     let cells = synthetic_cells();
     let w = util::tempdir();
     let idx = w.path().join("cells.index");
-    let built = std::process::Command::new(util::bin("index"))
-        .args(["build", "--images"])
-        .arg(cells.path())
-        .arg("--model")
-        .arg(util::tiny_model())
-        .arg("-o")
-        .arg(&idx)
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+    util::run_ok(
+        std::process::Command::new(util::bin("index"))
+            .args(["build", "--images"])
+            .arg(cells.path())
+            .arg("--model")
+            .arg(util::tiny_model())
+            .arg("-o")
+            .arg(&idx),
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

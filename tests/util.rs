@@ -105,6 +105,17 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Runs a command that must succeed (its stderr in the failure message); its output.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A minimal HTTP/1.1 client over a plain socket (loopback tests only): (status, body).
 pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
     http_with(addr, method, path, "", body)
