@@ -12,6 +12,7 @@ pub mod dataset;
 pub mod dot;
 pub mod duplicates;
 pub mod embeddings;
+pub mod field;
 pub mod histogram;
 pub mod locate;
 pub mod metrics;
@@ -19,7 +20,11 @@ pub mod nearest;
 pub mod npy;
 pub mod outcome;
 pub mod preprocess;
+pub mod reference;
+pub mod scale;
 pub mod shard;
+pub mod shift;
+pub mod standardise;
 
 use std::path::PathBuf;
 

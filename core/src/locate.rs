@@ -37,6 +37,15 @@ pub struct LocateConfig {
     pub min_blocks: u32,
     /// A second region with at least this fraction of the largest one's blocks flags `several`.
     pub second_ratio: f32,
+    /// Window side in red-cell diameters, measured per field ([`crate::scale`]); `window` is
+    /// then the fallback for a field whose scale cannot be measured (flagged `no-scale`).
+    /// None (models before the physical scale): `window` for every field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_rbc: Option<f32>,
+    /// Red-cell diameters (px) the model was trained and checked on; a field outside is
+    /// flagged `scale-out-of-range`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbc_px_range: Option<[f32; 2]>,
 }
 
 impl Default for LocateConfig {
@@ -48,6 +57,8 @@ impl Default for LocateConfig {
             merge_blocks: 2,
             min_blocks: 8,
             second_ratio: 0.5,
+            window_rbc: None,
+            rbc_px_range: None,
         }
     }
 }
@@ -64,6 +75,17 @@ pub enum LocateFlag {
     Border,
     /// The nucleus touches the field's edge: the cell is partly outside the image.
     Cut,
+    /// Too little plasma background to standardise colour: the field's colour is absolute.
+    NoBackground,
+    /// No red cells to standardise colour against: the field's colour is absolute.
+    NoRedCells,
+    /// The red-cell scale could not be measured: the window is the fallback fraction of the
+    /// field (right only at the training data's magnification).
+    NoScale,
+    /// The stain or lamp is further from the training fields' than the model was checked on.
+    ColourOutOfRange,
+    /// The red cells are smaller or larger (in pixels) than the model was checked on.
+    ScaleOutOfRange,
 }
 
 impl LocateFlag {
@@ -73,7 +95,38 @@ impl LocateFlag {
             LocateFlag::Several => "several",
             LocateFlag::Border => "border",
             LocateFlag::Cut => "cut",
+            LocateFlag::NoBackground => "no-background",
+            LocateFlag::NoRedCells => "no-red-cells",
+            LocateFlag::NoScale => "no-scale",
+            LocateFlag::ColourOutOfRange => "colour-out-of-range",
+            LocateFlag::ScaleOutOfRange => "scale-out-of-range",
         }
+    }
+
+    /// Every flag, in the order summaries list them.
+    pub const ALL: [LocateFlag; 9] = [
+        LocateFlag::NoStain,
+        LocateFlag::Several,
+        LocateFlag::Border,
+        LocateFlag::Cut,
+        LocateFlag::NoBackground,
+        LocateFlag::NoRedCells,
+        LocateFlag::NoScale,
+        LocateFlag::ColourOutOfRange,
+        LocateFlag::ScaleOutOfRange,
+    ];
+
+    /// Flags that say the field is unlike what the model was trained on: its answer may be
+    /// wrong without looking wrong.
+    pub fn out_of_range(self) -> bool {
+        matches!(
+            self,
+            LocateFlag::NoBackground
+                | LocateFlag::NoRedCells
+                | LocateFlag::NoScale
+                | LocateFlag::ColourOutOfRange
+                | LocateFlag::ScaleOutOfRange
+        )
     }
 }
 
@@ -87,6 +140,9 @@ pub struct Location {
     pub side: u32,
     /// Stained area of the chosen region, in source pixels (0 with `no-stain`).
     pub stain_px: u32,
+    /// Red-cell diameter measured in this field, px (absent: not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbc_px: Option<f32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<LocateFlag>,
 }
@@ -101,12 +157,19 @@ impl Location {
 /// dataset's rotated copies (same rule as the preprocessing).
 const BLACK: u8 = crate::preprocess::BLACK_THRESHOLD;
 
-/// Locate the white cell of `img` and the window around it.
+/// Locate the white cell of `img` and the window around it, `cfg.window` of its shorter side.
 pub fn locate(img: &RgbImage, cfg: &LocateConfig) -> Location {
+    let short = img.width().min(img.height()).max(1) as f32;
+    locate_sized(img, cfg, ((cfg.window * short).round() as u32).max(1))
+}
+
+/// [`locate`] with a window of `side` pixels; the stain blocks keep their size relative to the
+/// window (`cfg.block / cfg.window` of it), so a field at another magnification is searched
+/// at the same detail.
+pub fn locate_sized(img: &RgbImage, cfg: &LocateConfig, side: u32) -> Location {
     let (w, h) = img.dimensions();
-    let short = w.min(h).max(1) as f32;
-    let side = ((cfg.window * short).round() as u32).max(1);
-    let block = ((cfg.block * short).round() as u32).clamp(1, w.min(h).max(1));
+    let side = side.max(1);
+    let block = ((side as f32 * cfg.block / cfg.window).round() as u32).clamp(1, w.min(h).max(1));
     let (gw, gh) = (w / block, h / block);
     let mut score = vec![f32::NEG_INFINITY; (gw * gh) as usize];
     for by in 0..gh {
@@ -176,6 +239,7 @@ pub fn locate(img: &RgbImage, cfg: &LocateConfig) -> Location {
         y,
         side,
         stain_px,
+        rbc_px: None,
         flags,
     }
 }

@@ -3,7 +3,9 @@
 //! what it saw when measured. The trainer's augmentations start from [`Preprocess::window`]
 //! (the same located window) and end in [`Preprocess::normalize`].
 
-use crate::locate::{LocateConfig, Location, crop, locate};
+use crate::field::FieldProblem;
+use crate::locate::{LocateConfig, LocateFlag, Location, crop, locate_sized};
+use crate::standardise::{ColourStandard, Method};
 use crate::{Error, Result};
 use image::{ImageReader, RgbImage, imageops::FilterType};
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,25 @@ pub struct Preprocess {
     pub fill_black: bool,
     /// Tensor layout; always "NCHW".
     pub layout: String,
+    /// Colour standardisation before localisation ([`crate::standardise`]); None (models
+    /// before it): absolute colour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<ColourStandard>,
+    /// A known scale for every field (`--pixel-size`): red-cell diameter in pixels, instead
+    /// of measuring it. A property of the input, not of the model: not in the fingerprint.
+    #[serde(skip)]
+    pub rbc_px_override: Option<f32>,
+}
+
+/// A human red cell's diameter, µm (the ruler behind `--pixel-size`).
+pub const RED_CELL_UM: f32 = 7.5;
+
+/// A field brought to the model's reference: colour standardised, its red-cell scale, and
+/// what could not be measured or lies outside what the model knows.
+pub struct FieldView {
+    pub image: RgbImage,
+    pub rbc_px: Option<f32>,
+    pub flags: Vec<LocateFlag>,
 }
 
 impl Preprocess {
@@ -77,7 +98,16 @@ impl Preprocess {
             std: [0.265, 0.264, 0.261],
             fill_black: true,
             layout: "NCHW".into(),
+            colour: None,
+            rbc_px_override: None,
         }
+    }
+
+    /// The same preprocessing for fields of a known pixel size (µm per pixel): the red-cell
+    /// scale is then 7.5 µm / `um`, not measured.
+    pub fn with_pixel_size(mut self, um: Option<f32>) -> Self {
+        self.rbc_px_override = um.map(|u| RED_CELL_UM / u);
+        self
     }
 
     /// sha256 of this preprocessing (its JSON): with the ONNX sha256, the serving contract an
@@ -128,14 +158,81 @@ impl Preprocess {
         image::imageops::resize(&window, self.size, self.size, FilterType::Triangle)
     }
 
-    /// The square window of the source image that the rule looks at, at source resolution.
+    /// The square window of the source image that the rule looks at, at source resolution
+    /// (colours standardised when the model standardises them).
     pub fn window(&self, img: &RgbImage) -> (RgbImage, Option<Location>) {
         match &self.resize {
             ResizeRule::CenterSquareBilinear => (center_square(img), None),
             ResizeRule::CellWindow(cfg) => {
-                let loc = locate(img, cfg);
-                (crop(img, &loc), Some(loc))
+                let view = self.field_view(img, cfg);
+                let short = img.width().min(img.height()).max(1) as f32;
+                let side = match (cfg.window_rbc, view.rbc_px) {
+                    (Some(k), Some(d)) => k * d,
+                    _ => cfg.window * short,
+                };
+                let mut loc = locate_sized(&view.image, cfg, side.round().max(1.0) as u32);
+                loc.rbc_px = view.rbc_px;
+                loc.flags.extend(view.flags);
+                (crop(&view.image, &loc), Some(loc))
             }
+        }
+    }
+
+    /// Standardise a field's colour and measure its red-cell scale, as `cfg` asks; a model
+    /// without either gets the field as it is.
+    pub fn field_view(&self, img: &RgbImage, cfg: &LocateConfig) -> FieldView {
+        let mut flags = Vec::new();
+        if self.colour.is_none() && cfg.window_rbc.is_none() {
+            return FieldView {
+                image: img.clone(),
+                rbc_px: None,
+                flags,
+            };
+        }
+        let stained = |p: [u8; 3]| p[2] as f32 - p[1] as f32 > cfg.stain_threshold;
+        let colour = crate::field::measure(img);
+        flags.extend(colour.problems.iter().map(|p| match p {
+            FieldProblem::NoBackground => LocateFlag::NoBackground,
+            FieldProblem::NoRedCells => LocateFlag::NoRedCells,
+        }));
+        let (image, anchors) = match &self.colour {
+            None => (img.clone(), colour.anchors),
+            Some(cs) => {
+                let lab = matches!(cs.method, Method::LabReinhard { .. })
+                    .then(|| crate::standardise::lab_stats(img, |p| !stained(p)))
+                    .flatten();
+                let out = cs.apply(img, &colour, lab.as_ref());
+                if out.measured && cs.out_of_range(&out.gain) {
+                    flags.push(LocateFlag::ColourOutOfRange);
+                }
+                let anchors = match (&cs.method, out.measured) {
+                    (Method::OdAnchors { reference }, true) => Some(*reference),
+                    (_, true) => crate::field::measure(&out.image).anchors,
+                    (_, false) => None,
+                };
+                (out.image, anchors)
+            }
+        };
+        let rbc_px = match cfg.window_rbc {
+            None => None,
+            Some(_) => self.rbc_px_override.or_else(|| {
+                let a = anchors?;
+                crate::scale::measure(&image, &a, stained).map(|s| s.diameter)
+            }),
+        };
+        if cfg.window_rbc.is_some() {
+            match rbc_px {
+                None => flags.push(LocateFlag::NoScale),
+                Some(d) if cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi) => {
+                    flags.push(LocateFlag::ScaleOutOfRange)
+                }
+                Some(_) => {}
+            }
+        }
+        FieldView {
+            image,
+            rbc_px,
+            flags,
         }
     }
 

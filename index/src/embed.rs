@@ -68,7 +68,30 @@ pub struct QueryResult {
     pub image: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The window that was embedded: where, the red-cell scale, and its flags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<cellspace_core::locate::Location>,
+    /// Why these neighbours may be wrong without looking wrong: the field is unlike what the
+    /// model was trained and checked on (see `window.flags`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub neighbours: Vec<Hit>,
+}
+
+/// The warning a query's window flags call for, if any.
+pub fn out_of_range_warning(window: Option<&cellspace_core::locate::Location>) -> Option<String> {
+    let flags: Vec<&str> = window?
+        .flags
+        .iter()
+        .filter(|f| f.out_of_range())
+        .map(|f| f.name())
+        .collect();
+    (!flags.is_empty()).then(|| {
+        format!(
+            "this field is outside what the model was trained and checked on ({}): treat its neighbours with care",
+            flags.join(", ")
+        )
+    })
 }
 
 /// Search the index for each image.
@@ -83,7 +106,7 @@ pub fn query(
     images
         .iter()
         .map(|img| {
-            let r = (|| -> Result<Vec<Hit>> {
+            let r = (|| -> Result<(Vec<Hit>, Option<cellspace_core::locate::Location>)> {
                 let bytes = cellspace_core::preprocess::read_image_file(img)?;
                 let sha = cellspace_core::sha256_hex(&bytes);
                 let rgb = cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
@@ -92,18 +115,23 @@ pub fn query(
                         reason,
                     }
                 })?;
-                let v = embedder.embed_image(&rgb)?;
-                index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)
+                let (v, window) = embedder.embed_image_located(&rgb)?;
+                let hits = index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)?;
+                Ok((hits, window))
             })();
             match r {
-                Ok(neighbours) => QueryResult {
+                Ok((neighbours, window)) => QueryResult {
                     image: img.display().to_string(),
                     error: None,
+                    warning: out_of_range_warning(window.as_ref()),
+                    window,
                     neighbours,
                 },
                 Err(e) => QueryResult {
                     image: img.display().to_string(),
                     error: Some(e.to_string()),
+                    window: None,
+                    warning: None,
                     neighbours: Vec::new(),
                 },
             }

@@ -34,6 +34,9 @@ struct Common {
     model: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
+    /// µm per pixel of the query fields, when known (else the red-cell scale is measured).
+    #[arg(long)]
+    pixel_size: Option<f32>,
 }
 
 impl Common {
@@ -324,8 +327,15 @@ fn run(cli: Cli) -> Result<u8> {
             report,
             common,
         } => {
-            let (index, embedder) =
+            let (index, mut embedder) =
                 embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+            if let Some(um) = common.pixel_size {
+                anyhow::ensure!(
+                    um.is_finite() && um > 0.0,
+                    "--pixel-size must be a number of µm above 0, not {um}"
+                );
+            }
+            embedder.set_pixel_size(common.pixel_size);
             let filter = ops::QueryFilter {
                 exclude_self,
                 distinct,
@@ -341,6 +351,9 @@ fn run(cli: Cli) -> Result<u8> {
                     writeln!(text, "{}", r.image)?;
                     if let Some(e) = &r.error {
                         writeln!(text, "  error: {e}")?;
+                    }
+                    if let Some(w) = &r.warning {
+                        writeln!(text, "  warning: {w}")?;
                     }
                     for h in &r.neighbours {
                         let fields: String =

@@ -99,6 +99,9 @@ struct QueryAnswer {
     query_crop: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     query_window: Option<cellspace_core::locate::Location>,
+    /// Set when the query field is outside what the model was trained and checked on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
 }
 
 /// The `where=FIELD=VALUE` parameters of a query string.
@@ -158,6 +161,7 @@ fn answer_with(
         votes,
         query_id,
         query_crop,
+        warning: crate::embed::out_of_range_warning(query_window.as_ref()),
         query_window,
     })
     .into_response()

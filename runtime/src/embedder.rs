@@ -223,6 +223,14 @@ impl Embedder {
         self.embed_prepared(&self.card.preprocess.prepare(img), 1)
     }
 
+    /// Fields of a known pixel size (µm per pixel): the red-cell scale is then taken from it
+    /// instead of being measured in each field (see [`Preprocess::with_pixel_size`]).
+    ///
+    /// [`Preprocess::with_pixel_size`]: cellspace_core::preprocess::Preprocess::with_pixel_size
+    pub fn set_pixel_size(&mut self, um: Option<f32>) {
+        self.card.preprocess = self.card.preprocess.clone().with_pixel_size(um);
+    }
+
     /// Embed one image file.
     pub fn embed_path(&self, path: &Path) -> Result<Vec<f32>> {
         self.embed_image(&load_rgb(path)?)

@@ -40,6 +40,20 @@ struct ModelArgs {
     /// TensorRT engine cache folder.
     #[arg(long)]
     trt_cache: Option<PathBuf>,
+    /// µm per pixel of every field, when known: the red-cell scale (7.5 µm) is then taken
+    /// from it instead of being measured in each field.
+    #[arg(long, value_parser = positive_um)]
+    pixel_size: Option<f32>,
+}
+
+/// A pixel size in µm: a finite number above 0.
+fn positive_um(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "'{s}' is not a pixel size in µm (a number above 0)"
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -122,8 +136,9 @@ fn options(m: &ModelArgs) -> EmbedOptions {
 fn load(m: &ModelArgs) -> Result<Embedder> {
     let path = model_path(m)?;
     let opts = options(m);
-    let e =
+    let mut e =
         Embedder::new(&path, &opts).with_context(|| format!("loading model {}", path.display()))?;
+    e.set_pixel_size(m.pixel_size);
     for n in e.notes() {
         eprintln!("note: {n}");
     }
@@ -167,9 +182,24 @@ fn run(cli: Cli) -> Result<u8> {
                 let flags: Vec<String> =
                     s.flagged.iter().map(|(f, n)| format!("{n} {f}")).collect();
                 eprintln!(
-                    "white-cell windows flagged: {} (see window.flags in the manifest; no-stain: the field's centre was used, several: the largest stained cell, border: window padded past the field's edge, cut: the nucleus touches the edge)",
+                    "white-cell windows flagged: {} (see window.flags in the manifest; no-stain: the field's centre was used, several: the largest stained cell, border: window padded past the field's edge, cut: the nucleus touches the edge; no-background, no-red-cells: colour could not be standardised; no-scale: the red-cell scale could not be measured; colour-out-of-range, scale-out-of-range: unlike the fields the model was trained and checked on)",
                     flags.join(", ")
                 );
+                let odd: usize = s
+                    .flagged
+                    .iter()
+                    .filter(|(f, _)| {
+                        cellspace_core::locate::LocateFlag::ALL
+                            .iter()
+                            .any(|l| l.out_of_range() && l.name() == f.as_str())
+                    })
+                    .map(|(_, n)| n)
+                    .sum();
+                if odd > 0 {
+                    eprintln!(
+                        "warning: {odd} field flags say the images are unlike the model's training fields: their neighbours may be wrong without looking wrong"
+                    );
+                }
             }
             if json {
                 outcome::emit_json(None, &s)?;

@@ -29,14 +29,34 @@ pub struct AugmentConfig {
     /// Probability of a 3x3 Gaussian blur.
     #[config(default = 0.2)]
     pub blur_prob: f32,
+    /// Per-channel gain jitter: the colour cast that standardisation leaves (each channel
+    /// times a factor in [1 - g, 1 + g]).
+    #[config(default = 0.05)]
+    pub channel_gain: f32,
+    /// Probability of a JPEG re-encoding at quality 30-90 (a lab's camera and export).
+    #[config(default = 0.2)]
+    pub jpeg_prob: f32,
 }
 
 /// One random view of `src` (a square image), `size` x `size`, normalised to CHW floats.
 pub fn view(src: &RgbImage, cfg: &AugmentConfig, pre: &Preprocess, rng: &mut impl Rng) -> Vec<f32> {
     let img = geometric(src, cfg, pre, rng);
-    let img = colour(img, cfg, rng);
+    let mut img = colour(img, cfg, rng);
+    if cfg.channel_gain > 0.0 {
+        let g: [f32; 3] = std::array::from_fn(|_| {
+            rng.random_range(1.0 - cfg.channel_gain..=1.0 + cfg.channel_gain)
+        });
+        for p in img.pixels_mut() {
+            p.0 = std::array::from_fn(|c| to_u8(p.0[c] as f32 * g[c]));
+        }
+    }
     let img = if rng.random::<f32>() < cfg.blur_prob {
         blur3(&img)
+    } else {
+        img
+    };
+    let img = if rng.random::<f32>() < cfg.jpeg_prob {
+        cellspace_core::shift::reencode_jpeg(&img, rng.random_range(30..=90))
     } else {
         img
     };
@@ -208,7 +228,7 @@ mod tests {
                 Rgb([180, 120, 160])
             }
         });
-        let cfg = AugmentConfig::new().with_blur_prob(0.0);
+        let cfg = AugmentConfig::new().with_blur_prob(0.0).with_jpeg_prob(0.5);
         let a = view(
             &src,
             &cfg,

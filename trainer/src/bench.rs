@@ -37,6 +37,7 @@ pub fn bench(
     device: &Device,
 ) -> crate::Result<BenchReport> {
     let n = (cfg.batch_size * (steps + 1)).max(256);
+    let cfg = &cfg.clone().with_measured_reference(data_dir)?;
     let data = Arc::new(CellImages::load(
         data_dir,
         &cfg.preprocess(),

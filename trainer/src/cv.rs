@@ -97,6 +97,21 @@ pub fn cross_validate(
     cfg.check()?;
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out).map_err(|e| cellspace_core::Error::io(out, e))?;
+    // one reference for every fold, kept so that a resumed cv measures nothing again
+    let kept = out.join("reference.json");
+    let cfg = &match std::fs::read_to_string(&kept)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+    {
+        Some(r) if cfg.needs_reference() => cfg.clone().with_reference(Some(r)),
+        _ => {
+            let c = cfg.clone().with_measured_reference(data_dir)?;
+            if let Some(r) = &c.reference {
+                cellspace_core::atomic::write_json(&kept, r)?;
+            }
+            c
+        }
+    };
     let data = load_data(cfg, data_dir)?;
     let pre = cfg.preprocess();
     let mut results = Vec::new();

@@ -163,13 +163,8 @@ impl CellImages {
 
     /// How many images carry each localisation flag.
     pub fn flag_counts(&self) -> Vec<(LocateFlag, usize)> {
-        let all = [
-            LocateFlag::NoStain,
-            LocateFlag::Several,
-            LocateFlag::Border,
-            LocateFlag::Cut,
-        ];
-        all.into_iter()
+        LocateFlag::ALL
+            .into_iter()
             .map(|f| {
                 let n = self
                     .locations
@@ -202,6 +197,25 @@ struct Decoded {
     input: RgbImage,
     location: Option<Location>,
     signature: Option<Vec<f32>>,
+}
+
+/// The reference of the fields under `root` ([`cellspace_core::reference`]), measured on up
+/// to [`cellspace_core::reference::SAMPLE`] images spread over the folder.
+pub fn measure_reference(root: &Path) -> crate::Result<cellspace_core::reference::Reference> {
+    let (entries, _) = list_images(root)?;
+    let sample = spread(entries, cellspace_core::reference::SAMPLE);
+    let threshold = cellspace_core::locate::LocateConfig::default().stain_threshold;
+    cellspace_core::reference::measure(
+        sample.len(),
+        |i| load_rgb(&sample[i].path).ok(),
+        threshold,
+    )
+    .ok_or_else(|| {
+        crate::Error::Data(format!(
+            "{}: too few fields with a plasma background, red cells and a measurable red-cell scale to standardise against (pass --colour none --scale field to train on absolute colour and a fixed window)",
+            root.display()
+        ))
+    })
 }
 
 /// Take `n` entries spread evenly over the sorted list, so every class is represented.

@@ -19,6 +19,7 @@ pub mod init;
 pub mod loss;
 pub mod model;
 pub mod plot;
+pub mod robustness;
 pub mod train;
 pub mod tsne;
 

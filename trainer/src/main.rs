@@ -33,6 +33,33 @@ enum Cmd {
         fit: FitArgs,
         #[arg(long, default_value_t = 5)]
         folds: usize,
+        /// Then query each held-out fold under these shifts (`default`, or a list: see
+        /// `trainer robustness --help`).
+        #[arg(long)]
+        shifts: Option<String>,
+        /// With --shifts: at most this many copies of each held-out original.
+        #[arg(long, default_value_t = 4)]
+        per_group: usize,
+    },
+    /// Query each held-out fold under shifts of lamp, stain, exposure, magnification,
+    /// resolution, blur and JPEG (another lab's microscope): kNN-200 mean ± SD per shift for
+    /// the folds' models of a `trainer cv` folder and the colour histogram of the same windows.
+    Robustness {
+        #[command(flatten)]
+        fit: FitArgs,
+        /// A `trainer cv` output folder (its folds' models and preprocessing); without it the
+        /// colour histogram alone is measured, under the fit flags' preprocessing.
+        #[arg(long)]
+        cv: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// `default`, or shifts separated by `;`, combinations joined by `+`: lamp:R,G,B
+        /// sat:F hue:DEG gamma:G mag:M res:F blur:SIGMA jpeg:Q.
+        #[arg(long, default_value = "default")]
+        shifts: String,
+        /// At most this many copies of each held-out original.
+        #[arg(long, default_value_t = 4)]
+        per_group: usize,
     },
     /// Estimate which images are copies of one original (no labels): writes path<TAB>group.
     Groups {
@@ -176,6 +203,14 @@ struct FitArgs {
     /// Where to export the served model (path without extension); "none" to skip.
     #[arg(long, default_value = "models/latest")]
     export: String,
+    /// Colour standardisation of every field: od-anchors (background and red cells mapped
+    /// to the training fields'), lab-reinhard, or none (absolute colour).
+    #[arg(long, value_enum, default_value = "od-anchors")]
+    colour: trainer::train::ColourChoice,
+    /// Cell window measured in red-cell diameters per field (red-cells) or as a fixed
+    /// fraction of the field (field: one magnification only).
+    #[arg(long, value_enum, default_value = "red-cells")]
+    scale: trainer::train::ScaleChoice,
 }
 
 /// Where a command's result goes (the same on every command that prints one).
@@ -232,7 +267,22 @@ fn run(cli: Cli) -> Result<u8> {
                 );
             }
         }
-        Cmd::Cv { fit, folds } => {
+        Cmd::Robustness {
+            fit,
+            cv,
+            folds,
+            shifts,
+            per_group,
+        } => {
+            let out = cv.clone().unwrap_or_else(|| fit.out.clone());
+            robustness(&fit, cv.as_deref(), &out, folds, &shifts, per_group)?;
+        }
+        Cmd::Cv {
+            fit,
+            folds,
+            shifts,
+            per_group,
+        } => {
             install_ctrlc();
             let device = trainer::device::select(&fit.device)?;
             let cfg = config(&fit)?;
@@ -247,7 +297,10 @@ fn run(cli: Cli) -> Result<u8> {
                 trainer::cv::table(&report)
             );
             eprintln!("report: {}", fit.out.join(trainer::cv::CV_FILE).display());
-            outcome::emit_json(None, &report)?;
+            match shifts {
+                Some(spec) => robustness(&fit, Some(&fit.out), &fit.out, folds, &spec, per_group)?,
+                None => outcome::emit_json(None, &report)?,
+            }
         }
         Cmd::Groups {
             dir,
@@ -314,6 +367,42 @@ fn run(cli: Cli) -> Result<u8> {
     Ok(OK)
 }
 
+/// `trainer robustness` (and `trainer cv --shifts`): the table on stderr, the report in
+/// `OUT/robustness.json` and on stdout.
+fn robustness(
+    fit: &FitArgs,
+    cv: Option<&std::path::Path>,
+    out: &std::path::Path,
+    folds: usize,
+    shifts: &str,
+    per_group: usize,
+) -> Result<()> {
+    let shifts =
+        cellspace_core::shift::parse(shifts).map_err(|e| anyhow::anyhow!("--shifts: {e}"))?;
+    let cfg = config(fit)?;
+    let plan = trainer::robustness::RobustnessPlan {
+        data_dir: &fit.data,
+        cv_dir: cv,
+        cfg: &cfg,
+        folds,
+        shifts,
+        per_group,
+    };
+    let report = trainer::robustness::robustness(&plan)?;
+    eprintln!(
+        "\nkNN-200 under shifts, mean ± SD over {} folds ({:.0} min):\n{}",
+        report.folds,
+        report.seconds / 60.0,
+        trainer::robustness::table(&report)
+    );
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join(trainer::robustness::ROBUSTNESS_FILE);
+    cellspace_core::atomic::write_json(&path, &report)?;
+    eprintln!("report: {}", path.display());
+    outcome::emit_json(None, &report)?;
+    Ok(())
+}
+
 fn config(a: &FitArgs) -> Result<TrainConfig> {
     let encoder = EncoderConfig::preset(&a.arch)
         .with_context(|| format!("unknown --arch {}; expected small or resnet18", a.arch))?
@@ -342,7 +431,9 @@ fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_window(a.window)
         .with_output(a.output)
         .with_colour_weight(a.colour_weight)
-        .with_val_fraction(a.val_fraction);
+        .with_val_fraction(a.val_fraction)
+        .with_colour(a.colour)
+        .with_scale(a.scale);
     cfg.limit = a.limit;
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     Ok(cfg)

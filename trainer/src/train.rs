@@ -25,6 +25,8 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use cellspace_core::locate::LocateConfig;
 use cellspace_core::preprocess::{Preprocess, ResizeRule};
+use cellspace_core::reference::Reference;
+use cellspace_core::standardise::{ColourStandard, Method};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,6 +88,43 @@ pub struct TrainConfig {
     /// Cross-validation: validate on fold `[k, K]` (k of K folds of whole source groups)
     /// instead of a `val_fraction` share.
     pub fold: Option<[usize; 2]>,
+    /// Colour standardisation of every field before localisation and embedding.
+    #[config(default = "ColourChoice::OdAnchors")]
+    pub colour: ColourChoice,
+    /// What the window is measured in: red-cell diameters (per field) or the field's size.
+    #[config(default = "ScaleChoice::RedCells")]
+    pub scale: ScaleChoice,
+    /// The training fields' reference (colour anchors, red-cell scale, accepted ranges):
+    /// measured on the data when a run starts, kept in config.json and the model card.
+    pub reference: Option<Reference>,
+}
+
+/// How a field's colour is standardised ([`cellspace_core::standardise`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ColourChoice {
+    /// Absolute colour, as models before standardisation.
+    None,
+    /// Background and red cells mapped to the reference in optical density, per channel.
+    OdAnchors,
+    /// White balance on the background, the HSV hue turn and saturation scale that bring the
+    /// red cells to the reference's, then od-anchors for exposure.
+    HsvAnchors,
+    /// White balance on the background; CIELAB lightness and chroma (turn and scale) mapped
+    /// so the red cells match the reference.
+    LabAnchors,
+    /// Reinhard: CIELAB mean and SD of background and red cells matched to the reference.
+    LabReinhard,
+}
+
+/// What the cell window's size is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleChoice {
+    /// A fixed fraction of the field's shorter side (right at one magnification only).
+    Field,
+    /// Red-cell diameters measured in each field ([`cellspace_core::scale`]).
+    RedCells,
 }
 
 /// What the model looks at.
@@ -99,15 +138,74 @@ pub enum Crop {
 }
 
 impl TrainConfig {
+    /// The preprocessing this configuration trains and serves with. Standardisation and the
+    /// red-cell scale need the [`reference`](Self::reference), which
+    /// [`with_measured_reference`](Self::with_measured_reference) fills in.
     pub fn preprocess(&self) -> Preprocess {
+        let reference = self.reference.as_ref().filter(|_| self.crop == Crop::Cell);
         let rule = match self.crop {
             Crop::Cell => ResizeRule::CellWindow(LocateConfig {
                 window: self.window,
+                window_rbc: reference
+                    .filter(|_| self.scale == ScaleChoice::RedCells)
+                    .map(|r| self.window * r.field_rbc),
+                rbc_px_range: reference
+                    .filter(|_| self.scale == ScaleChoice::RedCells)
+                    .map(|r| r.rbc_px_range),
                 ..LocateConfig::default()
             }),
             Crop::Field => ResizeRule::CenterSquareBilinear,
         };
-        Preprocess::blood_cells_with(self.image_size, rule)
+        let mut pre = Preprocess::blood_cells_with(self.image_size, rule);
+        pre.colour = reference.and_then(|r| {
+            let method = match self.colour {
+                ColourChoice::None => return None,
+                ColourChoice::OdAnchors => Method::OdAnchors {
+                    reference: r.anchors,
+                },
+                ColourChoice::HsvAnchors => Method::HsvAnchors {
+                    reference: r.anchors,
+                },
+                ColourChoice::LabAnchors => Method::LabAnchors {
+                    reference: r.anchors,
+                },
+                ColourChoice::LabReinhard => Method::LabReinhard {
+                    mean: r.lab.mean,
+                    sd: r.lab.sd,
+                },
+            };
+            Some(ColourStandard {
+                method,
+                gain_range: r.gain_range,
+            })
+        });
+        pre
+    }
+
+    /// Whether this configuration needs a measured reference it does not have yet.
+    pub fn needs_reference(&self) -> bool {
+        self.reference.is_none()
+            && self.crop == Crop::Cell
+            && (self.colour != ColourChoice::None || self.scale == ScaleChoice::RedCells)
+    }
+
+    /// This configuration with the reference measured on the images under `data_dir` (when
+    /// it needs one; see [`needs_reference`](Self::needs_reference)).
+    pub fn with_measured_reference(mut self, data_dir: &Path) -> Result<Self> {
+        if self.needs_reference() {
+            let r = crate::data::measure_reference(data_dir)?;
+            eprintln!(
+                "reference of {} fields ({} without anchors or scale): background {:.0?}, red cells {:.0?}, red cell {:.1} px, window {:.2} red-cell diameters",
+                r.fields,
+                r.unmeasured,
+                r.anchors.background,
+                r.anchors.red_cell_rgb(),
+                r.rbc_px,
+                self.window * r.field_rbc
+            );
+            self.reference = Some(r);
+        }
+        Ok(self)
     }
     pub fn check(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.into()));
@@ -229,10 +327,10 @@ pub fn fit(
     let own = if opts.resume {
         load_config(run_dir)?
     } else {
-        cfg.clone()
+        cfg.clone().with_measured_reference(data_dir)?
     };
     let data = load_data(&own, data_dir)?;
-    fit_loaded(cfg, data, run_dir, device, opts)
+    fit_loaded(&own, data, run_dir, device, opts)
 }
 
 /// The images `fit` would load for `cfg`.

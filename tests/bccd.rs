@@ -1,0 +1,146 @@
+//! The shipped model's preprocessing on real 640x480 microscope fields (BCCD, the source of the
+//! training data's cells; never trained on): the measured red-cell scale against the
+//! hand-drawn red-cell boxes, and the window against the white-cell boxes.
+
+mod util;
+
+use cellspace_core::card::ModelCard;
+use cellspace_core::preprocess::{Preprocess, ResizeRule, load_rgb};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The BCCD folder, or None with an honest skip.
+fn bccd(test: &str) -> Option<PathBuf> {
+    let p = util::root().join("../shared/data/bccd");
+    if p.join("boxes.csv").is_file() {
+        Some(p)
+    } else {
+        println!(
+            "SKIPPED {test}: BCCD fields not found at {} (see README: Data)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// A box: (xmin, xmax, ymin, ymax).
+type Boxes = BTreeMap<String, Vec<[f32; 4]>>;
+
+/// WBC and RBC boxes per field.
+fn boxes(dir: &std::path::Path) -> (Boxes, Boxes) {
+    let text = std::fs::read_to_string(dir.join("boxes.csv")).unwrap();
+    let (mut wbc, mut rbc) = (Boxes::new(), Boxes::new());
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        let n = |i: usize| f[i].parse::<f32>().unwrap();
+        let b = [n(2), n(3), n(4), n(5)];
+        match f[1] {
+            "WBC" => wbc.entry(f[0].to_string()).or_default().push(b),
+            "RBC" => rbc.entry(f[0].to_string()).or_default().push(b),
+            _ => {}
+        }
+    }
+    (wbc, rbc)
+}
+
+/// The shipped model's preprocessing.
+fn shipped() -> Preprocess {
+    let card = ModelCard::load(&util::root().join("models/cellspace.json")).unwrap();
+    card.preprocess
+}
+
+fn median(mut v: Vec<f32>) -> f32 {
+    v.sort_by(f32::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn red_cell_scale_agrees_with_the_red_cell_boxes() {
+    let Some(dir) = bccd("red_cell_scale_agrees_with_the_red_cell_boxes") else {
+        return;
+    };
+    let pre = shipped();
+    let ResizeRule::CellWindow(cfg) = &pre.resize else {
+        panic!("the shipped model looks through the cell window")
+    };
+    assert!(
+        cfg.window_rbc.is_some(),
+        "the shipped window is in red-cell diameters"
+    );
+    let (_, rbc) = boxes(&dir);
+    let (mut ratios, mut unmeasured) = (Vec::new(), 0);
+    for (name, b) in &rbc {
+        let img = load_rgb(&dir.join("fields").join(name)).unwrap();
+        let view = pre.field_view(&img, cfg);
+        let Some(d) = view.rbc_px else {
+            unmeasured += 1;
+            continue;
+        };
+        let side = median(
+            b.iter()
+                .map(|b| (b[1] - b[0] + b[3] - b[2]) / 2.0)
+                .collect(),
+        );
+        ratios.push(d / side);
+    }
+    let n = ratios.len();
+    let within = ratios.iter().filter(|r| (**r - 1.0).abs() <= 0.15).count();
+    let m = median(ratios.clone());
+    println!(
+        "BCCD red-cell scale: {n} fields measured ({unmeasured} not), measured / box median: median {m:.3}, {within} of {n} ({:.0}%) within 15%",
+        100.0 * within as f64 / n as f64
+    );
+    assert!((m - 1.0).abs() <= 0.15, "median ratio {m}");
+    assert!(
+        unmeasured * 20 <= rbc.len(),
+        "{unmeasured} of {} fields without a scale",
+        rbc.len()
+    );
+    assert!(
+        within * 10 >= n * 7,
+        "only {within} of {n} fields within 15% of their boxes"
+    );
+}
+
+#[test]
+fn window_holds_the_boxed_white_cell() {
+    let Some(dir) = bccd("window_holds_the_boxed_white_cell") else {
+        return;
+    };
+    let pre = shipped();
+    let (wbc, _) = boxes(&dir);
+    let single: Vec<(&String, [f32; 4])> = wbc
+        .iter()
+        .filter(|(_, b)| b.len() == 1)
+        .map(|(n, b)| (n, b[0]))
+        .collect();
+    let (mut held, mut misses) = (0, Vec::new());
+    for (name, b) in &single {
+        let img = load_rgb(&dir.join("fields").join(name)).unwrap();
+        let (_, loc) = pre.window(&img);
+        let loc = loc.expect("cell window");
+        let (x0, y0, x1, y1) = (
+            loc.x as f32,
+            loc.y as f32,
+            (loc.x + loc.side as i32) as f32,
+            (loc.y + loc.side as i32) as f32,
+        );
+        let (cx, cy) = ((b[0] + b[1]) / 2.0, (b[2] + b[3]) / 2.0);
+        let overlap =
+            (b[1].min(x1) - b[0].max(x0)).max(0.0) * (b[3].min(y1) - b[2].max(y0)).max(0.0);
+        let area = (b[1] - b[0]) * (b[3] - b[2]);
+        // the box's centre is in the window and most of the box is
+        if cx >= x0 && cx < x1 && cy >= y0 && cy < y1 && overlap >= 0.6 * area {
+            held += 1;
+        } else {
+            misses.push(name.as_str());
+        }
+    }
+    let n = single.len();
+    println!(
+        "BCCD window: holds the boxed white cell in {held} of {n} single-cell fields ({:.1}%); missed: {:?}",
+        100.0 * held as f64 / n as f64,
+        &misses[..misses.len().min(10)]
+    );
+    assert!(held * 100 >= n * 95, "{held} of {n}");
+}

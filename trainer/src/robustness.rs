@@ -1,0 +1,469 @@
+//! `trainer robustness`: the cross-validated estimate under other microscopes.
+//!
+//! Every fold's held-out cells are changed as another lab's microscope would change them
+//! ([`cellspace_core::shift`]: lamp colour, stain saturation and hue, exposure, magnification,
+//! resolution, blur, JPEG, and combinations), then go through the product's whole
+//! preprocessing (standardisation, localisation, the window in red-cell diameters) and query
+//! the fold's *clean* training cells, as a lab's unseen cells query an atlas built elsewhere.
+//! kNN-200 is reported per shift as mean ± SD over folds, for the fold's served model (from a
+//! `trainer cv` folder) and for the colour histogram of the same windows, with the share of
+//! shifted fields the product flagged as out of range.
+//!
+//! Labels only measure. The clean row is computed through the same path, so it matches the
+//! cross-validation's figure for the same query cells.
+
+use crate::colour::{ColourHistogram, blend};
+use crate::cv::candidate_name;
+use crate::data::CellImages;
+use crate::eval::{COLOUR_WEIGHTS, Candidate, Split, embed_with};
+use crate::model::{EmbeddingOutput, Encoder};
+use crate::train::{TrainConfig, load_best_model};
+use crate::{Error, Result};
+use burn::prelude::*;
+use cellspace_core::histogram::histogram_embedding;
+use cellspace_core::locate::LocateFlag;
+use cellspace_core::metrics::evaluate_unseen;
+use cellspace_core::preprocess::{Preprocess, load_rgb};
+use cellspace_core::shift::ShiftSpec;
+use image::imageops::FilterType;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The report file in the output folder.
+pub const ROBUSTNESS_FILE: &str = "robustness.json";
+
+/// One shift's figures over the folds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShiftRow {
+    pub shift: String,
+    /// kNN-200 per fold of every learned output and blend (`trainer cv`'s names; none
+    /// without models).
+    pub learned: BTreeMap<String, Vec<f64>>,
+    pub histogram: Vec<f64>,
+    /// Share of shifted fields flagged as out of range (any out-of-range flag), per fold.
+    pub flagged: Vec<f64>,
+    /// How many shifted fields carried each flag, over all folds.
+    #[serde(default)]
+    pub flags: std::collections::BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RobustnessReport {
+    pub folds: usize,
+    /// Query cells per fold (at most `per_group` copies of each held-out original).
+    pub query_cells: Vec<usize>,
+    pub per_group: usize,
+    /// The first row is the clean one.
+    pub rows: Vec<ShiftRow>,
+    /// The name of the folds' served embedding among `learned`.
+    pub served: Option<String>,
+    /// The preprocessing the shifted cells went through.
+    pub preprocess: Preprocess,
+    pub seconds: f64,
+}
+
+/// What to measure.
+pub struct RobustnessPlan<'a> {
+    pub data_dir: &'a Path,
+    /// A `trainer cv` output folder: its folds' models and configuration; None measures the
+    /// colour histogram alone, under `cfg`'s preprocessing.
+    pub cv_dir: Option<&'a Path>,
+    pub cfg: &'a TrainConfig,
+    pub folds: usize,
+    pub shifts: Vec<ShiftSpec>,
+    pub per_group: usize,
+}
+
+/// Run the protocol (see the module docs).
+pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
+    let started = std::time::Instant::now();
+    let (cfg, folds) = match plan.cv_dir {
+        Some(dir) => {
+            let run = dir.join("fold-1");
+            let cfg = crate::train::load_config(&run)?;
+            let folds = cfg.fold.map_or(plan.folds, |[_, n]| n);
+            (cfg, folds)
+        }
+        None => (
+            plan.cfg.clone().with_measured_reference(plan.data_dir)?,
+            plan.folds,
+        ),
+    };
+    let pre = cfg.preprocess();
+    let data = crate::train::load_data(&cfg, plan.data_dir)?;
+    let mut specs = vec![ShiftSpec {
+        name: "clean".into(),
+        steps: vec![],
+    }];
+    specs.extend(plan.shifts.iter().cloned());
+    let mut rows: Vec<ShiftRow> = specs
+        .iter()
+        .map(|s| ShiftRow {
+            shift: s.name.clone(),
+            learned: BTreeMap::new(),
+            histogram: vec![],
+            flagged: vec![],
+            flags: Default::default(),
+        })
+        .collect();
+    let mut query_cells = Vec::new();
+    let served = plan.cv_dir.map(|_| name_of(cfg.output, cfg.colour_weight));
+    for k in 0..folds {
+        let split = Split::fold(&data, k, folds, cfg.seed, usize::MAX);
+        let queries = per_group(&data, &split.val, plan.per_group);
+        query_cells.push(queries.len());
+        let model = match plan.cv_dir {
+            Some(dir) => Some(load_best_model(
+                &dir.join(format!("fold-{}", k + 1)),
+                &Device::flex(),
+            )?),
+            None => None,
+        };
+        let fold = FoldData::new(&data, &split.train, &pre, model.as_ref());
+        for (spec, row) in specs.iter().zip(rows.iter_mut()) {
+            let m = fold.shifted(&data, &queries, spec, &pre, cfg.seed)?;
+            for (name, x) in m.learned {
+                row.learned.entry(name).or_default().push(x);
+            }
+            row.histogram.push(m.histogram);
+            row.flagged.push(m.flagged);
+            for f in m.flags {
+                *row.flags.entry(f.name().to_string()).or_default() += 1;
+            }
+        }
+        eprintln!(
+            "fold {}/{folds}: {} query cells under {} shifts; clean kNN-200 {} (histogram {:.3})",
+            k + 1,
+            queries.len(),
+            specs.len() - 1,
+            served
+                .as_ref()
+                .and_then(|n| rows[0].learned.get(n))
+                .and_then(|v| v.last())
+                .map_or("-".into(), |x| format!("{x:.3}")),
+            rows[0].histogram.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(RobustnessReport {
+        folds,
+        query_cells,
+        per_group: plan.per_group,
+        rows,
+        served,
+        preprocess: pre,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// At most `n` images of each source group among `idx`, the first ones in order.
+fn per_group(data: &CellImages, idx: &[usize], n: usize) -> Vec<usize> {
+    let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+    idx.iter()
+        .copied()
+        .filter(|&i| {
+            let c = seen.entry(data.groups[i].as_str()).or_default();
+            *c += 1;
+            *c <= n
+        })
+        .collect()
+}
+
+/// A fold's clean gallery, embedded once.
+struct FoldData {
+    model: Option<(Encoder, ColourHistogram)>,
+    gallery: Option<Bases>,
+    gallery_hist: Vec<f32>,
+    gallery_labels: Vec<String>,
+}
+
+/// The learned outputs and the in-graph colour histogram of some inputs, `[n, d]` each.
+struct Bases {
+    backbone: Vec<f32>,
+    head: Option<Vec<f32>>,
+    colour: Vec<f32>,
+}
+
+impl Bases {
+    fn of(model: &(Encoder, ColourHistogram), inputs: &[Vec<f32>], size: u32) -> Self {
+        let (enc, colour) = model;
+        let device = Device::flex();
+        let out = |which| embed_with(inputs, size, &device, |x| enc.output(which, x));
+        Self {
+            backbone: out(EmbeddingOutput::Backbone),
+            head: enc.head.as_ref().map(|_| out(EmbeddingOutput::Head)),
+            colour: embed_with(inputs, size, &device, |x| colour.forward(x)),
+        }
+    }
+
+    /// Every candidate served embedding: each learned output alone and blended with the
+    /// colour histogram at the weights `trainer cv` reports, and the histogram alone.
+    fn candidates(&self, n: usize) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::new();
+        let dh = self.colour.len() / n.max(1);
+        let learned = [
+            (EmbeddingOutput::Backbone, Some(&self.backbone)),
+            (EmbeddingOutput::Head, self.head.as_ref()),
+        ];
+        for (output, emb) in learned {
+            let Some(e) = emb else { continue };
+            let dl = e.len() / n.max(1);
+            for &w in COLOUR_WEIGHTS.iter().filter(|&&w| w < 1.0) {
+                let name = name_of(output, w);
+                let v = if w <= 0.0 {
+                    e.clone()
+                } else {
+                    blend(e, dl, &self.colour, dh, w)
+                };
+                out.push((name, v));
+            }
+        }
+        out.push((name_of(EmbeddingOutput::Backbone, 1.0), self.colour.clone()));
+        out
+    }
+}
+
+/// `trainer cv`'s name of an embedding.
+fn name_of(output: EmbeddingOutput, colour_weight: f32) -> String {
+    candidate_name(&Candidate {
+        output,
+        colour_weight,
+        report: Default::default(),
+    })
+}
+
+impl FoldData {
+    fn new(
+        data: &CellImages,
+        train: &[usize],
+        pre: &Preprocess,
+        model: Option<&(Encoder, TrainConfig, crate::train::BestInfo)>,
+    ) -> Self {
+        let model =
+            model.map(|(enc, _, _)| (enc.clone(), ColourHistogram::new(pre, &Device::flex())));
+        let gallery = model.as_ref().map(|m| {
+            let inputs: Vec<Vec<f32>> = train.iter().map(|&i| data.prepared(i, pre)).collect();
+            Bases::of(m, &inputs, pre.size)
+        });
+        Self {
+            model,
+            gallery,
+            gallery_hist: train
+                .iter()
+                .flat_map(|&i| histogram_embedding(&data.squares[i]))
+                .collect(),
+            gallery_labels: train.iter().map(|&i| data.labels[i].clone()).collect(),
+        }
+    }
+
+    /// What `queries` under `spec` give (see [`Measured`]).
+    fn shifted(
+        &self,
+        data: &CellImages,
+        queries: &[usize],
+        spec: &ShiftSpec,
+        pre: &Preprocess,
+        seed: u64,
+    ) -> Result<Measured> {
+        let prepared = prepare_shifted(data, queries, spec, pre)?;
+        let labels: Vec<String> = queries.iter().map(|&i| data.labels[i].clone()).collect();
+        let groups: Vec<String> = queries.iter().map(|&i| data.groups[i].clone()).collect();
+        let score = |g: &[f32], q: &[f32]| {
+            let dim = q.len() / labels.len().max(1);
+            evaluate_unseen(
+                g,
+                &self.gallery_labels,
+                q,
+                &labels,
+                Some(&groups),
+                dim,
+                seed,
+            )
+            .knn200_acc
+        };
+        let hist: Vec<f32> = prepared.iter().flat_map(|p| p.1.iter().copied()).collect();
+        let mut learned = Vec::new();
+        if let (Some(m), Some(g)) = (&self.model, &self.gallery) {
+            let inputs: Vec<Vec<f32>> = prepared.iter().map(|p| p.0.clone()).collect();
+            let q = Bases::of(m, &inputs, pre.size);
+            let gallery = g.candidates(self.gallery_labels.len());
+            for ((name, qe), (_, ge)) in q.candidates(labels.len()).into_iter().zip(gallery) {
+                if qe.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::Data(format!(
+                        "shift {}: a non-finite {name} embedding",
+                        spec.name
+                    )));
+                }
+                learned.push((name, score(&ge, &qe)));
+            }
+        }
+        let flagged = prepared
+            .iter()
+            .filter(|p| p.2.iter().any(|f| f.out_of_range()))
+            .count();
+        Ok(Measured {
+            learned,
+            histogram: score(&self.gallery_hist, &hist),
+            flagged: flagged as f64 / prepared.len().max(1) as f64,
+            flags: prepared.into_iter().flat_map(|p| p.2).collect(),
+        })
+    }
+}
+
+/// Each query image shifted, then prepared as the product prepares any field: the model's
+/// input, the histogram of its window, and the window's flags.
+fn prepare_shifted(
+    data: &CellImages,
+    queries: &[usize],
+    spec: &ShiftSpec,
+    pre: &Preprocess,
+) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<LocateFlag>)>> {
+    let cache = data.squares.first().map_or(2 * pre.size, |s| s.width());
+    queries
+        .par_iter()
+        .map(|&i| -> Result<_> {
+            let img = load_rgb(&data.entries[i].path)?;
+            let centre = data.locations[i].as_ref().map_or(
+                (img.width() as f32 / 2.0, img.height() as f32 / 2.0),
+                |l| {
+                    (
+                        l.x as f32 + l.side as f32 / 2.0,
+                        l.y as f32 + l.side as f32 / 2.0,
+                    )
+                },
+            );
+            let shifted = spec.apply(&img, centre);
+            let (window, loc) = pre.window(&shifted);
+            let flags = loc.map(|l| l.flags).unwrap_or_default();
+            let square = image::imageops::resize(&window, cache, cache, FilterType::Triangle);
+            let input = pre.normalize(&pre.resize_window(window));
+            Ok((input, histogram_embedding(&square), flags))
+        })
+        .collect()
+}
+
+/// One fold under one shift: kNN-200 of every learned candidate (with a model) and of the
+/// histogram, the share of fields flagged out of range, and every flag raised.
+struct Measured {
+    learned: Vec<(String, f64)>,
+    histogram: f64,
+    flagged: f64,
+    flags: Vec<LocateFlag>,
+}
+
+/// Mean and sample SD.
+pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, var.sqrt())
+}
+
+/// Name of the plain window histogram's column.
+const HISTOGRAM: &str = "histogram of the window";
+
+/// The report as markdown: kNN-200 mean ± SD over folds per shift for the served embedding,
+/// the learned backbone and head alone and the histogram of the same windows; then the clean,
+/// mean and worst figure over the shifts of every embedding measured.
+pub fn table(r: &RobustnessReport) -> String {
+    let f = |xs: Option<&Vec<f64>>| match xs {
+        Some(xs) if !xs.is_empty() => {
+            let (m, s) = mean_sd(xs);
+            format!("{m:.3} ± {s:.3}")
+        }
+        _ => "-".to_string(),
+    };
+    let mut shown: Vec<String> = Vec::new();
+    for n in r
+        .served
+        .iter()
+        .cloned()
+        .chain(["learned backbone".into(), "learned head".into()])
+    {
+        if !shown.contains(&n)
+            && r.rows
+                .first()
+                .is_some_and(|row| row.learned.contains_key(&n))
+        {
+            shown.push(n);
+        }
+    }
+    let mut t = String::from("| shift |");
+    for n in &shown {
+        let mark = if r.served.as_ref() == Some(n) {
+            " (served)"
+        } else {
+            ""
+        };
+        t.push_str(&format!(" {n}{mark} |"));
+    }
+    t.push_str(&format!(
+        " {HISTOGRAM} | flagged |\n|{}\n",
+        " --- |".repeat(shown.len() + 3)
+    ));
+    for row in &r.rows {
+        t.push_str(&format!("| {} |", row.shift));
+        for n in &shown {
+            t.push_str(&format!(" {} |", f(row.learned.get(n))));
+        }
+        let flagged = 100.0 * mean_sd(&row.flagged).0;
+        t.push_str(&format!(" {} | {flagged:.0}% |\n", f(Some(&row.histogram))));
+    }
+    t.push('\n');
+    t.push_str(&summary(r));
+    t
+}
+
+/// Clean, mean over the shifts and worst shift of every embedding (markdown).
+fn summary(r: &RobustnessReport) -> String {
+    let shifted = &r.rows[1.min(r.rows.len())..];
+    let mut names: Vec<String> = r
+        .rows
+        .first()
+        .map(|row| row.learned.keys().cloned().collect())
+        .unwrap_or_default();
+    names.push(HISTOGRAM.into());
+    let mut t = String::from(
+        "| embedding | clean | mean over the shifts | worst shift |\n| --- | --- | --- | --- |\n",
+    );
+    for name in names {
+        let pick = |row: &ShiftRow| -> Option<f64> {
+            let xs = if name == HISTOGRAM {
+                Some(&row.histogram)
+            } else {
+                row.learned.get(&name)
+            };
+            xs.filter(|x| !x.is_empty()).map(|x| mean_sd(x).0)
+        };
+        let means: Vec<(f64, &str)> = shifted
+            .iter()
+            .filter_map(|row| pick(row).map(|m| (m, row.shift.as_str())))
+            .collect();
+        let Some(worst) = means.iter().min_by(|a, b| a.0.total_cmp(&b.0)) else {
+            continue;
+        };
+        let mean = means.iter().map(|m| m.0).sum::<f64>() / means.len() as f64;
+        let clean = r.rows.first().and_then(pick).unwrap_or(f64::NAN);
+        t.push_str(&format!(
+            "| {name} | {clean:.3} | {mean:.3} | {:.3} ({}) |\n",
+            worst.0, worst.1
+        ));
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_sd() {
+        let (m, s) = mean_sd(&[0.5, 0.7, 0.6]);
+        assert!((m - 0.6).abs() < 1e-12 && (s - 0.1).abs() < 1e-12);
+        assert!(mean_sd(&[]).0.is_nan());
+    }
+}
