@@ -30,3 +30,99 @@ pub fn main<C: clap::Parser, E: std::fmt::Display>(
         }
     }
 }
+
+/// Number flags checked when the command line is parsed, so that a NaN, an infinity or an
+/// out-of-range value is a usage error naming the flag, never a run that trains on it.
+pub mod number {
+    use std::str::FromStr;
+
+    fn parse<T: FromStr + Into<f64> + Copy>(
+        s: &str,
+        ok: impl Fn(f64) -> bool,
+        what: &str,
+    ) -> Result<T, String> {
+        match s.trim().parse::<T>() {
+            Ok(x) if x.into().is_finite() && ok(x.into()) => Ok(x),
+            _ => Err(format!("'{s}' is not {what}")),
+        }
+    }
+
+    /// A finite number above 0.
+    pub fn positive_f32(s: &str) -> Result<f32, String> {
+        parse(s, |x| x > 0.0, "a number above 0")
+    }
+
+    /// A finite number above 0.
+    pub fn positive_f64(s: &str) -> Result<f64, String> {
+        parse(s, |x| x > 0.0, "a number above 0")
+    }
+
+    /// A finite number of 0 or more.
+    pub fn non_negative_f32(s: &str) -> Result<f32, String> {
+        parse(s, |x| x >= 0.0, "a number of 0 or more")
+    }
+
+    /// A finite number.
+    pub fn finite_f32(s: &str) -> Result<f32, String> {
+        parse(s, |_| true, "a finite number")
+    }
+
+    /// A share: 0 or more and below 1.
+    pub fn share_f64(s: &str) -> Result<f64, String> {
+        parse(
+            s,
+            |x| (0.0..1.0).contains(&x),
+            "a share from 0 up to (not including) 1",
+        )
+    }
+
+    /// A share: 0 or more and below 1.
+    pub fn share_f32(s: &str) -> Result<f32, String> {
+        parse(
+            s,
+            |x| (0.0..1.0).contains(&x),
+            "a share from 0 up to (not including) 1",
+        )
+    }
+
+    /// A share of the field: above 0, at most 1.
+    pub fn field_share_f32(s: &str) -> Result<f32, String> {
+        parse(s, |x| x > 0.0 && x <= 1.0, "a share above 0 and at most 1")
+    }
+
+    /// A pixel size in µm: a finite number above 0.
+    pub fn pixel_size_um(s: &str) -> Result<f32, String> {
+        parse(s, |x| x > 0.0, "a pixel size in µm (a number above 0)")
+    }
+
+    /// A count of 1 or more.
+    pub fn at_least_one(s: &str) -> Result<usize, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("'{s}' is not a whole number of 1 or more")),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn non_finite_and_out_of_range_numbers_are_refused() {
+            for bad in ["nan", "NaN", "inf", "-inf", "0", "-1", "x", ""] {
+                assert!(positive_f64(bad).is_err(), "{bad}");
+                assert!(positive_f32(bad).is_err(), "{bad}");
+            }
+            assert_eq!(positive_f64("2e-3"), Ok(2e-3));
+            assert!(non_negative_f32("nan").is_err());
+            assert_eq!(non_negative_f32("0"), Ok(0.0));
+            assert!(finite_f32("inf").is_err());
+            assert!(share_f64("1").is_err());
+            assert_eq!(share_f64("0"), Ok(0.0));
+            assert!(field_share_f32("0").is_err());
+            assert_eq!(field_share_f32("1"), Ok(1.0));
+            assert!(at_least_one("0").is_err());
+            assert_eq!(at_least_one("3"), Ok(3));
+        }
+    }
+}

@@ -35,7 +35,7 @@ struct Common {
     #[arg(long, value_enum, default_value = "auto")]
     device: Device,
     /// µm per pixel of the query fields, when known (else the red-cell scale is measured).
-    #[arg(long)]
+    #[arg(long, value_parser = cellspace_core::cli::number::pixel_size_um)]
     pixel_size: Option<f32>,
 }
 
@@ -329,12 +329,6 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let (index, mut embedder) =
                 embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
-            if let Some(um) = common.pixel_size {
-                anyhow::ensure!(
-                    um.is_finite() && um > 0.0,
-                    "--pixel-size must be a number of µm above 0, not {um}"
-                );
-            }
             embedder.set_pixel_size(common.pixel_size);
             let filter = ops::QueryFilter {
                 exclude_self,

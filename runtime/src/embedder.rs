@@ -215,6 +215,13 @@ impl Embedder {
                 self.dim()
             )));
         }
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Inference(format!(
+                "the model returned {} for image {} of the batch: not a finite number (a model trained to NaN?); nothing was written",
+                data[i],
+                i / self.dim().max(1) + 1
+            )));
+        }
         Ok(data.to_vec())
     }
 

@@ -42,18 +42,8 @@ struct ModelArgs {
     trt_cache: Option<PathBuf>,
     /// µm per pixel of every field, when known: the red-cell scale (7.5 µm) is then taken
     /// from it instead of being measured in each field.
-    #[arg(long, value_parser = positive_um)]
+    #[arg(long, value_parser = cellspace_core::cli::number::pixel_size_um)]
     pixel_size: Option<f32>,
-}
-
-/// A pixel size in µm: a finite number above 0.
-fn positive_um(s: &str) -> std::result::Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => Err(format!(
-            "'{s}' is not a pixel size in µm (a number above 0)"
-        )),
-    }
 }
 
 #[derive(Subcommand)]

@@ -58,6 +58,11 @@ pub fn export_encoder(
     info: CardInfo,
     to: &Path,
 ) -> Result<PathBuf> {
+    if let Some(bad) = first_non_finite(model) {
+        return Err(Error::Export(format!(
+            "the model's weights hold {bad}, not a finite number (the run diverged): nothing was exported"
+        )));
+    }
     let device = Device::flex();
     let full = RetrievalModel {
         encoder: model.clone(),
@@ -98,6 +103,26 @@ pub fn export_encoder(
     cellspace_core::atomic::write_atomic(&to.with_extension("onnx"), &bytes)?;
     card.save(&card_path)?;
     Ok(card_path)
+}
+
+/// The first weight or running statistic of `model` that is not a finite number.
+pub fn first_non_finite<M: burn::module::Module>(model: &M) -> Option<f32> {
+    struct Find(Option<f32>);
+    impl burn::module::ModuleVisitor for Find {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if self.0.is_none() {
+                let v = param
+                    .val()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default();
+                self.0 = v.into_iter().find(|x| !x.is_finite());
+            }
+        }
+    }
+    let mut f = Find(None);
+    model.visit(&mut f);
+    f.0
 }
 
 /// What `export_run` takes beyond the run: the data to measure again, a cross-validation

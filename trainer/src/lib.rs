@@ -41,6 +41,15 @@ pub enum Error {
     Device(String),
     #[error("{0}")]
     Config(String),
+    /// The loss stopped being a finite number: nothing after the last checkpoint is kept.
+    #[error(
+        "epoch {epoch} batch {batch}: the loss is {loss}, not a finite number; training stopped and the last checkpoint (if any) is kept. Lower --lr or raise --temperature"
+    )]
+    Diverged {
+        epoch: usize,
+        batch: usize,
+        loss: f32,
+    },
 }
 
 /// Result alias of this crate.

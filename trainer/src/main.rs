@@ -68,7 +68,7 @@ enum Cmd {
         #[arg(short, long)]
         out: PathBuf,
         /// Cosine similarity of colour signatures above which two images are copies.
-        #[arg(long, default_value_t = cellspace_core::duplicates::DEFAULT_THRESHOLD)]
+        #[arg(long, default_value_t = cellspace_core::duplicates::DEFAULT_THRESHOLD, value_parser = cellspace_core::cli::number::finite_f32)]
         threshold: f32,
         /// A reference grouping to report agreement with (default: source_groups.tsv in or
         /// beside DIR, when there is one).
@@ -119,7 +119,7 @@ enum Cmd {
         #[arg(long, value_enum)]
         output: Option<EmbeddingOutput>,
         /// Serve this colour weight instead of the run's.
-        #[arg(long)]
+        #[arg(long, value_parser = cellspace_core::cli::number::non_negative_f32)]
         colour_weight: Option<f32>,
     },
 }
@@ -131,13 +131,13 @@ struct FitArgs {
     data: PathBuf,
     #[arg(long, value_enum, default_value = "ntxent")]
     loss: LossKind,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = cellspace_core::cli::number::at_least_one)]
     epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = cellspace_core::cli::number::at_least_one)]
     batch_size: usize,
     #[arg(long, default_value_t = 64)]
     image_size: u32,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, value_parser = cellspace_core::cli::number::positive_f64)]
     lr: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -169,18 +169,18 @@ struct FitArgs {
     /// Projection head output dimension for NT-Xent (0 = none).
     #[arg(long, default_value_t = 128)]
     head_dim: usize,
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::non_negative_f32)]
     margin: f32,
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::positive_f32)]
     temperature: f32,
     /// Debiased NT-Xent class prior τ⁺ (false-negative remedy; 0.25 for 4 balanced types).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = cellspace_core::cli::number::share_f32)]
     debias: f32,
     /// Triplet: ignore negatives more similar than this cosine (false-negative remedy).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = cellspace_core::cli::number::finite_f32)]
     fn_threshold: f32,
     /// Colour jitter strength (brightness, contrast, saturation).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = cellspace_core::cli::number::non_negative_f32)]
     jitter: f32,
     /// Torchvision ResNet weights to start from (.pth or .safetensors).
     #[arg(long)]
@@ -189,16 +189,16 @@ struct FitArgs {
     #[arg(long, value_enum, default_value = "cell")]
     crop: Crop,
     /// Cell window side as a fraction of the image's shorter side (0.4667 = 112 of 240 px).
-    #[arg(long, default_value_t = 0.4667)]
+    #[arg(long, default_value_t = 0.4667, value_parser = cellspace_core::cli::number::field_share_f32)]
     window: f32,
     /// Served embedding: backbone or head (fixed before training; see `trainer cv`).
     #[arg(long, value_enum, default_value = "backbone")]
     output: EmbeddingOutput,
     /// Weight of the in-graph colour histogram in the served embedding (0 = learned only).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = cellspace_core::cli::number::non_negative_f32)]
     colour_weight: f32,
     /// Share of source groups held out to validate each epoch (0: train on everything).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::share_f64)]
     val_fraction: f64,
     /// Where to export the served model (path without extension); "none" to skip.
     #[arg(long, default_value = "models/latest")]

@@ -482,6 +482,14 @@ fn fit_with(
         for batch in spawn_batches(data.clone(), plan) {
             let lr = cosine_lr(cfg.lr, state.step, total_steps);
             let (next, loss) = train_step(model, &mut optim, &batch, cfg, train_output, lr, &ad);
+            if !loss.is_finite() {
+                bar.finish_and_clear();
+                return Err(Error::Diverged {
+                    epoch: epoch + 1,
+                    batch: batch.index + 1,
+                    loss,
+                });
+            }
             model = next;
             state.step += 1;
             state.batch = batch.index + 1;

@@ -1,0 +1,179 @@
+//! Hardening, round 2 (issue 19): each case of the adversarial probe as a test named after it.
+//! Each failed on the `main` before its fix.
+
+mod util;
+
+use std::process::Command;
+use trainer::augment::AugmentConfig;
+use burn::prelude::Device;
+use trainer::loss::LossKind;
+use trainer::model::{EmbeddingOutput, EncoderConfig};
+use trainer::train::{ColourChoice, FitOptions, ScaleChoice, TrainConfig, fit};
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig::new(
+        EncoderConfig::new()
+            .with_widths([8, 16, 16, 32])
+            .with_dim(16)
+            .with_head_dim(16),
+        AugmentConfig::new(),
+    )
+    .with_loss(LossKind::Ntxent)
+    .with_image_size(16)
+    .with_batch_size(8)
+    .with_epochs(2)
+    .with_val_fraction(0.0)
+    .with_colour(ColourChoice::None)
+    .with_scale(ScaleChoice::Field)
+}
+
+fn status(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Case 7: non-finite or out-of-range float flags are usage errors naming the flag, before
+/// anything is trained or written.
+#[test]
+fn case_07_nan_and_zero_float_flags_are_usage_errors() {
+    let dir = util::tempdir();
+    let data = util::cells_folder(dir.path(), 8, &["A", "B"]);
+    for (flag, value) in [
+        ("--temperature", "0"),
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+        ("--margin", "nan"),
+        ("--val-fraction", "1.5"),
+        ("--window", "0"),
+        ("--colour-weight", "NaN"),
+    ] {
+        let run = dir.path().join("run");
+        let (code, err) = status(
+            Command::new(util::bin("trainer"))
+                .args(["fit", "--data"])
+                .arg(&data)
+                .arg("--out")
+                .arg(&run)
+                .args([flag, value, "--export", "none", "--epochs", "1"]),
+        );
+        assert_eq!(code, 64, "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(value),
+            "{flag} {value}: {err}"
+        );
+        assert!(!run.exists(), "{flag} {value} wrote a run");
+    }
+}
+
+/// Case 7: a loss that stops being finite stops the run with an error (no NaN checkpoint, no
+/// export), instead of training on to the end and exiting 0.
+#[test]
+fn case_07_a_non_finite_loss_stops_training() {
+    let dir = util::tempdir();
+    let data = util::cells_folder(dir.path(), 16, &["A", "B"]);
+    // below f32's range the logits are infinite: the first loss is NaN
+    let cfg = tiny_config().with_temperature(1e-39);
+    let run = dir.path().join("run");
+    let err = fit(&cfg, &data, &run, &Device::flex(), &FitOptions::default())
+        .err()
+        .expect("a NaN loss must fail the run");
+    assert!(
+        matches!(err, trainer::Error::Diverged { epoch: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not a finite number"), "{err}");
+    assert!(
+        !run.join(trainer::checkpoint::BEST_MODEL).exists(),
+        "a diverged run saved a served model"
+    );
+}
+
+/// Case 7: a model with non-finite weights is refused at export, and a model whose output is
+/// not finite is refused by the runtime (no `null` vectors with exit 0).
+#[test]
+fn case_07_non_finite_models_are_neither_exported_nor_served() {
+    use burn::module::Param;
+    use burn::prelude::*;
+    let dir = util::tempdir();
+    let cfg = tiny_config();
+    let pre = cfg.preprocess();
+    let good = cfg.encoder.init(&Device::flex());
+    let to = dir.path().join("m");
+    let card = trainer::export::export_encoder(
+        &good,
+        EmbeddingOutput::Head,
+        0.0,
+        &pre,
+        Default::default(),
+        &to,
+    )
+    .unwrap();
+    let mut bad = good.clone();
+    let dims = bad.fc.weight.dims();
+    bad.fc.weight = Param::from_tensor(Tensor::full(dims, f32::NAN, &Device::flex()));
+    let err = trainer::export::export_encoder(
+        &bad,
+        EmbeddingOutput::Head,
+        0.0,
+        &pre,
+        Default::default(),
+        &dir.path().join("bad"),
+    )
+    .err()
+    .expect("export of NaN weights must fail")
+    .to_string();
+    assert!(err.contains("not a finite number"), "{err}");
+    assert!(!dir.path().join("bad.onnx").exists());
+
+    // the NaN graph, bypassing the export check, behind the good card: the runtime refuses it
+    let full = trainer::colour::RetrievalModel {
+        encoder: bad,
+        colour: trainer::colour::ColourHistogram::new(&pre, &Device::flex()),
+    };
+    let bytes = trainer::export::onnx_bytes(&full, EmbeddingOutput::Head, 0.0, pre.size).unwrap();
+    std::fs::write(to.with_extension("onnx"), &bytes).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();
+    json["onnx_sha256"] = cellspace_core::sha256_hex(&bytes).into();
+    std::fs::write(&card, serde_json::to_vec(&json).unwrap()).unwrap();
+    let img = dir.path().join("cell.png");
+    util::write_cell(&img, 1);
+    let out = Command::new(util::bin("runtime"))
+        .args(["embed-one"])
+        .arg(&img)
+        .arg("--model")
+        .arg(&card)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a finite number"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Case 13: `--epochs 0` is a usage error, not "metrics.jsonl: No such file".
+#[test]
+fn case_13_zero_epochs_is_a_usage_error() {
+    let dir = util::tempdir();
+    let data = util::cells_folder(dir.path(), 4, &["A"]);
+    let (code, err) = status(
+        Command::new(util::bin("trainer"))
+            .args(["fit", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.path().join("run"))
+            .args(["--epochs", "0", "--export", "none"]),
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("--epochs") && !err.contains("metrics.jsonl"),
+        "{err}"
+    );
+}
