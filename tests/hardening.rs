@@ -3,9 +3,9 @@
 
 mod util;
 
+use burn::prelude::Device;
 use std::process::Command;
 use trainer::augment::AugmentConfig;
-use burn::prelude::Device;
 use trainer::loss::LossKind;
 use trainer::model::{EmbeddingOutput, EncoderConfig};
 use trainer::train::{ColourChoice, FitOptions, ScaleChoice, TrainConfig, fit};
@@ -176,4 +176,101 @@ fn case_13_zero_epochs_is_a_usage_error() {
         err.contains("--epochs") && !err.contains("metrics.jsonl"),
         "{err}"
     );
+}
+
+/// Case 10: commands a user can reach with odd input answer with an error, never a panic
+/// (exit 101).
+#[test]
+fn case_10_bench_commands_refuse_what_they_cannot_time() {
+    let dir = util::tempdir();
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("a.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
+    let model = util::tiny_model();
+    let (code, err) = status(
+        Command::new(util::bin("runtime"))
+            .arg("bench")
+            .arg(&broken)
+            .arg("--model")
+            .arg(&model),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("could be decoded") && err.contains("broken"),
+        "{err}"
+    );
+    let cells = util::cells_folder(dir.path(), 2, &["A"]);
+    let (code, err) = status(
+        Command::new(util::bin("runtime"))
+            .arg("bench")
+            .arg(&cells)
+            .arg("--model")
+            .arg(&model)
+            .args(["--batch-sizes", "0"]),
+    );
+    assert_eq!(code, 64, "{err}");
+    let (code, err) = status(Command::new(util::bin("index")).args([
+        "bench",
+        "--synthetic",
+        "100",
+        "--dim",
+        "0",
+    ]));
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--dim"), "{err}");
+}
+
+/// Case 5: a shard that holds none of a small folder's images is a finished shard (exit 0,
+/// a complete folder that `runtime merge` takes), and one whose files all fail is partial (2).
+#[test]
+fn case_05_an_empty_shard_is_a_success() {
+    let dir = util::tempdir();
+    let cells = util::cells_folder(dir.path(), 1, &["A"]);
+    let model = util::tiny_model();
+    let mut outs = Vec::new();
+    for i in 0..2 {
+        let out = dir.path().join(format!("s{i}.embeddings"));
+        let (code, err) = status(
+            Command::new(util::bin("runtime"))
+                .arg("embed")
+                .arg(&cells)
+                .args(["--shard", &format!("{i}/2"), "--model"])
+                .arg(&model)
+                .arg("-o")
+                .arg(&out),
+        );
+        assert!(
+            code == 0,
+            "shard {i}/2 of a 1-image folder: exit {code}: {err}"
+        );
+        outs.push(out);
+    }
+    let merged = dir.path().join("all.embeddings");
+    util::run_ok(
+        Command::new(util::bin("runtime"))
+            .arg("merge")
+            .args(&outs)
+            .arg("-o")
+            .arg(&merged),
+    );
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for n in ["a.jpg", "b.jpg", "c.jpg", "d.jpg"] {
+        std::fs::write(bad.join(n), b"\xff\xd8\xff not a jpeg").unwrap();
+    }
+    let mut partial = 0;
+    for i in 0..2 {
+        let (code, err) = status(
+            Command::new(util::bin("runtime"))
+                .arg("embed")
+                .arg(&bad)
+                .args(["--shard", &format!("{i}/2"), "--model"])
+                .arg(&model)
+                .arg("-o")
+                .arg(dir.path().join(format!("b{i}.embeddings"))),
+        );
+        assert!(code == 0 || code == 2, "{err}");
+        partial += (code == 2) as usize;
+    }
+    assert!(partial >= 1, "a shard whose files all failed exited 0");
 }

@@ -103,6 +103,14 @@ pub mod number {
         }
     }
 
+    /// A count of 2 or more (an HNSW graph's links per node).
+    pub fn at_least_two(s: &str) -> Result<usize, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n) if n >= 2 => Ok(n),
+            _ => Err(format!("'{s}' is not a whole number of 2 or more")),
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;

@@ -90,52 +90,127 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, usize)> {
     Ok((data, dim))
 }
 
-/// (rows, dim, offset of the data) from the start of a `.npy` file of `total` bytes.
+/// (rows, dim, offset of the data) from the start of a `.npy` file of `total` bytes. The header
+/// is parsed as the dict literal it is (exactly the keys `descr`, `fortran_order`, `shape`), and
+/// the declared size is checked, without overflow, against the file's.
 fn header_of(path: &Path, bytes: &[u8], total: usize) -> Result<(usize, usize, usize)> {
     let bad = |r: &str| Error::invalid(path, format!("not a float32 [N, D] .npy: {r}"));
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+    if bytes.len() < 8 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad("bad magic"));
     }
-    let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
+    let (len_bytes, start): (usize, usize) = match bytes[6] {
+        1 => (2, 10),
+        2 | 3 => (4, 12),
         _ => return Err(bad("unknown version")),
     };
+    let len_field = bytes
+        .get(8..8 + len_bytes)
+        .ok_or_else(|| bad("truncated header"))?;
+    let hlen = len_field
+        .iter()
+        .rev()
+        .fold(0usize, |n, &b| (n << 8) | b as usize);
+    let end = start
+        .checked_add(hlen)
+        .filter(|&e| e <= total)
+        .ok_or_else(|| bad("truncated header"))?;
     let header = std::str::from_utf8(
         bytes
-            .get(start..start + hlen)
+            .get(start..end)
             .ok_or_else(|| bad("truncated header"))?,
     )
     .map_err(|_| bad("header not text"))?;
-    if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
-        return Err(bad("dtype must be '<f4' in C order"));
-    }
-    let shape = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .map(|s| {
-            s.trim()
-                .trim_start_matches('(')
-                .split(',')
-                .filter_map(|d| d.trim().parse::<usize>().ok())
-                .collect::<Vec<_>>()
-        })
-        .ok_or_else(|| bad("no shape"))?;
-    let [rows, dim] = shape[..] else {
-        return Err(bad("shape must be 2-D"));
-    };
-    let body = total.saturating_sub(start + hlen);
-    if body != rows * dim * 4 {
+    let (rows, dim) = parse_header(header).map_err(|r| bad(&r))?;
+    let expected = rows
+        .checked_mul(dim)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| bad(&format!("shape ({rows}, {dim}) is larger than any file")))?;
+    let body = total - end;
+    if body != expected {
         return Err(bad(&format!(
-            "expected {} bytes of data, found {body} (truncated?)",
-            rows * dim * 4,
+            "expected {expected} bytes of data, found {body} (truncated?)"
         )));
     }
-    Ok((rows, dim, start + hlen))
+    Ok((rows, dim, end))
+}
+
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (N, D), }` -> (N, D).
+fn parse_header(header: &str) -> std::result::Result<(usize, usize), String> {
+    let body = header
+        .trim_end_matches(['\n', ' ', '\0'])
+        .strip_prefix('{')
+        .and_then(|h| h.strip_suffix('}'))
+        .ok_or("the header is not a dict")?;
+    let (mut descr, mut order, mut shape) = (None, None, None);
+    let mut rest = body.trim_start();
+    while !rest.is_empty() {
+        let (key, after) = quoted(rest).ok_or("a key is not a quoted name")?;
+        let after = after
+            .trim_start()
+            .strip_prefix(':')
+            .ok_or("a key without ':'")?;
+        let after = after.trim_start();
+        let (value, after) = match key {
+            "descr" => quoted(after).map(|(v, a)| (v.to_string(), a)),
+            "fortran_order" => ["True", "False"]
+                .into_iter()
+                .find(|w| after.starts_with(w))
+                .map(|w| (w.to_string(), &after[w.len()..])),
+            "shape" => after
+                .strip_prefix('(')
+                .and_then(|a| a.split_once(')'))
+                .map(|(v, a)| (v.to_string(), a)),
+            other => return Err(format!("unexpected key '{other}'")),
+        }
+        .ok_or_else(|| format!("bad value of '{key}'"))?;
+        let slot = match key {
+            "descr" => &mut descr,
+            "fortran_order" => &mut order,
+            _ => &mut shape,
+        };
+        if slot.replace(value).is_some() {
+            return Err(format!("'{key}' given twice"));
+        }
+        let after = after.trim_start();
+        rest = match after.strip_prefix(',') {
+            Some(a) => a.trim_start(),
+            None if after.is_empty() => after,
+            None => return Err("entries not separated by ','".into()),
+        };
+    }
+    if descr.as_deref() != Some("<f4") {
+        return Err("dtype must be '<f4'".into());
+    }
+    if order.as_deref() != Some("False") {
+        return Err("the data must be in C order ('fortran_order': False)".into());
+    }
+    let shape = shape.ok_or("no shape")?;
+    let dims: Vec<&str> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let parse = |d: &str| {
+        d.parse::<usize>()
+            .map_err(|_| format!("shape entry '{d}' is not a count"))
+    };
+    match dims[..] {
+        [rows, dim] => {
+            let (rows, dim) = (parse(rows)?, parse(dim)?);
+            if dim == 0 {
+                return Err("the vectors have 0 dimensions".into());
+            }
+            Ok((rows, dim))
+        }
+        _ => Err(format!("shape must be 2-D, not ({shape})")),
+    }
+}
+
+/// A `'quoted'` (or `"quoted"`) name at the start of `s`, and what follows it.
+fn quoted(s: &str) -> Option<(&str, &str)> {
+    let q = s.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let (name, rest) = s[1..].split_once(q)?;
+    Some((name, rest))
 }
 
 #[cfg(test)]
@@ -152,5 +227,51 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
         let e = super::read(&p).unwrap_err().to_string();
         assert!(e.contains("truncated") && e.contains("e.npy"), "{e}");
+    }
+
+    fn file(header: &str, version: u8, body: usize) -> Vec<u8> {
+        let mut b = b"\x93NUMPY".to_vec();
+        b.extend([version, 0]);
+        if version == 1 {
+            b.extend((header.len() as u16).to_le_bytes());
+        } else {
+            b.extend((header.len() as u32).to_le_bytes());
+        }
+        b.extend(header.as_bytes());
+        b.extend(vec![0u8; body]);
+        b
+    }
+
+    /// Issue 19 case 9: crafted headers are errors, never panics, and never accepted.
+    #[test]
+    fn case_09_crafted_npy_headers_are_refused() {
+        let p = std::path::Path::new("crafted.npy");
+        let ok = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+        assert_eq!(super::decode(p, &file(ok, 1, 24)).unwrap().1, 3);
+        assert_eq!(super::decode(p, &file(ok, 2, 24)).unwrap().1, 3);
+        // 10-11 byte version-2 files used to index past their end
+        for n in 6..12 {
+            let b = &file(ok, 2, 24)[..n];
+            let e = super::decode(p, b).unwrap_err().to_string();
+            assert!(e.contains("crafted.npy"), "{n}: {e}");
+        }
+        let refused = [
+            // 2^55+1 rows x 640: rows * dim * 4 used to wrap
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (36028797018963969, 640), }",
+            "{'descr': '<f4', 'fortran_order':True, 'shape': (2, 3), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 3), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x, 3), }",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), 'extra': 1}",
+            "{'descr': '<f4', 'shape': (2, 3), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (24, 0), }",
+            "'descr': '<f4'",
+        ];
+        for h in refused {
+            let r = std::panic::catch_unwind(|| super::decode(p, &file(h, 1, 24)));
+            let r = r.unwrap_or_else(|_| panic!("panicked on {h}"));
+            assert!(r.is_err(), "accepted {h}");
+        }
     }
 }

@@ -80,9 +80,9 @@ enum Cmd {
         meta: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
         device: Device,
-        #[arg(long, default_value_t = HnswParams::default().m)]
+        #[arg(long, default_value_t = HnswParams::default().m, value_parser = cellspace_core::cli::number::at_least_two)]
         m: usize,
-        #[arg(long, default_value_t = HnswParams::default().ef_construction)]
+        #[arg(long, default_value_t = HnswParams::default().ef_construction, value_parser = cellspace_core::cli::number::at_least_one)]
         ef_construction: usize,
         #[arg(long, default_value_t = HnswParams::default().ef_search)]
         ef_search: usize,
@@ -166,22 +166,22 @@ enum Cmd {
         /// Output folder of `runtime embed` (real embeddings).
         emb_dir: Option<PathBuf>,
         /// Also a synthetic set of this many vectors (of the real set's dimension, or --dim).
-        #[arg(long)]
+        #[arg(long, value_parser = cellspace_core::cli::number::at_least_one)]
         synthetic: Option<usize>,
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = cellspace_core::cli::number::at_least_one)]
         dim: usize,
-        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256", value_parser = cellspace_core::cli::number::at_least_one)]
         ef: Vec<usize>,
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = cellspace_core::cli::number::at_least_one)]
         queries: usize,
         /// Write the synthetic vectors (all rows, queries included) to this .npy, to run
         /// another index on the same set (scripts/bench_hnswlib.py).
         #[arg(long)]
         save_vectors: Option<PathBuf>,
         /// HNSW M and ef_construction (default: the index defaults).
-        #[arg(long, default_value_t = HnswParams::default().m)]
+        #[arg(long, default_value_t = HnswParams::default().m, value_parser = cellspace_core::cli::number::at_least_two)]
         m: usize,
-        #[arg(long, default_value_t = HnswParams::default().ef_construction)]
+        #[arg(long, default_value_t = HnswParams::default().ef_construction, value_parser = cellspace_core::cli::number::at_least_one)]
         ef_construction: usize,
         /// Vector store: f32, or int8 codes with exact re-ranking from disk.
         #[arg(long, default_value = "f32")]

@@ -43,6 +43,16 @@ pub fn bench(
         .par_iter()
         .filter_map(|p| load_rgb(p).ok().map(|img| pre.prepare(&img)))
         .collect();
+    if prepared.is_empty() {
+        return Err(cellspace_core::Error::invalid(
+            dir,
+            format!(
+                "none of the {} images listed could be decoded: nothing to time",
+                paths.len()
+            ),
+        )
+        .into());
+    }
     let decode = prepared.len() as f64 / t.elapsed().as_secs_f64();
     let mut rows = Vec::new();
     for &bs in batch_sizes {

@@ -86,9 +86,9 @@ enum Cmd {
     /// Decode-only, inference-only and end-to-end images/s on a folder, per batch size.
     Bench {
         dir: PathBuf,
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = cellspace_core::cli::number::at_least_one)]
         limit: usize,
-        #[arg(long, value_delimiter = ',', default_value = "1,32,256")]
+        #[arg(long, value_delimiter = ',', default_value = "1,32,256", value_parser = cellspace_core::cli::number::at_least_one)]
         batch_sizes: Vec<usize>,
         #[command(flatten)]
         model: ModelArgs,
@@ -194,12 +194,12 @@ fn run(cli: Cli) -> Result<u8> {
             if json {
                 outcome::emit_json(None, &s)?;
             }
-            Ok(if s.embedded + s.reused == 0 {
-                ERROR
-            } else if s.failed > 0 {
-                PARTIAL
-            } else {
-                OK
+            // a shard may hold none of a small folder's images: that is a finished shard
+            Ok(match (s.embedded + s.reused, s.failed, shard) {
+                (0, 0, Some(_)) => OK,
+                (0, _, None) => ERROR,
+                (_, 0, _) => OK,
+                _ => PARTIAL,
             })
         }
         Cmd::Merge { shards, out, json } => {
