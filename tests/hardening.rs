@@ -4,6 +4,7 @@
 mod util;
 
 use burn::prelude::Device;
+use std::path::Path;
 use std::process::Command;
 use trainer::augment::AugmentConfig;
 use trainer::loss::LossKind;
@@ -273,4 +274,103 @@ fn case_05_an_empty_shard_is_a_success() {
         partial += (code == 2) as usize;
     }
     assert!(partial >= 1, "a shard whose files all failed exited 0");
+}
+
+/// Case 1: an embeddings folder means the same images from any working directory: the root is
+/// recorded canonical, rows are absolute and get their source groups, and two folders that are
+/// both called `cells` are not one folder.
+#[test]
+fn case_01_an_index_built_from_another_directory_is_right() {
+    let dir = util::tempdir();
+    let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+    let model = util::tiny_model();
+    for (lab, seed) in [(&a, 0), (&b, 100)] {
+        let cells = lab.join("cells");
+        for i in 0..6u32 {
+            util::write_cell(&cells.join("X").join(format!("{i}.png")), seed + i);
+        }
+        // copies 0-2 are one original, 3-5 another
+        let tsv: String = (0..6).map(|i| format!("X/{i}.png\tg{}\n", i / 3)).collect();
+        let tsv = format!("path\tgroup\n{tsv}");
+        std::fs::write(cells.join("source_groups.tsv"), tsv).unwrap();
+        util::run_ok(
+            Command::new(util::bin("runtime"))
+                .current_dir(lab)
+                .args(["embed", "cells/", "--model"])
+                .arg(&model)
+                .args(["--shard", "0/1"]),
+        );
+        util::run_ok(
+            Command::new(util::bin("runtime"))
+                .current_dir(lab)
+                .args(["embed", "cells/", "--model"])
+                .arg(&model),
+        );
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("cells.embeddings/embed.json")).unwrap())
+            .unwrap();
+    let canonical = std::fs::canonicalize(a.join("cells")).unwrap();
+    assert_eq!(state["root"], canonical.display().to_string());
+
+    // built from elsewhere (the temp dir's parent), the rows are the images themselves
+    let index = dir.path().join("x.index");
+    util::run_ok(
+        Command::new(util::bin("index"))
+            .current_dir(dir.path().parent().unwrap())
+            .arg("build")
+            .arg(a.join("cells.embeddings"))
+            .arg("--model")
+            .arg(&model)
+            .arg("-o")
+            .arg(&index),
+    );
+    let out = util::run_ok(
+        Command::new(util::bin("index"))
+            .current_dir(&b)
+            .arg("query")
+            .arg(a.join("cells/X/0.png"))
+            .arg("-i")
+            .arg(&index)
+            .args([
+                "-k",
+                "3",
+                "--json",
+                "--exclude-self",
+                "--distinct",
+                "--model",
+            ])
+            .arg(&model),
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = answer
+        .pointer("/0/neighbours")
+        .or(answer.pointer("/neighbours"));
+    let hits = hits.and_then(|h| h.as_array()).expect("neighbours");
+    assert!(!hits.is_empty(), "{answer}");
+    for h in hits {
+        let p = h["path"].as_str().unwrap();
+        assert!(Path::new(p).is_absolute() && Path::new(p).exists(), "{p}");
+        // the query's own original (g0: copies 0-2) is excluded
+        let n: u32 = Path::new(p)
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n >= 3, "a copy of the query's own original came back: {p}");
+    }
+
+    // two different folders both called `cells` are not shards of one folder
+    let merged = dir.path().join("merged.embeddings");
+    let (code, err) = status(
+        Command::new(util::bin("runtime"))
+            .arg("merge")
+            .arg(a.join("cells.shard-0-of-1.embeddings"))
+            .arg(b.join("cells.shard-0-of-1.embeddings"))
+            .arg("-o")
+            .arg(&merged),
+    );
+    assert_ne!(code, 0, "merged shards of two folders: {err}");
 }

@@ -73,7 +73,9 @@ impl Embeddings {
         let sp = dir.join(STATE_FILE);
         let bad = |p: &Path, r: String| Error::invalid(p, r);
         let text = std::fs::read_to_string(&sp).map_err(|e| crate::Error::io(&sp, e))?;
-        let state: EmbedState = serde_json::from_str(&text).map_err(|e| bad(&sp, e.to_string()))?;
+        let mut state: EmbedState =
+            serde_json::from_str(&text).map_err(|e| bad(&sp, e.to_string()))?;
+        state.root = resolve_root(dir, &state.root).display().to_string();
         let mp = dir.join(MANIFEST_FILE);
         let mtext = std::fs::read(&mp).map_err(|e| crate::Error::io(&mp, e))?;
         if crate::sha256_hex(&mtext) != state.manifest_sha256 {
@@ -132,6 +134,21 @@ impl Embeddings {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
+}
+
+/// The images' folder of an embeddings folder `dir`, as an absolute path that does not depend
+/// on the current directory: `runtime embed` records it canonical; a relative root (written by
+/// older builds, relative to wherever they ran) is taken beside `dir`, where `runtime embed`
+/// puts its output by default.
+pub fn resolve_root(dir: &Path, root: &str) -> PathBuf {
+    let root = Path::new(root);
+    let joined = if root.is_absolute() {
+        root.to_path_buf()
+    } else {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        dir.parent().unwrap_or(&dir).join(root)
+    };
+    std::fs::canonicalize(&joined).unwrap_or(joined)
 }
 
 /// The default output folder of `runtime embed DIR --shard I/N`: `DIR.shard-I-of-N.embeddings`.

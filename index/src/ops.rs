@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 /// folder, else from near-duplicate detection over the embedded images
 /// ([`cellspace_core::duplicates`]), never from file hashes. Fields come from `source.meta`.
 fn rows_of(emb: &Embeddings, source: &EmbeddingsSource) -> Result<(Vec<Row>, Option<Applied>)> {
+    // absolute: `Embeddings::load` resolved it against the folder, not the current directory
     let root = PathBuf::from(&emb.state.root);
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let found = match source.groups {
         Some(_) => None,
         None => SourceGroups::find(&root)?,

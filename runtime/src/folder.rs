@@ -53,6 +53,8 @@ pub fn embed_shard(
     shard: Option<Shard>,
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
     let started = Instant::now();
+    // the folder is identified by its canonical path, never by how it was typed
+    let root = &std::fs::canonicalize(root).map_err(|e| cellspace_core::Error::io(root, e))?;
     let _lock = cellspace_core::atomic::OutputLock::acquire(&out.join(LOCK_FILE), out)?;
     cellspace_core::atomic::remove_stale_temps(out);
     let (mut entries, problems) = list_images(root)?;
