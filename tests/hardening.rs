@@ -374,3 +374,33 @@ fn case_01_an_index_built_from_another_directory_is_right() {
     );
     assert_ne!(code, 0, "merged shards of two folders: {err}");
 }
+
+/// Case 14: a named pipe inside a folder is listed in `failures.jsonl` (and the run is
+/// partial), not skipped silently.
+#[test]
+fn case_14_pipes_inside_a_folder_are_listed_as_failures() {
+    let dir = util::tempdir();
+    let cells = util::cells_folder(dir.path(), 2, &["A"]);
+    let fifo = cells.join("A/pipe.jpeg");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        println!("SKIPPED case_14: mkfifo is not available here");
+        return;
+    }
+    let out = dir.path().join("out.embeddings");
+    let (code, err) = status(
+        Command::new(util::bin("runtime"))
+            .arg("embed")
+            .arg(&cells)
+            .arg("--model")
+            .arg(util::tiny_model())
+            .arg("-o")
+            .arg(&out),
+    );
+    assert_eq!(code, 2, "{err}");
+    let failures = std::fs::read_to_string(out.join("failures.jsonl")).unwrap();
+    assert!(
+        failures.contains("A/pipe.jpeg") && failures.contains("named pipe"),
+        "{failures}"
+    );
+}

@@ -58,6 +58,13 @@ pub fn list_images(root: &Path) -> Result<(Vec<ImageEntry>, Vec<ListingProblem>)
                     class,
                 });
             }
+            // a pipe, device or socket named like an image is reported, never skipped silently
+            Ok(e) if !e.file_type().is_dir() && is_image_path(e.path()) => {
+                problems.push(ListingProblem {
+                    path: e.path().to_path_buf(),
+                    reason: format!("not a regular file ({})", special_kind(&e.file_type())),
+                });
+            }
             Ok(_) => {}
             Err(err) => {
                 let path = err.path().map(Path::to_path_buf).unwrap_or_default();
@@ -74,6 +81,20 @@ pub fn list_images(root: &Path) -> Result<(Vec<ImageEntry>, Vec<ListingProblem>)
     }
     entries.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok((entries, problems))
+}
+
+/// What a file that is neither a regular file nor a folder is, in words.
+fn special_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
 }
 
 /// A path as text, losslessly: `/`-separated components; a byte that is not part of valid
