@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Side-by-side README table from several `trainer robustness` / `trainer cv --shifts` runs.
 
-    scripts/robustness_table.py NAME=RUN_DIR/robustness.json [NAME=...] [--learned]
+    scripts/robustness_table.py NAME=RUN_DIR/robustness.json[@CANDIDATE] [NAME=...]
 
-One column per run: kNN-200 mean ± SD over the folds, of the learned (served) embedding with
---learned, else of the colour histogram. The last two rows are the mean over the shifts and the
+One column per run: kNN-200 mean ± SD over the folds of the colour histogram, or with
+@CANDIDATE of that learned candidate (a name in the run's table, e.g. "learned head" or
+"head + colour, w 0.7"; `trainer cv --shifts` runs only). The last two rows are the mean over the shifts and the
 worst shift, as `trainer robustness` prints them.
 """
 import json
@@ -20,13 +21,16 @@ def cell(values):
 
 
 def main(argv):
-    learned = "--learned" in argv
-    runs = [a.split("=", 1) for a in argv if not a.startswith("--")]
+    runs = [a.split("=", 1) for a in argv]
     tables = {}
-    for name, path in runs:
+    for name, spec in runs:
+        path, _, candidate = spec.partition("@")
         with open(path) as f:
             rows = json.load(f)["rows"]
-        tables[name] = {r["shift"]: (r["learned"] if learned else r["histogram"]) for r in rows}
+        tables[name] = {
+            r["shift"]: (r["learned"].get(candidate, []) if candidate else r["histogram"])
+            for r in rows
+        }
     shifts = list(next(iter(tables.values())).keys())
     print("| shift | " + " | ".join(n for n, _ in runs) + " |")
     print("| --- |" + " --- |" * len(runs))

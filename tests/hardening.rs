@@ -404,3 +404,43 @@ fn case_14_pipes_inside_a_folder_are_listed_as_failures() {
         "{failures}"
     );
 }
+
+/// Case 22: `index add --meta` reports the cells whose fields it updated, not 0.
+#[test]
+fn case_22_add_meta_counts_the_cells_it_updated() {
+    let dir = util::tempdir();
+    let cells = util::cells_folder(dir.path(), 6, &["A", "B"]);
+    let idx = dir.path().join("cells.index");
+    util::run_ok(
+        Command::new(util::bin("index"))
+            .args(["build", "--images"])
+            .arg(&cells)
+            .arg("--model")
+            .arg(util::tiny_model())
+            .arg("-o")
+            .arg(&idx),
+    );
+    let meta = dir.path().join("meta.csv");
+    let mut csv = String::from("path,slide\n");
+    for i in 0..6 {
+        csv.push_str(&format!("{}/{i}.png,S{i}\n", ["A", "B"][i % 2]));
+    }
+    csv.push_str("A/missing.png,S9\n");
+    std::fs::write(&meta, csv).unwrap();
+    let out = util::run_ok(
+        Command::new(util::bin("index"))
+            .args(["add", "--images"])
+            .arg(&cells)
+            .arg("-i")
+            .arg(&idx)
+            .arg("--model")
+            .arg(util::tiny_model())
+            .arg("--meta")
+            .arg(&meta),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("fields for 6 cells") && log.contains("1 of its 7 paths"),
+        "{log}"
+    );
+}

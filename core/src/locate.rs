@@ -46,6 +46,9 @@ pub struct LocateConfig {
     /// flagged `scale-out-of-range`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbc_px_range: Option<[f32; 2]>,
+    /// Measured diameters near the training fields' are taken as theirs ([`crate::scale::Band`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbc_band: Option<crate::scale::Band>,
 }
 
 impl Default for LocateConfig {
@@ -59,6 +62,7 @@ impl Default for LocateConfig {
             second_ratio: 0.5,
             window_rbc: None,
             rbc_px_range: None,
+            rbc_band: None,
         }
     }
 }

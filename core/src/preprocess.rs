@@ -217,7 +217,8 @@ impl Preprocess {
             None => None,
             Some(_) => self.rbc_px_override.or_else(|| {
                 let a = anchors?;
-                crate::scale::measure(&image, &a, stained).map(|s| s.diameter)
+                let d = crate::scale::measure(&image, &a, stained)?.diameter;
+                Some(cfg.rbc_band.map_or(d, |b| b.settle(d)))
             }),
         };
         if cfg.window_rbc.is_some() {

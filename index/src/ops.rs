@@ -203,9 +203,10 @@ pub fn add_embeddings(
     let emb = cellspace_core::shard::load(emb_dirs)?;
     let model = index.model().clone();
     check_embeddings(&emb, &emb_dirs[0], &model, false)?;
-    if let Some(m) = meta {
-        index.edit_rows(|rows| m.apply(rows, None));
-    }
+    let root = PathBuf::from(&emb.state.root);
+    // the sidecar updates the rows already indexed and gives the new ones their fields: it is
+    // reported once, over both
+    let indexed = meta.map(|m| index.edit_rows(|rows| m.apply(rows, Some(&root))));
     let known: std::collections::HashSet<(String, String)> = index
         .rows()
         .iter()
@@ -213,17 +214,25 @@ pub fn add_embeddings(
         .collect();
     let mut rows = Vec::new();
     let mut vectors = Vec::new();
-    let source = EmbeddingsSource {
-        meta,
-        ..Default::default()
-    };
-    let (new_rows, applied) = rows_of(&emb, &source)?;
-    report_sidecar(meta, applied.as_ref());
+    let (new_rows, _) = rows_of(&emb, &EmbeddingsSource::default())?;
     for (i, row) in new_rows.into_iter().enumerate() {
         if !known.contains(&(row.path.clone(), row.sha256.clone())) {
             vectors.extend_from_slice(emb.row(i));
             rows.push(row);
         }
+    }
+    if let (Some(m), Some(indexed)) = (meta, indexed) {
+        let added = m.apply(&mut rows, Some(&root));
+        let unmatched: Vec<String> = indexed
+            .unmatched
+            .into_iter()
+            .filter(|p| added.unmatched.contains(p))
+            .collect();
+        let applied = Applied {
+            rows: indexed.rows + added.rows,
+            unmatched,
+        };
+        report_sidecar(Some(m), Some(&applied));
     }
     let n = rows.len();
     index.add(rows, &vectors)?;

@@ -137,6 +137,10 @@ pub enum Crop {
     Field,
 }
 
+/// Measured red-cell diameters within this ratio of the training fields' are taken as theirs
+/// (see [`cellspace_core::scale::Band`]).
+pub const SCALE_BAND: f32 = 1.2;
+
 impl TrainConfig {
     /// The preprocessing this configuration trains and serves with. Standardisation and the
     /// red-cell scale need the [`reference`](Self::reference), which
@@ -152,6 +156,12 @@ impl TrainConfig {
                 rbc_px_range: reference
                     .filter(|_| self.scale == ScaleChoice::RedCells)
                     .map(|r| r.rbc_px_range),
+                rbc_band: reference
+                    .filter(|_| self.scale == ScaleChoice::RedCells)
+                    .map(|r| cellspace_core::scale::Band {
+                        reference_px: r.rbc_px,
+                        ratio: SCALE_BAND,
+                    }),
                 ..LocateConfig::default()
             }),
             Crop::Field => ResizeRule::CenterSquareBilinear,
