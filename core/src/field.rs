@@ -344,6 +344,19 @@ pub(crate) mod tests {
     use super::*;
     use image::Rgb;
 
+    /// The synthetic smear most tests use: 320x240, 40-px red cells, a pale plasma, pink red
+    /// cells, a purple nucleus.
+    pub fn typical_smear() -> RgbImage {
+        smear(
+            320,
+            240,
+            40.0,
+            [215, 218, 222],
+            [200, 150, 160],
+            [120, 80, 200],
+        )
+    }
+
     /// A synthetic smear: plasma `bg`, red cells (discs of diameter `d`) on a grid, one purple
     /// nucleus in the middle. Colours are 8-bit RGB.
     pub fn smear(w: u32, h: u32, d: f32, bg: [u8; 3], rbc: [u8; 3], nucleus: [u8; 3]) -> RgbImage {
@@ -369,14 +382,7 @@ pub(crate) mod tests {
 
     #[test]
     fn anchors_of_a_synthetic_smear() {
-        let img = smear(
-            320,
-            240,
-            40.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [120, 80, 200],
-        );
+        let img = typical_smear();
         let f = measure(&img);
         let a = f.anchors.expect("measured");
         for c in 0..3 {
@@ -393,14 +399,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_lamp_shift_moves_the_background_not_the_density() {
-        let img = smear(
-            320,
-            240,
-            40.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [120, 80, 200],
-        );
+        let img = typical_smear();
         let warm = RgbImage::from_fn(320, 240, |x, y| {
             let p = img.get_pixel(x, y).0;
             Rgb([

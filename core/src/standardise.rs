@@ -329,18 +329,11 @@ pub fn from_lab(l: [f32; 3]) -> [u8; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::field::{measure, tests::smear};
+    use crate::field::{measure, tests::typical_smear};
     use image::Rgb;
 
     fn reference() -> Anchors {
-        let img = smear(
-            320,
-            240,
-            40.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [120, 80, 200],
-        );
+        let img = typical_smear();
         measure(&img).anchors.unwrap()
     }
 
@@ -358,14 +351,7 @@ mod tests {
             },
             gain_range: [0.5, 2.0],
         };
-        let img = smear(
-            320,
-            240,
-            40.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [120, 80, 200],
-        );
+        let img = typical_smear();
         let warm = shifted(&img, |p| {
             [
                 (p[0] as f32 * 1.12).min(255.0) as u8,
@@ -398,14 +384,7 @@ mod tests {
             },
             gain_range: [0.5, 2.0],
         };
-        let img = smear(
-            320,
-            240,
-            40.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [120, 80, 200],
-        );
+        let img = typical_smear();
         let base = std
             .apply(&img, &measure(&img), None)
             .image
@@ -449,14 +428,7 @@ mod tests {
         let out = std.apply(&flat, &measure(&flat), None);
         assert!(!out.measured);
         assert_eq!(out.image, flat);
-        let mut img = smear(
-            320,
-            240,
-            40.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [120, 80, 200],
-        );
+        let mut img = typical_smear();
         img.put_pixel(0, 0, Rgb([0, 0, 0]));
         let out = std.apply(&img, &measure(&img), None);
         assert_eq!(out.image.get_pixel(0, 0).0, [0, 0, 0]);
