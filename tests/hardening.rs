@@ -79,8 +79,7 @@ fn case_07_a_non_finite_loss_stops_training() {
     let cfg = tiny_config().with_temperature(1e-39);
     let run = dir.path().join("run");
     let err = fit(&cfg, &data, &run, &Device::flex(), &FitOptions::default())
-        .err()
-        .expect("a NaN loss must fail the run");
+        .expect_err("a NaN loss must fail the run");
     assert!(
         matches!(err, trainer::Error::Diverged { epoch: 1, .. }),
         "{err}"
@@ -123,8 +122,7 @@ fn case_07_non_finite_models_are_neither_exported_nor_served() {
         Default::default(),
         &dir.path().join("bad"),
     )
-    .err()
-    .expect("export of NaN weights must fail")
+    .expect_err("export of NaN weights must fail")
     .to_string();
     assert!(err.contains("not a finite number"), "{err}");
     assert!(!dir.path().join("bad.onnx").exists());

@@ -714,3 +714,31 @@ fn api_filters_by_fields_and_hides_removed_cells() {
         assert_eq!(st, 404, "{path}");
     }
 }
+
+/// Issue 19 case 19: a declared 30 MB upload is answered 413 at once, not 400 after the body
+/// read times out; case 18: two Host headers are a bad request.
+#[test]
+fn case_19_oversized_declared_upload_is_413_at_once_and_case_18_duplicate_host_is_400() {
+    use std::io::{Read, Write};
+    let cells = synthetic_cells();
+    let (addr, _) = start(cells.path());
+    let ask = |head: String| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let t = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), t.elapsed())
+    };
+    let (reply, took) = ask(format!(
+        "POST /api/query HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 31457280\r\n\r\n"
+    ));
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    let (reply, _) = ask(format!(
+        "GET /api/health HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example\r\n\r\n"
+    ));
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+}

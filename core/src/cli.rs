@@ -31,6 +31,36 @@ pub fn main<C: clap::Parser, E: std::fmt::Display>(
     }
 }
 
+/// Text from a file name, a sidecar or an image, made safe to print to a terminal: control
+/// characters (escape sequences, carriage returns, bells) are written as `\u{..}` so they can
+/// neither recolour, rewrite nor hide what the terminal shows.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+#[test]
+fn case_16_control_characters_are_escaped_for_the_terminal() {
+    assert_eq!(shown("NEUTROPHIL/a.png"), "NEUTROPHIL/a.png");
+    let evil = "a\u{1b}[2J\u{1b}]0;owned\u{7}b\rc";
+    let out = shown(evil);
+    assert!(!out.chars().any(char::is_control), "{out:?}");
+    assert!(out.contains("\\u{1b}") && out.starts_with('a') && out.ends_with('c'));
+}
+
 /// Number flags checked when the command line is parsed, so that a NaN, an infinity or an
 /// out-of-range value is a usage error naming the flag, never a run that trains on it.
 pub mod number {

@@ -5,7 +5,7 @@
 //! Spec syntax (`trainer robustness --shifts`): shifts separated by `;`, a combination joined
 //! by `+`, each `name:value`:
 //! `lamp:R,G,B` (per-channel gain, clipped), `sat:F` (HSV saturation x F), `hue:D` (HSV hue
-//! + D degrees), `gamma:G` (`255·(I/255)^G`: > 1 darker), `mag:M` (magnification about the
+//! plus D degrees), `gamma:G` (`255·(I/255)^G`: > 1 darker), `mag:M` (magnification about the
 //! white cell), `res:F` (the whole field resampled to F of its size), `blur:S` (Gaussian σ in
 //! pixels), `jpeg:Q` (re-encoded at quality Q). `default` is the protocol of the README.
 //!
@@ -299,8 +299,8 @@ mod tests {
         assert!(p("gamma:1.4")[0] < 200);
         // a hue turn of 360 degrees is the identity
         let full = p("hue:360");
-        for c in 0..3 {
-            assert!((full[c] as i32 - img.get_pixel(0, 0).0[c] as i32).abs() <= 1);
+        for (f, o) in full.iter().zip(img.get_pixel(0, 0).0) {
+            assert!((*f as i32 - o as i32).abs() <= 1);
         }
     }
 

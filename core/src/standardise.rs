@@ -199,7 +199,7 @@ fn lab_anchor_map(img: &RgbImage, a: &Anchors, reference: &Anchors) -> RgbImage 
         ((v.0 * u.0 + v.1 * u.1) / n, (v.1 * u.0 - v.0 * u.1) / n)
     };
     let mag = (zr * zr + zi * zi).sqrt();
-    if mag > 4.0 || mag < 0.25 {
+    if !(0.25..=4.0).contains(&mag) {
         let m = mag.clamp(0.25, 4.0) / mag;
         (zr, zi) = (zr * m, zi * m);
     }

@@ -54,8 +54,36 @@ impl Guard {
         port == Some(self.port) && self.hosts.contains(&name)
     }
 
-    /// Why a request is refused, if it is.
-    pub fn check(&self, method: &Method, headers: &axum::http::HeaderMap) -> Result<(), String> {
+    /// Why a request is refused, if it is, with its status: 400 for a request that is not
+    /// well formed (two `Host` headers: which one a proxy and this server read may differ),
+    /// 413 for a declared body over the upload limit (answered before the body is read),
+    /// 403 for one this server will not answer.
+    pub fn check(
+        &self,
+        method: &Method,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), (StatusCode, String)> {
+        if headers.get_all(header::HOST).iter().count() > 1 {
+            return Err((StatusCode::BAD_REQUEST, "more than one Host header".into()));
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > crate::serve::MAX_UPLOAD as u64) {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "upload larger than {} MB",
+                    crate::serve::MAX_UPLOAD / (1024 * 1024)
+                ),
+            ));
+        }
+        self.check_origin(method, headers)
+            .map_err(|e| (StatusCode::FORBIDDEN, e))
+    }
+
+    fn check_origin(&self, method: &Method, headers: &axum::http::HeaderMap) -> Result<(), String> {
         let host = headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
@@ -86,15 +114,13 @@ impl Guard {
     }
 }
 
-/// The middleware: a refused request gets 403 with a JSON error, like every API error.
+/// The middleware: a refused request gets its status with a JSON error, like every API error.
 pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     match g.check(req.method(), req.headers()) {
         Ok(()) => next.run(req).await,
-        Err(msg) => (
-            StatusCode::FORBIDDEN,
-            axum::Json(serde_json::json!({ "error": msg })),
-        )
-            .into_response(),
+        Err((status, msg)) => {
+            (status, axum::Json(serde_json::json!({ "error": msg }))).into_response()
+        }
     }
 }
 
@@ -140,5 +166,26 @@ mod tests {
             ok(Method::POST, &[("host", "127.0.0.1:8080")]),
             "curl sends no Origin"
         );
+    }
+
+    /// Issue 19 cases 18 and 19: two Host headers are a bad request; a declared body over the
+    /// upload limit is refused with 413 before it is read.
+    #[test]
+    fn case_18_19_duplicate_host_and_oversized_declared_body() {
+        let g = Guard::new("127.0.0.1:8080".parse().unwrap());
+        let mut h = headers(&[("host", "localhost:8080")]);
+        h.append(header::HOST, "evil.example:8080".parse().unwrap());
+        assert_eq!(
+            g.check(&Method::GET, &h).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        let big = (crate::serve::MAX_UPLOAD + 1).to_string();
+        let h = headers(&[("host", "localhost:8080"), ("content-length", &big)]);
+        assert_eq!(
+            g.check(&Method::POST, &h).unwrap_err().0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let fine = headers(&[("host", "localhost:8080"), ("content-length", "1000")]);
+        assert!(g.check(&Method::POST, &fine).is_ok());
     }
 }

@@ -302,7 +302,11 @@ fn run(cli: Cli) -> Result<u8> {
                     let (summary, failures) =
                         runtime::folder::embed_dir(&embedder, &d, &out, true)?;
                     for f in &failures {
-                        eprintln!("failed: {}: {}", f.path, f.reason);
+                        eprintln!(
+                            "failed: {}: {}",
+                            cellspace_core::cli::shown(&f.path),
+                            cellspace_core::cli::shown(&f.reason)
+                        );
                     }
                     failed = summary.failed;
                     vec![out]
@@ -341,24 +345,28 @@ fn run(cli: Cli) -> Result<u8> {
             } else {
                 use std::fmt::Write;
                 let mut text = String::new();
+                use cellspace_core::cli::shown;
                 for r in &results {
-                    writeln!(text, "{}", r.image)?;
+                    writeln!(text, "{}", shown(&r.image))?;
                     if let Some(e) = &r.error {
-                        writeln!(text, "  error: {e}")?;
+                        writeln!(text, "  error: {}", shown(&e.to_string()))?;
                     }
                     if let Some(w) = &r.warning {
                         writeln!(text, "  warning: {w}")?;
                     }
                     for h in &r.neighbours {
-                        let fields: String =
-                            h.meta.iter().map(|(k, v)| format!("  {k}={v}")).collect();
+                        let fields: String = h
+                            .meta
+                            .iter()
+                            .map(|(k, v)| format!("  {}={}", shown(k), shown(v)))
+                            .collect();
                         writeln!(
                             text,
                             "  {:>3}  {:.4}  {:<12} {}{fields}",
                             h.rank,
                             h.similarity,
-                            h.class.as_deref().unwrap_or("-"),
-                            h.path
+                            shown(h.class.as_deref().unwrap_or("-")),
+                            shown(&h.path)
                         )?;
                     }
                 }

@@ -157,7 +157,11 @@ fn run(cli: Cli) -> Result<u8> {
             });
             let (s, failures) = runtime::folder::embed_shard(&e, &dir, &out, !json, shard)?;
             for f in &failures {
-                eprintln!("failed: {}: {}", f.path, f.reason);
+                eprintln!(
+                    "failed: {}: {}",
+                    cellspace_core::cli::shown(&f.path),
+                    cellspace_core::cli::shown(&f.reason)
+                );
             }
             eprintln!(
                 "embedded {}, skipped {} (unchanged), failed {}, {:.1} images/s on {} -> {}",

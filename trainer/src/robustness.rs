@@ -311,14 +311,17 @@ impl FoldData {
     }
 }
 
-/// Each query image shifted, then prepared as the product prepares any field: the model's
-/// input, the histogram of its window, and the window's flags.
+/// One shifted query as the product prepares it: the model's input, the histogram of its
+/// window, and the window's flags.
+type Prepared = (Vec<f32>, Vec<f32>, Vec<LocateFlag>);
+
+/// Each query image shifted, then prepared as the product prepares any field.
 fn prepare_shifted(
     data: &CellImages,
     queries: &[usize],
     spec: &ShiftSpec,
     pre: &Preprocess,
-) -> Result<Vec<(Vec<f32>, Vec<f32>, Vec<LocateFlag>)>> {
+) -> Result<Vec<Prepared>> {
     let cache = data.squares.first().map_or(2 * pre.size, |s| s.width());
     queries
         .par_iter()
