@@ -214,15 +214,29 @@ fn command_line_path_fit_export_embed_index_query() {
     );
     assert!(text.contains("embedded 40"), "{text}");
     // every manifest row records the window around the white cell that was embedded
+    // (the card's red-cell diameters, ~2.33; at the training data's magnification ~112 px of a
+    // 320x240 field, except where one field's measurement is off beyond the scale band)
+    let card_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();
+    let k = card_json["preprocess"]["resize"]["cell-window"]["window_rbc"]
+        .as_f64()
+        .expect("the window is in red-cell diameters");
     let manifest = std::fs::read_to_string(emb.join("manifest.jsonl")).unwrap();
-    for line in manifest.lines() {
+    let mut at_training_scale = 0;
+    let rows: Vec<&str> = manifest.lines().collect();
+    for line in &rows {
         let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        let side = row["window"]["side"].as_u64().unwrap_or(0);
-        assert!(
-            (100..=124).contains(&side),
-            "a ~112 px window of a 320x240 field: {line}"
-        );
+        let side = row["window"]["side"].as_u64().unwrap_or(0) as f64;
+        if let Some(d) = row["window"]["rbc_px"].as_f64() {
+            assert!((side - k * d).abs() <= 2.0, "{k} red-cell diameters: {line}");
+        }
+        at_training_scale += (100.0..=124.0).contains(&side) as usize;
     }
+    assert!(
+        at_training_scale * 10 >= rows.len() * 8,
+        "{at_training_scale} of {} windows ~112 px:\n{manifest}",
+        rows.len()
+    );
     let card_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&card).unwrap()).unwrap();
     assert!(

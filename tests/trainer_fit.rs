@@ -8,7 +8,7 @@ use trainer::augment::AugmentConfig;
 use trainer::data::{Batch, CellImages, EpochPlan, spawn_batches};
 use trainer::loss::LossKind;
 use trainer::model::{EmbeddingOutput, EncoderConfig};
-use trainer::train::{FitOptions, TrainConfig, fit, train_step};
+use trainer::train::{ColourChoice, FitOptions, ScaleChoice, TrainConfig, fit, train_step};
 
 /// burn's backend random generator is global to the process: tests that initialise models
 /// take turns, or a parallel test's draws would change this one's "seeded" weights.
@@ -33,6 +33,9 @@ fn tiny_config(loss: LossKind) -> TrainConfig {
     .with_epochs(2)
     .with_val_fraction(0.25)
     .with_val_gallery_max(100)
+    // synthetic cells have no red cells to standardise against or measure
+    .with_colour(ColourChoice::None)
+    .with_scale(ScaleChoice::Field)
 }
 
 fn synthetic_folder(n: u32) -> tempfile::TempDir {

@@ -58,11 +58,7 @@ impl CellImages {
             entries = spread(entries, n);
         }
         if entries.is_empty() {
-            return Err(crate::Error::Data(format!(
-                "{}: no images found (looked for {:?} files below it)",
-                root.display(),
-                cellspace_core::dataset::IMAGE_EXTENSIONS
-            )));
+            return Err(no_images(root));
         }
         let bar = progress(entries.len() as u64, "decoding");
         let groups_file = SourceGroups::find(root)?;
@@ -199,10 +195,22 @@ struct Decoded {
     signature: Option<Vec<f32>>,
 }
 
+/// The error of a folder that holds no image.
+fn no_images(root: &Path) -> crate::Error {
+    crate::Error::Data(format!(
+        "{}: no images found (looked for {:?} files below it)",
+        root.display(),
+        cellspace_core::dataset::IMAGE_EXTENSIONS
+    ))
+}
+
 /// The reference of the fields under `root` ([`cellspace_core::reference`]), measured on up
 /// to [`cellspace_core::reference::SAMPLE`] images spread over the folder.
 pub fn measure_reference(root: &Path) -> crate::Result<cellspace_core::reference::Reference> {
     let (entries, _) = list_images(root)?;
+    if entries.is_empty() {
+        return Err(no_images(root));
+    }
     let sample = spread(entries, cellspace_core::reference::SAMPLE);
     let threshold = cellspace_core::locate::LocateConfig::default().stain_threshold;
     cellspace_core::reference::measure(
