@@ -228,7 +228,10 @@ fn command_line_path_fit_export_embed_index_query() {
         let row: serde_json::Value = serde_json::from_str(line).unwrap();
         let side = row["window"]["side"].as_u64().unwrap_or(0) as f64;
         if let Some(d) = row["window"]["rbc_px"].as_f64() {
-            assert!((side - k * d).abs() <= 2.0, "{k} red-cell diameters: {line}");
+            assert!(
+                (side - k * d).abs() <= 2.0,
+                "{k} red-cell diameters: {line}"
+            );
         }
         at_training_scale += (100.0..=124.0).contains(&side) as usize;
     }
