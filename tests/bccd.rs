@@ -144,3 +144,52 @@ fn window_holds_the_boxed_white_cell() {
     );
     assert!(held * 100 >= n * 95, "{held} of {n}");
 }
+
+/// The BCCD fields are one microscope's, as a lab's folder is: calibrated together (as
+/// `runtime embed` calibrates a folder), the folder's red-cell scale agrees with the boxes,
+/// and far more fields get a window of the right size than each measured alone.
+#[test]
+fn a_calibrated_folder_sizes_windows_by_the_red_cell_boxes() {
+    let Some(dir) = bccd("a_calibrated_folder_sizes_windows_by_the_red_cell_boxes") else {
+        return;
+    };
+    let pre = shipped();
+    let ResizeRule::CellWindow(cfg) = &pre.resize else {
+        panic!("the shipped model looks through the cell window")
+    };
+    let (_, rbc) = boxes(&dir);
+    let names: Vec<&String> = rbc.keys().collect();
+    let load = |i: usize| load_rgb(&dir.join("fields").join(names[i])).ok();
+    let cal = cellspace_core::calibration::measure(&pre, names.len(), load).expect("calibrated");
+    let boxes_median = median(
+        rbc.values()
+            .flatten()
+            .map(|b| (b[1] - b[0] + b[3] - b[2]) / 2.0)
+            .collect(),
+    );
+    let calibrated = pre.clone().with_calibration(Some(cal));
+    let (mut alone, mut together) = (0, 0);
+    for (i, (name, b)) in rbc.iter().enumerate() {
+        let img = load(i).unwrap_or_else(|| panic!("{name}"));
+        let side = median(
+            b.iter()
+                .map(|b| (b[1] - b[0] + b[3] - b[2]) / 2.0)
+                .collect(),
+        );
+        let within = |d: Option<f32>| d.is_some_and(|d| (d / side - 1.0).abs() <= 0.15);
+        alone += within(pre.field_view(&img, cfg).rbc_px) as usize;
+        together += within(calibrated.field_view(&img, cfg).rbc_px) as usize;
+    }
+    let n = rbc.len();
+    println!(
+        "BCCD calibrated: folder red cell {:.1} px ({} of {} fields measured), boxes' median {boxes_median:.1} px; windows within 15% of the field's boxes: {together} of {n} calibrated, {alone} of {n} field by field",
+        cal.rbc_px, cal.measured, cal.fields
+    );
+    assert!(
+        (cal.rbc_px / boxes_median - 1.0).abs() <= 0.15,
+        "folder {} px against boxes {boxes_median} px",
+        cal.rbc_px
+    );
+    assert!(together * 100 >= n * 85, "{together} of {n}");
+    assert!(together > alone, "{together} calibrated, {alone} alone");
+}

@@ -58,6 +58,42 @@ pub struct EmbedState {
     /// None: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::shard::Shard>,
+    /// How the windows were sized.
+    #[serde(flatten)]
+    pub scale: FolderScale,
+}
+
+/// How a folder's windows were sized: by the folder's red-cell calibration, or by a pixel size
+/// the user gave (neither: each field's own scale, or a whole-field model).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FolderScale {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibration::Calibration>,
+    /// The red-cell diameter from `--pixel-size`, px.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_size_rbc_px: Option<f32>,
+}
+
+impl FolderScale {
+    /// The scale a folder is embedded at under `pre`.
+    pub fn of(pre: &crate::preprocess::Preprocess) -> Self {
+        Self {
+            calibration: pre.calibration,
+            pixel_size_rbc_px: pre.rbc_px_override,
+        }
+    }
+
+    /// Whether rows embedded at `self` can be reused at `other`: the same pixel size, and
+    /// calibrations within 3% of each other (adding fields to a folder moves its median by a
+    /// percent, which moves a window by a pixel).
+    pub fn compatible(&self, other: &FolderScale) -> bool {
+        let close = match (&self.calibration, &other.calibration) {
+            (None, None) => true,
+            (Some(a), Some(b)) => (a.rbc_px / b.rbc_px - 1.0).abs() < 0.03,
+            _ => false,
+        };
+        close && self.pixel_size_rbc_px == other.pixel_size_rbc_px
+    }
 }
 
 /// Embeddings and manifest of an output folder, checked against each other.

@@ -5,10 +5,12 @@
 //! [`metrics`] is the retrieval-quality code that `trainer eval` and `index eval` both print.
 
 pub mod atomic;
+pub mod calibration;
 pub mod card;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod dataset;
+pub mod decode;
 pub mod dot;
 pub mod duplicates;
 pub mod embeddings;

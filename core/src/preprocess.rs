@@ -3,34 +3,17 @@
 //! what it saw when measured. The trainer's augmentations start from [`Preprocess::window`]
 //! (the same located window) and end in [`Preprocess::normalize`].
 
+use crate::calibration::Calibration;
+pub use crate::decode::{
+    MAX_DECODE_BYTES, MAX_FILE_BYTES, MAX_PIXELS, decode_rgb, load_rgb, max_file_bytes, max_pixels,
+    read_image_file,
+};
 use crate::field::FieldProblem;
 use crate::locate::{LocateConfig, LocateFlag, Location, crop, locate_sized};
 use crate::standardise::{ColourStandard, Method};
-use crate::{Error, Result};
-use image::{ImageReader, RgbImage, imageops::FilterType};
+use image::{RgbImage, imageops::FilterType};
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
-use std::path::Path;
 
-/// Largest image accepted, in pixels, unless `CELLSPACE_MAX_PIXELS` says otherwise: 16 Mpx
-/// (4,000 x 4,000) is 200 times a 320x240 field; a larger declared size is refused from the
-/// header, never decoded (a 143 KB PNG can declare 49 Mpx, 150 MB of RGB).
-pub const MAX_PIXELS: u64 = 16_000_000;
-
-/// The pixel cap in force (`CELLSPACE_MAX_PIXELS`, else [`MAX_PIXELS`]).
-pub fn max_pixels() -> u64 {
-    env_limit("CELLSPACE_MAX_PIXELS", MAX_PIXELS)
-}
-
-/// A limit from the environment variable `name`, else `default` (also when unparsable).
-fn env_limit(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-/// Largest decoder allocation in bytes (bounds memory per decoding worker).
-pub const MAX_DECODE_BYTES: u64 = 200 * 1024 * 1024;
 /// Pixels whose brightest channel is below this are treated as padding (the black corners of
 /// the dataset's rotated copies) and replaced by the mean colour.
 pub const BLACK_THRESHOLD: u8 = 20;
@@ -69,6 +52,10 @@ pub struct Preprocess {
     /// of measuring it. A property of the input, not of the model: not in the fingerprint.
     #[serde(skip)]
     pub rbc_px_override: Option<f32>,
+    /// The red-cell scale of the folder the field comes from ([`Calibration`]), when one was
+    /// measured. Like the override, a property of the input: not in the fingerprint.
+    #[serde(skip)]
+    pub calibration: Option<Calibration>,
 }
 
 /// A human red cell's diameter, µm (the ruler behind `--pixel-size`).
@@ -100,6 +87,7 @@ impl Preprocess {
             layout: "NCHW".into(),
             colour: None,
             rbc_px_override: None,
+            calibration: None,
         }
     }
 
@@ -107,6 +95,12 @@ impl Preprocess {
     /// scale is then 7.5 µm / `um`, not measured.
     pub fn with_pixel_size(mut self, um: Option<f32>) -> Self {
         self.rbc_px_override = um.map(|u| RED_CELL_UM / u);
+        self
+    }
+
+    /// The same preprocessing for fields of a folder calibrated as `c` ([`crate::calibration`]).
+    pub fn with_calibration(mut self, c: Option<Calibration>) -> Self {
+        self.calibration = c;
         self
     }
 
@@ -179,47 +173,23 @@ impl Preprocess {
     }
 
     /// Standardise a field's colour and measure its red-cell scale, as `cfg` asks; a model
-    /// without either gets the field as it is.
+    /// without either gets the field as it is. The scale is the field's own, settled against
+    /// the folder's [`Calibration`] when there is one (else against the training fields'
+    /// band), or the calibration's alone when the field's cannot be measured.
     pub fn field_view(&self, img: &RgbImage, cfg: &LocateConfig) -> FieldView {
-        let mut flags = Vec::new();
         if self.colour.is_none() && cfg.window_rbc.is_none() {
             return FieldView {
                 image: img.clone(),
                 rbc_px: None,
-                flags,
+                flags: Vec::new(),
             };
         }
-        let stained = |p: [u8; 3]| p[2] as f32 - p[1] as f32 > cfg.stain_threshold;
-        let colour = crate::field::measure(img);
-        flags.extend(colour.problems.iter().map(|p| match p {
-            FieldProblem::NoBackground => LocateFlag::NoBackground,
-            FieldProblem::NoRedCells => LocateFlag::NoRedCells,
-        }));
-        let (image, anchors) = match &self.colour {
-            None => (img.clone(), colour.anchors),
-            Some(cs) => {
-                let lab = matches!(cs.method, Method::LabReinhard { .. })
-                    .then(|| crate::standardise::lab_stats(img, |p| !stained(p)))
-                    .flatten();
-                let out = cs.apply(img, &colour, lab.as_ref());
-                if out.measured && cs.out_of_range(&out.gain) {
-                    flags.push(LocateFlag::ColourOutOfRange);
-                }
-                let anchors = match (&cs.method, out.measured) {
-                    (Method::OdAnchors { reference }, true) => Some(*reference),
-                    (_, true) => crate::field::measure(&out.image).anchors,
-                    (_, false) => None,
-                };
-                (out.image, anchors)
-            }
-        };
+        let (image, anchors, mut flags) = self.standardised(img, cfg);
         let rbc_px = match cfg.window_rbc {
             None => None,
-            Some(_) => self.rbc_px_override.or_else(|| {
-                let a = anchors?;
-                let d = crate::scale::measure(&image, &a, stained)?.diameter;
-                Some(cfg.rbc_band.map_or(d, |b| b.settle(d)))
-            }),
+            Some(_) => self
+                .rbc_px_override
+                .or_else(|| self.settle(raw_scale(&image, anchors.as_ref(), cfg), cfg)),
         };
         if cfg.window_rbc.is_some() {
             match rbc_px {
@@ -235,6 +205,71 @@ impl Preprocess {
             rbc_px,
             flags,
         }
+    }
+
+    /// The field's own red-cell diameter in px, measured after colour standardisation, with
+    /// no band, calibration or override: what a [`Calibration`] is the median of. None when
+    /// the model's window is not in red-cell diameters, or the scale cannot be measured.
+    pub fn field_scale(&self, img: &RgbImage) -> Option<f32> {
+        let ResizeRule::CellWindow(cfg) = &self.resize else {
+            return None;
+        };
+        cfg.window_rbc?;
+        let (image, anchors, _) = self.standardised(img, cfg);
+        raw_scale(&image, anchors.as_ref(), cfg)
+    }
+
+    /// The diameter a window is sized by, from the field's own measurement `d`: within the
+    /// band of the folder's calibration, the calibration (a median over many fields, far less
+    /// noisy than one field); without a calibration, the training band; beyond the band, the
+    /// field's own (a field from another objective in the same folder).
+    fn settle(&self, d: Option<f32>, cfg: &LocateConfig) -> Option<f32> {
+        match (d, &self.calibration) {
+            (Some(d), Some(c)) => Some(
+                crate::scale::Band {
+                    reference_px: c.rbc_px,
+                    ratio: cfg.rbc_band.map_or(1.0, |b| b.ratio),
+                }
+                .settle(d),
+            ),
+            (Some(d), None) => Some(cfg.rbc_band.map_or(d, |b| b.settle(d))),
+            (None, c) => c.as_ref().map(|c| c.rbc_px),
+        }
+    }
+
+    /// The field with its colour standardised (as it is when the model does not standardise),
+    /// the anchors of the result, and the colour flags.
+    fn standardised(
+        &self,
+        img: &RgbImage,
+        cfg: &LocateConfig,
+    ) -> (RgbImage, Option<crate::field::Anchors>, Vec<LocateFlag>) {
+        let stained = |p: [u8; 3]| p[2] as f32 - p[1] as f32 > cfg.stain_threshold;
+        let colour = crate::field::measure(img);
+        let mut flags: Vec<LocateFlag> = colour
+            .problems
+            .iter()
+            .map(|p| match p {
+                FieldProblem::NoBackground => LocateFlag::NoBackground,
+                FieldProblem::NoRedCells => LocateFlag::NoRedCells,
+            })
+            .collect();
+        let Some(cs) = &self.colour else {
+            return (img.clone(), colour.anchors, flags);
+        };
+        let lab = matches!(cs.method, Method::LabReinhard { .. })
+            .then(|| crate::standardise::lab_stats(img, |p| !stained(p)))
+            .flatten();
+        let out = cs.apply(img, &colour, lab.as_ref());
+        if out.measured && cs.out_of_range(&out.gain) {
+            flags.push(LocateFlag::ColourOutOfRange);
+        }
+        let anchors = match (&cs.method, out.measured) {
+            (Method::OdAnchors { reference }, true) => Some(*reference),
+            (_, true) => crate::field::measure(&out.image).anchors,
+            (_, false) => None,
+        };
+        (out.image, anchors, flags)
     }
 
     /// Normalise an image already `size` x `size` into CHW floats.
@@ -265,111 +300,21 @@ impl Preprocess {
     }
 }
 
+/// The red-cell diameter of a standardised field whose anchors are `anchors`, as measured.
+fn raw_scale(
+    image: &RgbImage,
+    anchors: Option<&crate::field::Anchors>,
+    cfg: &LocateConfig,
+) -> Option<f32> {
+    let stained = |p: [u8; 3]| p[2] as f32 - p[1] as f32 > cfg.stain_threshold;
+    Some(crate::scale::measure(image, anchors?, stained)?.diameter)
+}
+
 /// The central square of an image, side = the shorter side.
 pub fn center_square(img: &RgbImage) -> RgbImage {
     let (w, h) = img.dimensions();
     let s = w.min(h);
     image::imageops::crop_imm(img, (w - s) / 2, (h - s) / 2, s, s).to_image()
-}
-
-/// Largest image file read, in bytes, unless `CELLSPACE_MAX_FILE_BYTES` says otherwise: a
-/// 320x240 JPEG field is ~10 KB and a large uncompressed TIFF scan a few tens of MB.
-pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// The file-size cap in force (`CELLSPACE_MAX_FILE_BYTES`, else [`MAX_FILE_BYTES`]).
-pub fn max_file_bytes() -> u64 {
-    env_limit("CELLSPACE_MAX_FILE_BYTES", MAX_FILE_BYTES)
-}
-
-/// Read an image file's bytes: only a regular file (after following symlinks), and at most
-/// [`max_file_bytes`]. A device (`/dev/zero`), a FIFO or a 2 GB sparse file is refused before
-/// anything is read, so no input can hang a run or exhaust its memory.
-pub fn read_image_file(path: &Path) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::invalid(
-            path,
-            "not a regular file (a folder, device or pipe); only image files are read",
-        ));
-    }
-    let cap = max_file_bytes();
-    let too_large = |n: u64| {
-        Error::invalid(
-            path,
-            format!(
-                "file too large ({n} bytes > {cap}); set CELLSPACE_MAX_FILE_BYTES to accept larger images"
-            ),
-        )
-    };
-    if meta.len() > cap {
-        return Err(too_large(meta.len()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
-        .map_err(|e| Error::io(path, e))?;
-    if bytes.len() as u64 > cap {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
-/// Decode an image file into 8-bit RGB, whatever its format, channels or bit depth, with
-/// bounded memory. Errors name the file and the problem.
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = read_image_file(path)?;
-    decode_rgb(&bytes).map_err(|reason| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    })
-}
-
-/// Decode image bytes (any supported format) into 8-bit RGB; the error is a plain reason.
-pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
-    if bytes.is_empty() {
-        return Err("empty file".into());
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("not an image (unrecognised format)".into());
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(bytes) {
-        return Err("truncated JPEG (no end-of-image marker): the file was cut short".into());
-    }
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| format!("unreadable header: {e}"))?;
-    let cap = max_pixels();
-    if (w as u64) * (h as u64) > cap {
-        return Err(format!(
-            "image too large ({w}x{h} > {cap} pixels); downscale it first or set CELLSPACE_MAX_PIXELS"
-        ));
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| e.to_string())?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err("image has no pixels".into());
-    }
-    Ok(img.into_rgb8())
-}
-
-/// Whether a JPEG ends with its end-of-image marker (FF D9), ignoring trailing zero padding.
-/// The decoder fills a cut file's missing rows silently; without this check a file cut at
-/// 10-99% embeds as garbage. Entropy-coded data never holds FF D9, so a cut file lacks it.
-fn jpeg_complete(bytes: &[u8]) -> bool {
-    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9]
 }
 
 #[cfg(test)]
@@ -426,59 +371,5 @@ mod tests {
         assert!(new.contains("cell-window"), "{new}");
         let back: Preprocess = serde_json::from_str(&new).unwrap();
         assert_eq!(back, Preprocess::blood_cells(64));
-    }
-
-    #[test]
-    fn truncated_jpeg_is_refused_whole_one_is_not() {
-        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
-        let mut jpeg = Vec::new();
-        img.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
-            .unwrap();
-        assert!(decode_rgb(&jpeg).is_ok());
-        for cut in [10, 50, 90, 99] {
-            let n = jpeg.len() * cut / 100;
-            let err = decode_rgb(&jpeg[..n]).unwrap_err();
-            assert!(err.contains("truncated"), "{cut}%: {err}");
-        }
-        let mut padded = jpeg.clone();
-        padded.extend([0u8; 16]);
-        assert!(
-            decode_rgb(&padded).is_ok(),
-            "zero padding after the end is fine"
-        );
-    }
-
-    #[test]
-    fn only_regular_files_of_bounded_size_are_read() {
-        let err = read_image_file(Path::new("/dev/zero"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("not a regular file") && err.contains("/dev/zero"),
-            "{err}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let big = dir.path().join("sparse.jpeg");
-        std::fs::File::create(&big)
-            .unwrap()
-            .set_len(2 * 1024 * 1024 * 1024)
-            .unwrap();
-        let err = read_image_file(&big).unwrap_err().to_string();
-        assert!(
-            err.contains("too large") && err.contains("sparse.jpeg"),
-            "{err}"
-        );
-        let err = read_image_file(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("not a regular file"), "{err}");
-    }
-
-    #[test]
-    fn decode_rejects_garbage_and_empty() {
-        assert!(decode_rgb(b"").unwrap_err().contains("empty"));
-        assert!(
-            decode_rgb(b"hello, I am text")
-                .unwrap_err()
-                .contains("not an image")
-        );
     }
 }

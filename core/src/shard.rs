@@ -117,6 +117,19 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
                 ),
             ));
         }
+        if !e.state.scale.compatible(&e0.state.scale) {
+            return Err(refuse(
+                d,
+                format!(
+                    "its windows were sized by another red-cell scale ({:?}, pixel size {:?}) than {}'s ({:?}, {:?}): embed every shard of a folder with the same --pixel-size",
+                    e.state.scale.calibration.map(|c| c.rbc_px),
+                    e.state.scale.pixel_size_rbc_px,
+                    first.display(),
+                    e0.state.scale.calibration.map(|c| c.rbc_px),
+                    e0.state.scale.pixel_size_rbc_px
+                ),
+            ));
+        }
         if s.count != s0.count {
             return Err(refuse(
                 d,

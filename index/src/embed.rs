@@ -157,13 +157,15 @@ pub fn eval(
 ) -> Result<EvalResult> {
     let (entries, _) = cellspace_core::dataset::list_images(query_dir)?;
     let paths: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
-    let results = embedder.embed_paths(&paths, |_| {});
+    // the query folder is one microscope's: calibrated on itself, as `runtime embed` does
+    let pre = embedder.calibrated(&paths);
+    let results = embedder.embed_paths_as(&pre, &paths, |_| {});
     let mut q = Vec::new();
     let mut ql = Vec::new();
     let mut failed = 0;
     for (e, r) in entries.iter().zip(results) {
         match r {
-            Ok(v) => {
+            Ok((v, _)) => {
                 q.extend(v);
                 ql.push(e.class.clone().unwrap_or_default());
             }

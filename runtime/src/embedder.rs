@@ -6,7 +6,7 @@
 use crate::{Error, Result, ortlib};
 use cellspace_core::card::ModelCard;
 use cellspace_core::locate::Location;
-use cellspace_core::preprocess::load_rgb;
+use cellspace_core::preprocess::{Preprocess, load_rgb};
 use image::RgbImage;
 use ort::session::Session;
 use rayon::prelude::*;
@@ -267,13 +267,37 @@ impl Embedder {
     pub fn embed_paths_located(
         &self,
         paths: &[PathBuf],
+        progress: impl FnMut(usize),
+    ) -> Vec<Located> {
+        self.embed_paths_as(&self.card.preprocess, paths, progress)
+    }
+
+    /// The card's preprocessing calibrated on the fields `paths` (one folder, one microscope:
+    /// see [`cellspace_core::calibration`]); as it is when a pixel size was set, the model's
+    /// window is not in red-cell diameters, or too few fields have a measurable scale.
+    pub fn calibrated(&self, paths: &[PathBuf]) -> Preprocess {
+        let pre = self.card.preprocess.clone();
+        if pre.rbc_px_override.is_some() {
+            return pre;
+        }
+        let c =
+            cellspace_core::calibration::measure(&pre, paths.len(), |i| load_rgb(&paths[i]).ok());
+        pre.with_calibration(c)
+    }
+
+    /// [`Embedder::embed_paths_located`] with another preprocessing of this model (one
+    /// [`Embedder::calibrated`] on a folder); `pre` must be the card's but for the input's
+    /// scale.
+    pub fn embed_paths_as(
+        &self,
+        pre: &Preprocess,
+        paths: &[PathBuf],
         mut progress: impl FnMut(usize),
     ) -> Vec<Located> {
-        let pre = self.card.preprocess.clone();
+        debug_assert_eq!(pre.fingerprint(), self.card.preprocess.fingerprint());
         let mut results: Vec<Located> = Vec::with_capacity(paths.len());
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Located>>(1);
-            let pre = &pre;
             scope.spawn(move || {
                 for chunk in paths.chunks(self.batch_size) {
                     let prepared: Vec<Located> = chunk

@@ -32,6 +32,8 @@ pub struct EmbedSummary {
     pub seconds: f64,
     pub images_per_s: f64,
     pub provider: String,
+    /// How the windows were sized (the folder's calibration, or the user's pixel size).
+    pub scale: FolderScale,
 }
 
 /// Embed every image below `root` into `out`.
@@ -58,6 +60,10 @@ pub fn embed_shard(
     let _lock = cellspace_core::atomic::OutputLock::acquire(&out.join(LOCK_FILE), out)?;
     cellspace_core::atomic::remove_stale_temps(out);
     let (mut entries, problems) = list_images(root)?;
+    // calibrated on the whole folder, so that every shard sizes its windows alike
+    let all: Vec<PathBuf> = entries.iter().map(|e| e.path.clone()).collect();
+    let pre = emb.calibrated(&all);
+    let scale = FolderScale::of(&pre);
     let mine = |rel: &str| shard.is_none_or(|s| s.contains(rel));
     entries.retain(|e| mine(&e.rel));
     let mut failures: Vec<Failure> = problems
@@ -89,7 +95,8 @@ pub fn embed_shard(
     let previous: Previous = match loaded {
         Ok(prev)
             if prev.state.model_sha256 == emb.card().onnx_sha256
-                && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint() =>
+                && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint()
+                && prev.state.scale.compatible(&scale) =>
         {
             prev.rows
                 .iter()
@@ -151,7 +158,7 @@ pub fn embed_shard(
     let mut embedded = 0usize;
     for chunk in todo.chunks(SAVE_EVERY) {
         let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
-        let results = emb.embed_paths_located(&paths, |n| bar.inc(n as u64));
+        let results = emb.embed_paths_as(&pre, &paths, |n| bar.inc(n as u64));
         for ((row, _), r) in chunk.iter().zip(results) {
             match r {
                 Ok((v, window)) => {
@@ -168,10 +175,24 @@ pub fn embed_shard(
                 }),
             }
         }
-        write_outputs(emb, root, out, &mut done, &failures, (false, shard))?;
+        write_outputs(
+            emb,
+            (root, &scale),
+            out,
+            &mut done,
+            &failures,
+            (false, shard),
+        )?;
     }
     bar.finish_and_clear();
-    write_outputs(emb, root, out, &mut done, &failures, (true, shard))?;
+    write_outputs(
+        emb,
+        (root, &scale),
+        out,
+        &mut done,
+        &failures,
+        (true, shard),
+    )?;
     let secs = infer_start.elapsed().as_secs_f64();
     let mut flagged = std::collections::BTreeMap::new();
     for (row, _) in &done {
@@ -193,6 +214,7 @@ pub fn embed_shard(
             0.0
         },
         provider: emb.provider().name().to_string(),
+        scale,
     };
     Ok((summary, failures))
 }
@@ -204,7 +226,7 @@ fn previous_rows(out: &Path) -> usize {
 
 fn write_outputs(
     emb: &Embedder,
-    root: &Path,
+    (root, scale): (&Path, &FolderScale),
     out: &Path,
     done: &mut [(ManifestRow, Vec<f32>)],
     failures: &[Failure],
@@ -224,6 +246,7 @@ fn write_outputs(
         embeddings_sha256: String::new(),
         complete,
         shard,
+        scale: scale.clone(),
     };
     save_folder(out, &rows, &data, failures, &state).map_err(|e| match e {
         cellspace_core::Error::Io { path, err } if err.raw_os_error() == Some(28) => {

@@ -172,6 +172,12 @@ fn run(cli: Cli) -> Result<u8> {
                 s.provider,
                 s.out_dir.display()
             );
+            if let Some(c) = &s.scale.calibration {
+                eprintln!(
+                    "red-cell scale of the folder: {:.1} px (median of {} of {} fields measured); each window is sized by it unless its own field measures clearly otherwise",
+                    c.rbc_px, c.measured, c.fields
+                );
+            }
             if !s.flagged.is_empty() {
                 let flags: Vec<String> =
                     s.flagged.iter().map(|(f, n)| format!("{n} {f}")).collect();

@@ -6,6 +6,7 @@
 //! from (seed, epoch, image), which makes a run, and a resumed run, reproducible.
 
 use crate::augment::{AugmentConfig, view};
+use cellspace_core::calibration::Calibration;
 use cellspace_core::dataset::{ImageEntry, SourceGroups, groups_for, list_images};
 use cellspace_core::locate::{LocateFlag, Location};
 use cellspace_core::preprocess::{Preprocess, load_rgb};
@@ -35,6 +36,9 @@ pub struct CellImages {
     pub groups: Vec<String>,
     /// Files that could not be read, with the reason.
     pub failed: Vec<(String, String)>,
+    /// The folder's red-cell scale the windows were sized by ([`cellspace_core::calibration`]),
+    /// as the runtime measures it on a folder.
+    pub calibration: Option<Calibration>,
 }
 
 impl CellImages {
@@ -60,6 +64,10 @@ impl CellImages {
         if entries.is_empty() {
             return Err(no_images(root));
         }
+        let calibration = cellspace_core::calibration::measure(pre, entries.len(), |i| {
+            load_rgb(&entries[i].path).ok()
+        });
+        let pre = &pre.clone().with_calibration(calibration);
         let bar = progress(entries.len() as u64, "decoding");
         let groups_file = SourceGroups::find(root)?;
         let decoded: Vec<Result<Decoded, String>> = entries
@@ -141,7 +149,14 @@ impl CellImages {
             labels,
             groups,
             failed,
+            calibration,
         };
+        if let Some(c) = &data.calibration {
+            eprintln!(
+                "red-cell scale of the folder: {:.1} px (median of {} of {} fields measured)",
+                c.rbc_px, c.measured, c.fields
+            );
+        }
         let flags = data.flag_counts();
         if !flags.is_empty() {
             let text: Vec<String> = flags

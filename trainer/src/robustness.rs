@@ -25,7 +25,7 @@ use cellspace_core::locate::LocateFlag;
 use cellspace_core::metrics::evaluate_unseen;
 use cellspace_core::preprocess::{Preprocess, load_rgb};
 use cellspace_core::shift::ShiftSpec;
-use image::imageops::FilterType;
+use image::{RgbImage, imageops::FilterType};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -315,7 +315,8 @@ impl FoldData {
 /// window, and the window's flags.
 type Prepared = (Vec<f32>, Vec<f32>, Vec<LocateFlag>);
 
-/// Each query image shifted, then prepared as the product prepares any field.
+/// Each query image shifted, then prepared as the product prepares a folder of fields: the
+/// shifted queries are one lab's folder, calibrated together ([`cellspace_core::calibration`]).
 fn prepare_shifted(
     data: &CellImages,
     queries: &[usize],
@@ -323,7 +324,7 @@ fn prepare_shifted(
     pre: &Preprocess,
 ) -> Result<Vec<Prepared>> {
     let cache = data.squares.first().map_or(2 * pre.size, |s| s.width());
-    queries
+    let shifted: Vec<RgbImage> = queries
         .par_iter()
         .map(|&i| -> Result<_> {
             let img = load_rgb(&data.entries[i].path)?;
@@ -336,14 +337,22 @@ fn prepare_shifted(
                     )
                 },
             );
-            let shifted = spec.apply(&img, centre);
-            let (window, loc) = pre.window(&shifted);
+            Ok(spec.apply(&img, centre))
+        })
+        .collect::<Result<_>>()?;
+    let calibration =
+        cellspace_core::calibration::measure(pre, shifted.len(), |i| Some(shifted[i].clone()));
+    let pre = &pre.clone().with_calibration(calibration);
+    Ok(shifted
+        .par_iter()
+        .map(|img| {
+            let (window, loc) = pre.window(img);
             let flags = loc.map(|l| l.flags).unwrap_or_default();
             let square = image::imageops::resize(&window, cache, cache, FilterType::Triangle);
             let input = pre.normalize(&pre.resize_window(window));
-            Ok((input, histogram_embedding(&square), flags))
+            (input, histogram_embedding(&square), flags)
         })
-        .collect()
+        .collect())
 }
 
 /// One fold under one shift: kNN-200 of every learned candidate (with a model) and of the

@@ -1,0 +1,215 @@
+//! A microscope's red-cell scale, measured on many of its fields at once.
+//!
+//! One field's red-cell diameter is noisy: between copies of one cell it varies by a median 3%
+//! and a 90th percentile of ~20%, more in a crowded field or a zoomed one with few red cells,
+//! and a window that follows that noise shows the model a cell at the wrong size. The fields of
+//! one folder nearly always come from one microscope, so their median is the microscope's
+//! scale, to a percent or two; each field's window is then sized by that median unless the
+//! field's own measurement is clearly elsewhere (another objective in the same folder), and a
+//! field whose own scale cannot be measured (few red cells at a high power) still gets the
+//! folder's. This is what a lab does when it calibrates a microscope once, done for them.
+//!
+//! The fields measured are spread evenly over the folder's sorted listing, so every shard of
+//! a sharded run measures the same fields and gets the same calibration.
+
+use crate::preprocess::Preprocess;
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Fields measured for a calibration.
+pub const SAMPLE: usize = 64;
+/// Fewest fields with a measured scale for a calibration; a folder with fewer is measured
+/// field by field.
+pub const MIN_MEASURED: usize = 8;
+
+/// The median red-cell scale of a folder's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Median red-cell diameter of the measured fields, px.
+    pub rbc_px: f32,
+    /// Fields looked at, and how many of them had a measurable scale.
+    pub fields: usize,
+    pub measured: usize,
+}
+
+/// Up to `n` indices spread evenly over `0..len`, in order.
+pub fn spread(len: usize, n: usize) -> Vec<usize> {
+    if len <= n {
+        return (0..len).collect();
+    }
+    let step = len as f64 / n as f64;
+    (0..n).map(|i| (i as f64 * step) as usize).collect()
+}
+
+/// The calibration of `len` fields (decoded lazily by `load`, in parallel, up to [`SAMPLE`]
+/// of them spread over the list) as `pre` measures a field's scale; None when the model's
+/// window is not in red-cell diameters or fewer than [`MIN_MEASURED`] fields have a scale.
+pub fn measure<F>(pre: &Preprocess, len: usize, load: F) -> Option<Calibration>
+where
+    F: Fn(usize) -> Option<RgbImage> + Sync,
+{
+    let picked = spread(len, SAMPLE);
+    let scales: Vec<Option<f32>> = picked
+        .par_iter()
+        .map(|&i| pre.field_scale(&load(i)?))
+        .collect();
+    of_scales(&scales)
+}
+
+/// The calibration of fields whose own scales are `scales` (None: not measured).
+pub fn of_scales(scales: &[Option<f32>]) -> Option<Calibration> {
+    let mut ok: Vec<f32> = scales.iter().flatten().copied().collect();
+    if ok.len() < MIN_MEASURED {
+        return None;
+    }
+    ok.sort_by(f32::total_cmp);
+    Some(Calibration {
+        rbc_px: crate::field::quantile(&ok, 0.5),
+        fields: scales.len(),
+        measured: ok.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::field::tests::smear;
+    use crate::locate::{LocateConfig, LocateFlag};
+    use crate::preprocess::ResizeRule;
+    use crate::scale::Band;
+
+    /// A model whose window is 2.33 red-cell diameters, with the training band about 48 px.
+    fn red_cell_model() -> (Preprocess, LocateConfig) {
+        let cfg = LocateConfig {
+            window_rbc: Some(2.33),
+            rbc_band: Some(Band {
+                reference_px: 48.0,
+                ratio: 1.2,
+            }),
+            ..LocateConfig::default()
+        };
+        let pre = Preprocess::blood_cells_with(16, ResizeRule::CellWindow(cfg.clone()));
+        (pre, cfg)
+    }
+
+    #[test]
+    fn a_calibrated_folder_sizes_windows_by_its_median_unless_a_field_is_clearly_elsewhere() {
+        let (pre, cfg) = red_cell_model();
+        let img = smear(
+            320,
+            240,
+            30.0,
+            [215, 218, 222],
+            [200, 150, 160],
+            [90, 40, 160],
+        );
+        let own = pre.field_scale(&img).expect("measured");
+        let view = |c: Option<f32>| {
+            let cal = c.map(|rbc_px| Calibration {
+                rbc_px,
+                fields: 64,
+                measured: 64,
+            });
+            pre.clone().with_calibration(cal).field_view(&img, &cfg)
+        };
+        // within the band of the folder's median: the median
+        let near = view(Some(own * 1.12));
+        assert_eq!(near.rbc_px, Some(own * 1.12));
+        // a field from another objective in the folder: its own
+        let far = view(Some(own * 2.5));
+        assert!(
+            (far.rbc_px.unwrap() / own - 1.0).abs() < 1e-4,
+            "{:?}",
+            far.rbc_px
+        );
+        // no calibration: the field's own against the training band (48 px)
+        let alone = view(None);
+        assert_eq!(
+            alone.rbc_px,
+            Some(
+                Band {
+                    reference_px: 48.0,
+                    ratio: 1.2
+                }
+                .settle(own)
+            )
+        );
+    }
+
+    #[test]
+    fn a_field_without_a_scale_of_its_own_takes_the_folder_s() {
+        let (pre, cfg) = red_cell_model();
+        // plasma and one white cell, no red cells
+        let img = smear(
+            320,
+            240,
+            30.0,
+            [215, 218, 222],
+            [215, 218, 222],
+            [90, 40, 160],
+        );
+        let alone = pre.field_view(&img, &cfg);
+        assert_eq!(alone.rbc_px, None);
+        assert!(
+            alone.flags.contains(&LocateFlag::NoScale),
+            "{:?}",
+            alone.flags
+        );
+        let cal = Calibration {
+            rbc_px: 50.0,
+            fields: 64,
+            measured: 60,
+        };
+        let calibrated = pre
+            .clone()
+            .with_calibration(Some(cal))
+            .field_view(&img, &cfg);
+        assert_eq!(calibrated.rbc_px, Some(50.0));
+        assert!(!calibrated.flags.contains(&LocateFlag::NoScale));
+    }
+
+    #[test]
+    fn a_folder_is_calibrated_on_its_fields() {
+        let (pre, _) = red_cell_model();
+        let fields: Vec<RgbImage> = (0..12)
+            .map(|i| {
+                let d = if i == 5 { 70.0 } else { 30.0 };
+                smear(320, 240, d, [215, 218, 222], [200, 150, 160], [90, 40, 160])
+            })
+            .collect();
+        let c = measure(&pre, fields.len(), |i| Some(fields[i].clone())).expect("calibrated");
+        let typical = pre.field_scale(&fields[0]).unwrap();
+        assert_eq!((c.fields, c.measured), (12, 12));
+        assert!(
+            (c.rbc_px / typical - 1.0).abs() < 0.02,
+            "{} vs {typical}",
+            c.rbc_px
+        );
+        assert!(
+            measure(&pre, 3, |i| Some(fields[i].clone())).is_none(),
+            "3 fields"
+        );
+    }
+
+    #[test]
+    fn the_median_of_enough_measured_fields() {
+        let mut s: Vec<Option<f32>> = (0..9).map(|i| Some(40.0 + i as f32)).collect();
+        s.push(None);
+        s.push(Some(200.0)); // one field far off moves the median by one rank only
+        let c = of_scales(&s).expect("calibrated");
+        assert_eq!((c.fields, c.measured), (11, 10));
+        assert!((c.rbc_px - 44.5).abs() < 0.6, "{}", c.rbc_px);
+        assert!(
+            of_scales(&[Some(48.0); 7]).is_none(),
+            "7 fields are too few"
+        );
+    }
+
+    #[test]
+    fn spread_covers_the_list_in_order() {
+        assert_eq!(spread(3, 64), vec![0, 1, 2]);
+        let s = spread(1000, 4);
+        assert_eq!(s, vec![0, 250, 500, 750]);
+    }
+}
