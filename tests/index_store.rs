@@ -489,3 +489,35 @@ fn int8_store_answers_with_exact_similarities_after_save_add_and_compact() {
     let err = CellIndex::open(&p).err().expect("refused").to_string();
     assert!(err.contains("codes.i8"), "{err}");
 }
+
+/// Case 15 of the hardening round: `.NAME.tmp-PID` folders of killed saves were left behind
+/// for ever (a full disk's worth, on a busy atlas).
+#[test]
+fn case_15_stale_folders_of_killed_saves_are_cleared_on_the_next_save() {
+    let (idx, _) = build(20, 8);
+    let dir = util::tempdir();
+    let p = dir.path().join("atlas.index");
+    idx.save(&p).unwrap();
+    // PIDs above the kernel's limit (2^22) never run
+    let stale_tmp = dir.path().join(".atlas.index.tmp-999999991");
+    let stale_old = dir.path().join(".atlas.index.old-999999992");
+    let other = dir.path().join(".other.index.tmp-999999993");
+    for d in [&stale_tmp, &stale_old, &other] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("vectors.bin"), vec![0u8; 4096]).unwrap();
+    }
+    idx.save(&p).unwrap();
+    assert!(
+        !stale_tmp.exists(),
+        "the killed save's half-written folder stays"
+    );
+    assert!(
+        !stale_old.exists(),
+        "the killed save's previous index stays"
+    );
+    assert!(
+        other.exists(),
+        "another index's folder is not this save's to remove"
+    );
+    assert!(CellIndex::open(&p).is_ok());
+}

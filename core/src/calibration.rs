@@ -12,6 +12,7 @@
 //! The fields measured are spread evenly over the folder's sorted listing, so every shard of
 //! a sharded run measures the same fields and gets the same calibration.
 
+use crate::field::Anchors;
 use crate::preprocess::Preprocess;
 use image::RgbImage;
 use rayon::prelude::*;
@@ -31,6 +32,10 @@ pub struct Calibration {
     /// Fields looked at, and how many of them had a measurable scale.
     pub fields: usize,
     pub measured: usize,
+    /// Median colour anchors of the fields whose anchors were measured: what a field whose
+    /// own cannot be trusted is standardised by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchors: Option<Anchors>,
 }
 
 /// Up to `n` indices spread evenly over `0..len`, in order.
@@ -50,11 +55,23 @@ where
     F: Fn(usize) -> Option<RgbImage> + Sync,
 {
     let picked = spread(len, SAMPLE);
-    let scales: Vec<Option<f32>> = picked
+    let measured: Vec<(Option<Anchors>, Option<f32>)> = picked
         .par_iter()
-        .map(|&i| pre.field_scale(&load(i)?))
+        .map(|&i| load(i).map_or((None, None), |img| pre.field_measures(&img)))
         .collect();
-    of_scales(&scales)
+    let scales: Vec<Option<f32>> = measured.iter().map(|m| m.1).collect();
+    let anchors: Vec<Anchors> = measured.iter().filter_map(|m| m.0).collect();
+    let mut c = of_scales(&scales)?;
+    if anchors.len() >= MIN_MEASURED {
+        let med = |f: &dyn Fn(&Anchors) -> f32| {
+            crate::field::quantile(&anchors.iter().map(f).collect::<Vec<_>>(), 0.5)
+        };
+        c.anchors = Some(Anchors {
+            background: std::array::from_fn(|k| med(&|a| a.background[k])),
+            red_cells: std::array::from_fn(|k| med(&|a| a.red_cells[k])),
+        });
+    }
+    Some(c)
 }
 
 /// The calibration of fields whose own scales are `scales` (None: not measured).
@@ -68,6 +85,7 @@ pub fn of_scales(scales: &[Option<f32>]) -> Option<Calibration> {
         rbc_px: crate::field::quantile(&ok, 0.5),
         fields: scales.len(),
         measured: ok.len(),
+        anchors: None,
     })
 }
 
@@ -110,6 +128,7 @@ mod tests {
                 rbc_px,
                 fields: 64,
                 measured: 64,
+                anchors: None,
             });
             pre.clone().with_calibration(cal).field_view(&img, &cfg)
         };
@@ -160,6 +179,7 @@ mod tests {
             rbc_px: 50.0,
             fields: 64,
             measured: 60,
+            anchors: None,
         };
         let calibrated = pre
             .clone()
@@ -167,6 +187,48 @@ mod tests {
             .field_view(&img, &cfg);
         assert_eq!(calibrated.rbc_px, Some(50.0));
         assert!(!calibrated.flags.contains(&LocateFlag::NoScale));
+    }
+
+    #[test]
+    fn a_field_whose_colour_cannot_be_trusted_is_standardised_by_its_folder() {
+        let (mut pre, cfg) = red_cell_model();
+        let reference = crate::field::Anchors {
+            background: [215.0, 218.0, 222.0],
+            red_cells: [0.07, 0.37, 0.33],
+        };
+        pre.colour = Some(crate::standardise::ColourStandard {
+            method: crate::standardise::Method::OdAnchors { reference },
+            gain_range: [0.5, 2.0],
+        });
+        // plasma and one white cell, no red cells: no anchors of its own
+        let img = smear(
+            320,
+            240,
+            30.0,
+            [215, 218, 222],
+            [215, 218, 222],
+            [90, 40, 160],
+        );
+        let alone = pre.field_view(&img, &cfg);
+        let own_colour_problem =
+            |f: &LocateFlag| matches!(f, LocateFlag::NoRedCells | LocateFlag::NoBackground);
+        assert!(
+            alone.flags.iter().any(own_colour_problem),
+            "{:?}",
+            alone.flags
+        );
+        let cal = Calibration {
+            rbc_px: 40.0,
+            fields: 64,
+            measured: 64,
+            anchors: Some(reference),
+        };
+        let calibrated = pre
+            .clone()
+            .with_calibration(Some(cal))
+            .field_view(&img, &cfg);
+        assert!(calibrated.flags.is_empty(), "{:?}", calibrated.flags);
+        assert_eq!(calibrated.rbc_px, Some(40.0));
     }
 
     #[test]
@@ -181,6 +243,7 @@ mod tests {
         let c = measure(&pre, fields.len(), |i| Some(fields[i].clone())).expect("calibrated");
         let typical = pre.field_scale(&fields[0]).unwrap();
         assert_eq!((c.fields, c.measured), (12, 12));
+        assert!(c.anchors.is_some(), "the folder's colour anchors");
         assert!(
             (c.rbc_px / typical - 1.0).abs() < 0.02,
             "{} vs {typical}",

@@ -238,7 +238,9 @@ impl Preprocess {
     }
 
     /// The field with its colour standardised (as it is when the model does not standardise),
-    /// the anchors of the result, and the colour flags.
+    /// the anchors of the result, and the colour flags. A field whose own anchors cannot be
+    /// measured, or give a gain out of range (a zoomed field with few red cells, most of it one
+    /// white cell), is standardised by its folder's anchors when the folder was calibrated.
     fn standardised(
         &self,
         img: &RgbImage,
@@ -260,7 +262,21 @@ impl Preprocess {
         let lab = matches!(cs.method, Method::LabReinhard { .. })
             .then(|| crate::standardise::lab_stats(img, |p| !stained(p)))
             .flatten();
-        let out = cs.apply(img, &colour, lab.as_ref());
+        let mut out = cs.apply(img, &colour, lab.as_ref());
+        let doubtful = !out.measured || cs.out_of_range(&out.gain);
+        let folder = self.calibration.and_then(|c| c.anchors);
+        if let (true, Some(anchors)) = (doubtful, folder) {
+            let by_folder = crate::field::FieldColour {
+                anchors: Some(anchors),
+                problems: Vec::new(),
+                background_share: colour.background_share,
+            };
+            let alt = cs.apply(img, &by_folder, lab.as_ref());
+            if alt.measured && !cs.out_of_range(&alt.gain) {
+                flags.clear();
+                out = alt;
+            }
+        }
         if out.measured && cs.out_of_range(&out.gain) {
             flags.push(LocateFlag::ColourOutOfRange);
         }
@@ -270,6 +286,13 @@ impl Preprocess {
             (_, false) => None,
         };
         (out.image, anchors, flags)
+    }
+
+    /// A field's own raw colour anchors and red-cell scale (see [`Preprocess::field_scale`]):
+    /// what a [`Calibration`] takes the medians of.
+    pub fn field_measures(&self, img: &RgbImage) -> (Option<crate::field::Anchors>, Option<f32>) {
+        let own = crate::field::measure(img).anchors;
+        (own, self.field_scale(img))
     }
 
     /// Normalise an image already `size` x `size` into CHW floats.

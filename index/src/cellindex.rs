@@ -243,6 +243,7 @@ impl CellIndex {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "index".into());
+        remove_stale_saves(parent, &name, dir.exists());
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| cellspace_core::Error::io(&tmp, e))?;
@@ -474,4 +475,34 @@ fn load_hnsw_rs(dir: &Path) -> Result<HnswRs> {
             reason: "malformed HNSW graph".into(),
         }),
     }
+}
+
+/// Remove what killed saves of the index `NAME` left beside it: `.NAME.tmp-PID` folders (half
+/// written) and, when the index itself is there, `.NAME.old-PID` ones (the previous index, no
+/// longer needed). Only folders of processes that are gone: a save running now is left alone.
+fn remove_stale_saves(parent: &Path, name: &str, index_exists: bool) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let (tmp, old) = (format!(".{name}.tmp-"), format!(".{name}.old-"));
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = match (file.strip_prefix(&tmp), file.strip_prefix(&old)) {
+            (Some(pid), _) => pid,
+            (None, Some(pid)) if index_exists => pid,
+            _ => continue,
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) && e.path().is_dir() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Whether process `pid` runs (Linux: /proc); elsewhere, assumed so (nothing is removed).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }

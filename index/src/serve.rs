@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Largest accepted upload.
 pub const MAX_UPLOAD: usize = 20 * 1024 * 1024;
@@ -104,12 +105,20 @@ struct QueryAnswer {
     warning: Option<String>,
 }
 
-/// The `where=FIELD=VALUE` parameters of a query string.
-fn conditions(raw: Option<&str>) -> Result<Vec<crate::Condition>, String> {
+/// The `where=FIELD=VALUE` parameters of a query string. A `path` is the path as the API shows
+/// it (relative to the atlas's folder, [`AppState::shown`]), never the server's own: an
+/// absolute path matches nothing, so the server's folders cannot be probed through it.
+fn conditions(raw: Option<&str>, root: &str) -> Result<Vec<crate::Condition>, String> {
     form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .filter(|(k, _)| k == "where")
         .filter(|(_, v)| !v.trim().is_empty())
-        .map(|(_, v)| v.parse())
+        .map(|(_, v)| {
+            let mut c: crate::Condition = v.parse()?;
+            if c.key == "path" {
+                c.value = format!("{root}{}", c.value);
+            }
+            Ok(c)
+        })
         .collect()
 }
 
@@ -189,7 +198,7 @@ async fn query(
     RawQuery(raw): RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let conditions = match conditions(raw.as_deref()) {
+    let conditions = match conditions(raw.as_deref(), &s.root) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -223,26 +232,22 @@ async fn query(
             "empty body: send the image file's bytes",
         );
     }
-    let slot = match s.decode_slots.clone().try_acquire_owned() {
+    let slot = match decode_slot(s.decode_slots.clone(), &s.waiting, s.max_waiting).await {
         Ok(slot) => slot,
-        Err(_) => {
-            use std::sync::atomic::Ordering;
-            if s.waiting.fetch_add(1, Ordering::SeqCst) >= s.max_waiting {
-                s.waiting.fetch_sub(1, Ordering::SeqCst);
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy decoding other uploads: try again in a second",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return r;
-            }
-            let slot = s.decode_slots.clone().acquire_owned().await;
-            s.waiting.fetch_sub(1, Ordering::SeqCst);
-            match slot {
-                Ok(slot) => slot,
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
+        Err(SlotError::Busy) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy decoding other uploads: try again in a second",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return r;
+        }
+        Err(SlotError::Closed) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server is shutting down",
+            );
         }
     };
     let r = tokio::task::spawn_blocking(move || {
@@ -274,6 +279,43 @@ async fn query(
     }
 }
 
+/// Why an upload got no decoding slot.
+#[derive(Debug, PartialEq)]
+enum SlotError {
+    /// `max_waiting` uploads are already queued.
+    Busy,
+    /// The semaphore was closed.
+    Closed,
+}
+
+/// A place in the upload queue, given back when dropped: also when the client disconnects
+/// while queued and its request's future is dropped mid-await.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A decoding slot at once, or after queueing behind at most `max_waiting` other uploads.
+async fn decode_slot(
+    slots: Arc<tokio::sync::Semaphore>,
+    waiting: &AtomicUsize,
+    max_waiting: usize,
+) -> Result<tokio::sync::OwnedSemaphorePermit, SlotError> {
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Ok(slot);
+    }
+    let place = QueuePlace(waiting);
+    if waiting.fetch_add(1, Ordering::SeqCst) >= max_waiting {
+        return Err(SlotError::Busy);
+    }
+    let slot = slots.acquire_owned().await.map_err(|_| SlotError::Closed);
+    drop(place);
+    slot
+}
+
 async fn neighbours_of(
     s: Arc<AppState>,
     id: usize,
@@ -303,7 +345,7 @@ async fn neighbours(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
-    match conditions(raw.as_deref()) {
+    match conditions(raw.as_deref(), &s.root) {
         Ok(c) => neighbours_of(s, id, k, c).await,
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
@@ -407,4 +449,82 @@ pub fn spawn_with(
         let _ = rt.block_on(serve(Arc::new(state), listener, limits));
     });
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Case 2 of the hardening round: a client that disconnected while queued for a decoding
+    /// slot never gave its place back, and after a dozen such clients every upload got 503.
+    #[test]
+    fn case_02_a_queued_upload_that_goes_away_gives_its_place_back() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let slots = Arc::new(tokio::sync::Semaphore::new(1));
+            let waiting = AtomicUsize::new(0);
+            let held = slots.clone().try_acquire_owned().unwrap();
+            // twelve clients queue, then disconnect (their request futures are dropped)
+            for _ in 0..12 {
+                let queued = decode_slot(slots.clone(), &waiting, 4);
+                let r = tokio::time::timeout(std::time::Duration::from_millis(5), queued).await;
+                assert!(r.is_err(), "no slot is free: the upload must wait");
+            }
+            assert_eq!(waiting.load(Ordering::SeqCst), 0, "places leaked");
+            // a full queue answers busy, and gives the refused place back too
+            let queued: Vec<_> = (0..4)
+                .map(|_| Box::pin(decode_slot(slots.clone(), &waiting, 4)))
+                .collect();
+            let mut queued = queued;
+            for q in &mut queued {
+                assert!(
+                    tokio::time::timeout(std::time::Duration::from_millis(1), q)
+                        .await
+                        .is_err()
+                );
+            }
+            assert_eq!(waiting.load(Ordering::SeqCst), 4);
+            assert_eq!(
+                decode_slot(slots.clone(), &waiting, 4).await.unwrap_err(),
+                SlotError::Busy
+            );
+            assert_eq!(waiting.load(Ordering::SeqCst), 4);
+            // the slot frees: the first in the queue gets it
+            drop(held);
+            let first = queued.remove(0).await.expect("a slot");
+            assert_eq!(waiting.load(Ordering::SeqCst), 3);
+            drop((first, queued));
+            assert_eq!(waiting.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    /// Case 17 of the hardening round: `where=path=…` matched only the server's absolute path
+    /// (which the API never shows), and so let a client probe the server's folders.
+    #[test]
+    fn case_17_a_path_condition_is_the_path_as_the_api_shows_it() {
+        let root = "/srv/atlas/cells/";
+        let row = crate::Row {
+            path: format!("{root}NEUTROPHIL/a.jpeg"),
+            ..Default::default()
+        };
+        let c = conditions(Some("where=path%3DNEUTROPHIL%2Fa.jpeg&k=3"), root).unwrap();
+        assert!(c[0].matches(&row), "{c:?}");
+        let probe = conditions(
+            Some("where=path%3D%2Fsrv%2Fatlas%2Fcells%2FNEUTROPHIL%2Fa.jpeg"),
+            root,
+        )
+        .unwrap();
+        assert!(
+            !probe[0].matches(&row),
+            "an absolute path must match nothing"
+        );
+        let class = conditions(Some("where=class%3DNEUTROPHIL"), root).unwrap();
+        assert_eq!(
+            class[0].value, "NEUTROPHIL",
+            "other fields are left as they are"
+        );
+    }
 }

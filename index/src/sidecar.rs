@@ -75,10 +75,18 @@ impl Sidecar {
         let mut applied = Applied::default();
         let mut touched = std::collections::HashSet::new();
         for (path, fields) in &self.entries {
-            let ids = by_key.get(path).or_else(|| {
-                let abs = std::fs::canonicalize(decode_path(path)).ok()?;
-                by_key.get(&encode_path(&abs))
-            });
+            // a sidecar names files as they are called (`50%.png`); rows keep them encoded
+            // (`50%25.png`, see `encode_path`), which a sidecar copied from our output uses
+            let literal = Path::new(path);
+            let ids = by_key
+                .get(&encode_path(literal))
+                .or_else(|| by_key.get(path))
+                .or_else(|| {
+                    let abs = std::fs::canonicalize(literal)
+                        .or_else(|_| std::fs::canonicalize(decode_path(path)))
+                        .ok()?;
+                    by_key.get(&encode_path(&abs))
+                });
             let Some(ids) = ids else {
                 applied.unmatched.push(path.clone());
                 continue;
@@ -238,6 +246,25 @@ mod tests {
             (4, vec!["b.png".into(), "S2".into(), String::new()])
         );
         assert!(csv_records(Path::new("m.csv"), "path\n\"open").is_err());
+    }
+
+    /// Case 21 of the hardening round: a sidecar could not name files whose names hold `%`.
+    #[test]
+    fn case_21_a_sidecar_names_files_with_percent_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("meta.csv");
+        std::fs::write(&csv, "path,slide\nA/50%.png,S1\n/abs/100%25 b.png,S2\n").unwrap();
+        let side = Sidecar::load(&csv).unwrap();
+        let row = |p: &str| Row {
+            path: encode_path(Path::new(p)),
+            ..Default::default()
+        };
+        let mut rows = vec![row("/data/A/50%.png"), row("/abs/100%25 b.png")];
+        let a = side.apply(&mut rows, Some(Path::new("/data")));
+        assert_eq!(a.unmatched, Vec::<String>::new());
+        assert_eq!(a.rows, 2);
+        assert_eq!(rows[0].meta["slide"], "S1");
+        assert_eq!(rows[1].meta["slide"], "S2");
     }
 
     #[test]

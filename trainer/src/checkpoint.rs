@@ -23,6 +23,8 @@ pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
 pub const BASELINE_FILE: &str = "baseline.json";
 pub const LOSS_PNG: &str = "loss.png";
+/// The training folder of a run, as its canonical path.
+pub const DATA_FILE: &str = "data.json";
 pub const MAP_PNG: &str = "embedding-map.png";
 
 pub(crate) fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -40,6 +42,72 @@ pub(crate) fn append_line(path: &Path, line: &str) -> Result<()> {
         .open(path)
         .map_err(|e| cellspace_core::Error::io(path, e))?;
     writeln!(f, "{line}").map_err(|e| cellspace_core::Error::io(path, e).into())
+}
+
+/// The folder a run trains on, by its canonical path.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RunData {
+    root: String,
+}
+
+fn canonical(data_dir: &Path) -> Result<String> {
+    let c = std::fs::canonicalize(data_dir).map_err(|e| cellspace_core::Error::io(data_dir, e))?;
+    Ok(c.display().to_string())
+}
+
+/// Record that the run in `run_dir` trains on `data_dir`.
+pub(crate) fn record_data(run_dir: &Path, data_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(run_dir).map_err(|e| cellspace_core::Error::io(run_dir, e))?;
+    let root = canonical(data_dir)?;
+    cellspace_core::atomic::write_json(&run_dir.join(DATA_FILE), &RunData { root })?;
+    Ok(())
+}
+
+/// Refuse to resume the run in `run_dir` on another folder than the one it started on (runs
+/// from before the folder was recorded are not checked).
+pub(crate) fn check_data(run_dir: &Path, data_dir: &Path) -> Result<()> {
+    let p = run_dir.join(DATA_FILE);
+    let Ok(text) = std::fs::read_to_string(&p) else {
+        return Ok(());
+    };
+    let recorded: RunData = serde_json::from_str(&text).map_err(|e| record_err(&p, e))?;
+    let given = canonical(data_dir)?;
+    if given != recorded.root {
+        return Err(Error::Config(format!(
+            "{} trains on {}, not on {given}: resume it with --data {} (or start a new run with another --out)",
+            run_dir.display(),
+            recorded.root,
+            recorded.root
+        )));
+    }
+    Ok(())
+}
+
+/// Keep only the lines of `metrics.jsonl` for the first `done` epochs: a run killed (or out of
+/// disk) after appending an epoch's line but before its checkpoint re-trains that epoch on
+/// resume, and its line must not be there twice. Rewritten atomically, and only when needed.
+pub fn keep_metrics_of(run_dir: &Path, done: usize) -> Result<()> {
+    let p = run_dir.join(METRICS_FILE);
+    let Ok(text) = std::fs::read_to_string(&p) else {
+        return Ok(()); // no metrics yet
+    };
+    let epoch_of = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v["epoch"].as_u64())
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| epoch_of(l).is_some_and(|e| e as usize <= done))
+        .collect();
+    if kept.len() == text.lines().count() {
+        return Ok(());
+    }
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    cellspace_core::atomic::write_atomic(&p, out.as_bytes()).map_err(Into::into)
 }
 
 /// Write model, optimizer and state into `checkpoint.tmp/`, then swap it in.
@@ -200,4 +268,108 @@ pub fn write_pictures(
         &pts,
         &labels,
     )
+}
+
+/// The settings in which `given` differs from a run's own configuration `run`, as
+/// `key: run's → given`; the measured reference is not a setting and is left out.
+pub fn config_differences(run: &TrainConfig, given: &TrainConfig) -> Vec<String> {
+    fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    leaves(&key, v, out);
+                }
+            }
+            v => out.push((prefix.to_string(), v.to_string())),
+        }
+    }
+    let flat = |c: &TrainConfig| {
+        let mut v = serde_json::to_value(c).expect("config serialises");
+        if let Some(m) = v.as_object_mut() {
+            m.remove("reference");
+        }
+        let mut out = Vec::new();
+        leaves("", &v, &mut out);
+        out.into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (a, b) = (flat(run), flat(given));
+    let missing = "(unset)".to_string();
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (a.get(k).unwrap_or(&missing), b.get(k).unwrap_or(&missing));
+            (x != y).then(|| format!("{k}: {x} → {y}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Case 12 of the hardening round: a kill between the metrics append and the checkpoint
+    /// left epoch 2 twice in metrics.jsonl after the resume ([1, 2, 2]).
+    #[test]
+    fn case_12_a_resumed_run_keeps_each_epoch_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(METRICS_FILE);
+        // epochs 1 and 2 logged, but the checkpoint says only epoch 1 was done
+        std::fs::write(
+            &p,
+            "{\"epoch\":1,\"loss\":3.0}\n{\"epoch\":2,\"loss\":2.5}\n",
+        )
+        .unwrap();
+        keep_metrics_of(dir.path(), 1).unwrap();
+        append_line(&p, "{\"epoch\":2,\"loss\":2.4}").unwrap();
+        let epochs: Vec<u64> = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(epochs, vec![1, 2]);
+        // nothing to drop: the file is left as it is
+        keep_metrics_of(dir.path(), 2).unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().contains("2.4"));
+    }
+
+    /// Case 11 of the hardening round: `--resume` ignored changed flags and trained on another
+    /// `--data` without a word.
+    #[test]
+    fn case_11_resume_names_changed_flags_and_refuses_other_data() {
+        let run = TrainConfig::new(
+            crate::model::EncoderConfig::new(),
+            crate::augment::AugmentConfig::new(),
+        );
+        let mut given = run.clone();
+        given.lr = 0.01;
+        given.augment.jpeg_prob = 0.0;
+        let d = config_differences(&run, &given);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().any(|x| x.starts_with("lr: ")), "{d:?}");
+        assert!(
+            d.iter().any(|x| x.starts_with("augment.jpeg_prob: ")),
+            "{d:?}"
+        );
+        assert!(config_differences(&run, &run).is_empty());
+
+        let runs = tempfile::tempdir().unwrap();
+        let (a, b) = (runs.path().join("a"), runs.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let run_dir = runs.path().join("run");
+        record_data(&run_dir, &a).unwrap();
+        check_data(&run_dir, &a).unwrap();
+        let err = check_data(&run_dir, &b).unwrap_err().to_string();
+        assert!(err.contains("trains on") && err.contains("/a"), "{err}");
+    }
 }

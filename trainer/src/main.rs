@@ -243,6 +243,17 @@ fn run(cli: Cli) -> Result<u8> {
                     a.out.display()
                 );
             }
+            if resume {
+                let own = trainer::checkpoint::load_config(&a.out)?;
+                let changed = trainer::checkpoint::config_differences(&own, &cfg);
+                if !changed.is_empty() {
+                    eprintln!(
+                        "warning: --resume continues {} as it was configured; the flags given differ from it and are ignored: {}",
+                        a.out.display(),
+                        changed.join("; ")
+                    );
+                }
+            }
             let opts = trainer::train::FitOptions {
                 resume,
                 ..Default::default()

@@ -333,11 +333,16 @@ pub fn fit(
     device: &Device,
     opts: &FitOptions,
 ) -> Result<FitSummary> {
-    // a resumed run loads its data by its own config, not by `cfg`
+    // a resumed run loads its data by its own config, not by `cfg`, and only its own data
     let own = if opts.resume {
+        crate::checkpoint::check_data(run_dir, data_dir)?;
         load_config(run_dir)?
     } else {
-        cfg.clone().with_measured_reference(data_dir)?
+        let own = cfg.clone().with_measured_reference(data_dir)?;
+        if !run_dir.join(CHECKPOINT_DIR).exists() {
+            crate::checkpoint::record_data(run_dir, data_dir)?;
+        }
+        own
     };
     let data = load_data(&own, data_dir)?;
     fit_loaded(&own, data, run_dir, device, opts)
@@ -359,6 +364,7 @@ fn open_run(cfg: &TrainConfig, run_dir: &Path, resume: bool) -> Result<(TrainCon
     if resume {
         let cfg = load_config(run_dir)?;
         let state = load_state(run_dir)?;
+        crate::checkpoint::keep_metrics_of(run_dir, state.epoch)?;
         eprintln!(
             "resuming {} at epoch {}, batch {}",
             run_dir.display(),
