@@ -616,7 +616,9 @@ fn idle_connections_are_capped_and_closed_so_health_still_answers() {
     let cells = synthetic_cells();
     let limits = index::conn::ConnLimits {
         max_connections: 16,
+        max_per_ip: 64,
         idle_timeout: std::time::Duration::from_millis(800),
+        head_timeout: std::time::Duration::from_secs(10),
     };
     let (addr, _) = start_with(cells.path(), limits);
     // 40 connections that never send a byte: more than the cap
@@ -741,4 +743,59 @@ fn case_19_oversized_declared_upload_is_413_at_once_and_case_18_duplicate_host_i
         "GET /api/health HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example\r\n\r\n"
     ));
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+}
+
+/// Case 6 of the hardening round (slowloris): 130 connections that each sent one header line
+/// every 5 s kept every new connection out for 40 s, since each byte restarted the idle timer.
+#[test]
+fn case_06_slowloris_connections_are_cut_and_capped_per_address() {
+    use std::io::{Read, Write};
+    let cells = synthetic_cells();
+    let limits = index::conn::ConnLimits {
+        max_connections: 64,
+        max_per_ip: 8,
+        idle_timeout: std::time::Duration::from_secs(10),
+        head_timeout: std::time::Duration::from_millis(1200),
+    };
+    let (addr, _) = start_with(cells.path(), limits);
+    let mut slow: Vec<std::net::TcpStream> = (0..12)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    for s in &mut slow {
+        s.set_nonblocking(true).unwrap();
+        let _ = s.write_all(b"GET /api/health HTTP/1.1\r\n");
+    }
+    // one header line each every 100 ms, for 2.4 s: never the end of the head
+    let started = std::time::Instant::now();
+    let mut cut_at: Vec<Option<f64>> = vec![None; slow.len()];
+    while started.elapsed() < std::time::Duration::from_millis(2400) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for (i, s) in slow.iter_mut().enumerate() {
+            if cut_at[i].is_some() {
+                continue;
+            }
+            let mut b = [0u8; 64];
+            let gone = match s.read(&mut b) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            if gone || s.write_all(b"X-Slow: 1\r\n").is_err() {
+                cut_at[i] = Some(started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let early = cut_at.iter().filter(|t| t.is_some_and(|t| t < 0.9)).count();
+    let cut = cut_at.iter().filter(|t| t.is_some()).count();
+    println!(
+        "slowloris: {} connections, {early} refused at once (per-address cap 8), {cut} closed within 2.4 s (head deadline 1.2 s): {cut_at:?}",
+        slow.len()
+    );
+    assert!(
+        early >= 4,
+        "over the per-address cap: closed at once ({cut_at:?})"
+    );
+    assert_eq!(cut, slow.len(), "every slow head is cut ({cut_at:?})");
+    let (st, _) = util::http(addr, "GET", "/api/health", b"");
+    assert_eq!(st, 200);
 }
