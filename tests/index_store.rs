@@ -521,3 +521,60 @@ fn case_15_stale_folders_of_killed_saves_are_cleared_on_the_next_save() {
     );
     assert!(CellIndex::open(&p).is_ok());
 }
+
+/// Case 8 of the hardening round: the int8 store re-ranked from `embeddings.npy` as it was
+/// on disk at query time: replacing the file under a running server changed answers (200,
+/// wrong class), zeroing it gave similarity 0.0, cutting it gave 500 while health said ok.
+#[test]
+fn case_08_the_int8_store_never_answers_from_a_changed_file() {
+    let dir = util::tempdir();
+    let dim = 16;
+    let v = vectors(300, dim, 3);
+    let params = HnswParams {
+        store: index::store::StoreKind::Int8,
+        ..Default::default()
+    };
+    let mut b = IndexBuilder::new(model(dim, "abc"), params).unwrap();
+    for i in 0..300 {
+        let row = Row {
+            path: format!("/cells/{i}.png"),
+            sha256: format!("h{i}"),
+            ..Default::default()
+        };
+        b.push(row, &v[i * dim..(i + 1) * dim]).unwrap();
+    }
+    let p = dir.path().join("i8");
+    b.build().save(&p).unwrap();
+    let idx = CellIndex::open(&p).unwrap();
+    let q = &v[7 * dim..8 * dim];
+    let hits = idx.search(q, &Filter::default(), 5, None).unwrap();
+    assert_eq!(hits[0].id, 7);
+    idx.store().check_disk().unwrap();
+    // the rows zeroed in place, same size
+    let npy = p.join("embeddings.npy");
+    let len = std::fs::metadata(&npy).unwrap().len();
+    let mut bytes = std::fs::read(&npy).unwrap();
+    let data = (300 * dim * 4) as usize;
+    let start = bytes.len() - data;
+    bytes[start..].fill(0);
+    std::fs::write(&npy, &bytes).unwrap();
+    assert_eq!(std::fs::metadata(&npy).unwrap().len(), len);
+    let err = idx
+        .search(q, &Filter::default(), 5, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("changed") && err.contains("embeddings.npy"),
+        "{err}"
+    );
+    // cut short: an error too, and the health check says so
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&npy)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert!(idx.search(q, &Filter::default(), 5, None).is_err());
+    let err = idx.store().check_disk().unwrap_err().to_string();
+    assert!(err.contains("changed"), "{err}");
+}

@@ -181,6 +181,9 @@ async fn page() -> Html<&'static str> {
 }
 
 async fn health(State(s): State<Arc<AppState>>) -> Response {
+    if let Err(e) = s.index.store().check_disk() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
     Json(serde_json::json!({
         "status": "ok",
         "model": s.index.model().name,

@@ -34,31 +34,94 @@ impl std::str::FromStr for StoreKind {
     }
 }
 
-/// Exact rows on disk: a float32 `.npy` file and where its data starts.
+/// Exact rows on disk: a float32 `.npy` file and where its data starts. The file is only
+/// trusted as it was when the index was opened (and verified): each row's hash is kept, and
+/// a row read back that no longer matches it is an error, never a similarity, so a file
+/// replaced, zeroed or cut short under a running server cannot change an answer.
 #[derive(Debug)]
 pub(crate) struct DiskRows {
     file: File,
+    path: std::path::PathBuf,
     data_offset: u64,
     rows: usize,
+    /// FNV-1a of each row's bytes at open.
+    hashes: Vec<u64>,
+    /// Size and modification time at open.
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+/// FNV-1a, 64-bit: a row's fingerprint (not a defence against a forger, who could also
+/// rewrite the index's manifest; against a file changed by mistake under a running server).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl DiskRows {
     pub fn open(path: &Path, rows: usize, dim: usize) -> Result<Self> {
         let file = File::open(path).map_err(|e| cellspace_core::Error::io(path, e))?;
-        let len = file
+        let meta = file
             .metadata()
-            .map_err(|e| cellspace_core::Error::io(path, e))?
-            .len();
+            .map_err(|e| cellspace_core::Error::io(path, e))?;
+        let len = meta.len();
         let data = (rows * dim * 4) as u64;
         let data_offset = len.checked_sub(data).ok_or_else(|| Error::Corrupt {
             path: path.to_path_buf(),
             reason: format!("shorter than {rows} rows of {dim} floats"),
         })?;
+        let mut hashes = Vec::with_capacity(rows);
+        let mut buf = vec![0u8; dim * 4];
+        for i in 0..rows {
+            file.read_exact_at(&mut buf, data_offset + (i * dim * 4) as u64)
+                .map_err(|e| cellspace_core::Error::io(path, e))?;
+            hashes.push(fnv1a(&buf));
+        }
         Ok(Self {
             file,
+            path: path.to_path_buf(),
             data_offset,
             rows,
+            hashes,
+            len,
+            modified: meta.modified().ok(),
         })
+    }
+
+    fn changed(&self, what: String) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            reason: format!(
+                "{what} since the index was opened: the file was changed under the running program; restore or rebuild the index, then restart"
+            ),
+        }
+    }
+
+    /// Row `i`'s bytes, as they were at open.
+    fn read(&self, i: usize, dim: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; dim * 4];
+        self.file
+            .read_exact_at(&mut buf, self.data_offset + (i * dim * 4) as u64)
+            .map_err(|e| self.changed(format!("vector {i} can no longer be read ({e})")))?;
+        if fnv1a(&buf) != self.hashes[i] {
+            return Err(self.changed(format!("vector {i} changed")));
+        }
+        Ok(buf)
+    }
+
+    /// Whether the file is still the size and age it was at open.
+    fn check(&self) -> Result<()> {
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| cellspace_core::Error::io(&self.path, e))?;
+        if meta.len() != self.len || meta.modified().ok() != self.modified {
+            return Err(self.changed("it changed size or time".into()));
+        }
+        Ok(())
     }
 }
 
@@ -186,6 +249,14 @@ impl Vectors {
         self.len += rows.len() / dim.max(1);
     }
 
+    /// Whether the rows on disk (int8 store) are still the file that was opened.
+    pub fn check_disk(&self) -> Result<()> {
+        match &self.data {
+            Data::Int8 { disk: Some(d), .. } => d.check(),
+            _ => Ok(()),
+        }
+    }
+
     /// The exact row `i` (from disk for the int8 store).
     pub fn row(&self, i: usize) -> Result<Cow<'_, [f32]>> {
         let dim = self.dim;
@@ -198,10 +269,7 @@ impl Vectors {
                     return Ok(Cow::Borrowed(&added[j * dim..(j + 1) * dim]));
                 }
                 let d = disk.as_ref().expect("row on disk");
-                let mut buf = vec![0u8; dim * 4];
-                d.file
-                    .read_exact_at(&mut buf, d.data_offset + (i * dim * 4) as u64)
-                    .map_err(|e| Error::Invalid(format!("reading vector {i}: {e}")))?;
+                let buf = d.read(i, dim)?;
                 Ok(Cow::Owned(
                     buf.chunks_exact(4)
                         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
