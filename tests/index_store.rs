@@ -554,7 +554,7 @@ fn case_08_the_int8_store_never_answers_from_a_changed_file() {
     let npy = p.join("embeddings.npy");
     let len = std::fs::metadata(&npy).unwrap().len();
     let mut bytes = std::fs::read(&npy).unwrap();
-    let data = (300 * dim * 4) as usize;
+    let data = 300 * dim * 4;
     let start = bytes.len() - data;
     bytes[start..].fill(0);
     std::fs::write(&npy, &bytes).unwrap();
