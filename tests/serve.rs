@@ -799,3 +799,63 @@ fn case_06_slowloris_connections_are_cut_and_capped_per_address() {
     let (st, _) = util::http(addr, "GET", "/api/health", b"");
     assert_eq!(st, 200);
 }
+
+/// Case 3 of the hardening round: after `index remove`, a running server still returned the
+/// removed cell, served its thumbnail and counted it; relabels and adds were not seen either.
+#[test]
+fn case_03_a_running_server_follows_edits_of_its_index() {
+    let cells = synthetic_cells();
+    let embedder = runtime::Embedder::new(&util::tiny_model(), &Default::default()).unwrap();
+    let (idx, _) = index::embed::build_from_images(
+        cells.path(),
+        &embedder,
+        index::HnswParams::default(),
+        false,
+        None,
+    )
+    .unwrap();
+    let store = util::tempdir();
+    let dir = store.path().join("atlas.index");
+    idx.save(&dir).unwrap();
+    let opened = index::CellIndex::open(&dir).unwrap();
+    let addr = index::serve::spawn(
+        AppState::watching(&dir, opened, embedder, 5),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let size = |addr| json(&util::http(addr, "GET", "/api/health", b"").1)["index_size"].as_u64();
+    assert_eq!(size(addr), Some(24));
+    let (st, _) = util::http(addr, "GET", "/thumb/3", b"");
+    assert_eq!(st, 200);
+    // an edit saves the index, as `index remove` and `index relabel` do
+    let mut edited = index::CellIndex::open(&dir).unwrap();
+    edited.remove(&[3]);
+    edited.relabel(4, "RELABELLED").unwrap();
+    edited.save(&dir).unwrap();
+    let started = std::time::Instant::now();
+    while size(addr) != Some(23) && started.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!(
+        "the server took up the edit in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(size(addr), Some(23), "the removal is counted");
+    let (st, _) = util::http(addr, "GET", "/thumb/3", b"");
+    assert_eq!(st, 404, "the removed cell's thumbnail is gone");
+    let (st, body) = util::http(addr, "GET", "/api/neighbours/4?k=23", b"");
+    assert_eq!(st, 200);
+    let hits = json(&body)["neighbours"].as_array().unwrap().clone();
+    assert!(
+        hits.iter().all(|h| h["id"] != 3),
+        "the removed cell is not returned"
+    );
+    let (st, body) = util::http(addr, "GET", "/api/neighbours/5?k=23", b"");
+    assert_eq!(st, 200);
+    let relabelled = json(&body)["neighbours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["class"] == "RELABELLED");
+    assert!(relabelled, "the relabel is seen");
+}

@@ -243,7 +243,7 @@ impl CellIndex {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "index".into());
-        remove_stale_saves(parent, &name, dir.exists());
+        crate::swap::remove_stale_saves(parent, &name, dir.exists());
         let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| cellspace_core::Error::io(&tmp, e))?;
@@ -255,12 +255,16 @@ impl CellIndex {
         // everything on disk before the swap: hnsw_rs's own files are not synced by it
         sync_dir_files(&tmp)?;
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(|e| cellspace_core::Error::io(dir, e))?;
+        {
+            // readers opening the index wait for the two renames (and never see half of each)
+            let _swap = crate::swap::SwapLock::exclusive(dir);
+            if dir.exists() {
+                std::fs::rename(dir, &old).map_err(|e| cellspace_core::Error::io(dir, e))?;
+            }
+            // a kill here leaves no `dir`, only `.NAME.old-PID`: `open` puts it back
+            std::fs::rename(&tmp, dir).map_err(|e| cellspace_core::Error::io(dir, e))?;
+            sync_dir(parent)?;
         }
-        // a kill here leaves no `dir`, only `.NAME.old-PID`: `open` puts it back
-        std::fs::rename(&tmp, dir).map_err(|e| cellspace_core::Error::io(dir, e))?;
-        sync_dir(parent)?;
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
@@ -360,9 +364,21 @@ impl CellIndex {
         Ok(())
     }
 
-    /// Open an index directory; every file is checked against the manifest first.
+    /// Open an index directory; every file is checked against the manifest first. An edit
+    /// saving the index meanwhile is waited for ([`crate::swap`]): a reader gets the index
+    /// before the edit or after it, never a mix of the two.
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::recover(dir)?;
+        if !dir.exists() {
+            // no index, or a save killed between its renames; or one renaming right now,
+            // which the lock waits for, so that its previous index is not "recovered"
+            let _swap = crate::swap::SwapLock::exclusive(dir);
+            Self::recover(dir)?;
+        }
+        let _swap = crate::swap::SwapLock::shared(dir);
+        Self::open_unlocked(dir)
+    }
+
+    fn open_unlocked(dir: &Path) -> Result<Self> {
         let manifest = IndexManifest::load(dir)?;
         manifest.verify_files(dir)?;
         let rp = dir.join(ROWS_FILE);
@@ -475,34 +491,4 @@ fn load_hnsw_rs(dir: &Path) -> Result<HnswRs> {
             reason: "malformed HNSW graph".into(),
         }),
     }
-}
-
-/// Remove what killed saves of the index `NAME` left beside it: `.NAME.tmp-PID` folders (half
-/// written) and, when the index itself is there, `.NAME.old-PID` ones (the previous index, no
-/// longer needed). Only folders of processes that are gone: a save running now is left alone.
-fn remove_stale_saves(parent: &Path, name: &str, index_exists: bool) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    let (tmp, old) = (format!(".{name}.tmp-"), format!(".{name}.old-"));
-    for e in entries.flatten() {
-        let file = e.file_name().to_string_lossy().into_owned();
-        let pid = match (file.strip_prefix(&tmp), file.strip_prefix(&old)) {
-            (Some(pid), _) => pid,
-            (None, Some(pid)) if index_exists => pid,
-            _ => continue,
-        };
-        let Ok(pid) = pid.parse::<u32>() else {
-            continue;
-        };
-        if pid != std::process::id() && !process_alive(pid) && e.path().is_dir() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// Whether process `pid` runs (Linux: /proc); elsewhere, assumed so (nothing is removed).
-fn process_alive(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }

@@ -24,6 +24,7 @@ pub mod graph;
 pub mod graph_file;
 #[cfg(feature = "serve")]
 pub mod guard;
+pub mod live;
 pub mod manifest;
 pub mod ops;
 pub mod search;
@@ -33,6 +34,7 @@ pub mod serve;
 pub mod sidecar;
 pub mod store;
 pub mod store_file;
+pub mod swap;
 #[cfg(feature = "serve")]
 pub mod thumbs;
 

@@ -455,7 +455,7 @@ fn run(cli: Cli) -> Result<u8> {
             let (index, embedder) =
                 embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
             let n = index.len();
-            let state = index::serve::AppState::new(index, embedder, k);
+            let state = index::serve::AppState::watching(&common.dir(), index, embedder, k);
             if !addr.ip().is_loopback() {
                 eprintln!(
                     "WARNING: serving on {addr}, not loopback: anyone who can reach this machine can query the atlas and see its cells. There is no login. Use 127.0.0.1 unless the network is trusted, and list the host names clients use in CELLSPACE_ALLOWED_HOSTS."

@@ -29,7 +29,8 @@ pub const MAX_UPLOAD: usize = 20 * 1024 * 1024;
 const PAGE: &str = include_str!("web/index.html");
 
 pub struct AppState {
-    pub index: CellIndex,
+    /// The atlas answered from, followed as edits save it ([`crate::live`]).
+    pub live: crate::live::Live,
     pub embedder: Embedder,
     pub default_k: usize,
     /// Uploads decoded at once (one per core). A decode holds up to a few hundred MB for an
@@ -38,48 +39,36 @@ pub struct AppState {
     /// Uploads waiting for a slot; past `max_waiting` a request gets 503 with Retry-After.
     pub waiting: Arc<std::sync::atomic::AtomicUsize>,
     pub max_waiting: usize,
-    /// The folder all indexed cells are under: answers show paths relative to it, so the
-    /// server's own layout is not exposed.
-    pub root: String,
 }
 
 impl AppState {
-    /// The lab tool's state with one decode slot per core.
+    /// The lab tool's state with one decode slot per core, for an index that never changes.
     pub fn new(index: CellIndex, embedder: Embedder, default_k: usize) -> Self {
+        Self::with_live(crate::live::Live::fixed(index), embedder, default_k)
+    }
+
+    /// The lab tool's state for the index opened from `dir`, reopened whenever an edit saves
+    /// it again.
+    pub fn watching(
+        dir: &std::path::Path,
+        index: CellIndex,
+        embedder: Embedder,
+        default_k: usize,
+    ) -> Self {
+        Self::with_live(crate::live::Live::watching(index, dir), embedder, default_k)
+    }
+
+    fn with_live(live: crate::live::Live, embedder: Embedder, default_k: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let root = common_dir(index.rows().iter().map(|r| r.path.as_str()));
         Self {
-            index,
+            live,
             embedder,
             default_k,
             decode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_waiting: 4 * cores,
-            root,
         }
     }
-
-    /// An indexed path as shown to callers: relative to [`AppState::root`].
-    pub fn shown(&self, path: &str) -> String {
-        path.strip_prefix(&self.root).unwrap_or(path).to_string()
-    }
-}
-
-/// The longest common folder (ending in `/`) of some paths; empty when they share none.
-fn common_dir<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
-    let Some(first) = paths.next() else {
-        return String::new();
-    };
-    let mut prefix = first.rsplit_once('/').map_or("", |(d, _)| d).to_string() + "/";
-    for p in paths {
-        while !prefix.is_empty() && !p.starts_with(&prefix) {
-            let trimmed = prefix.trim_end_matches('/');
-            prefix = trimmed
-                .rsplit_once('/')
-                .map_or(String::new(), |(d, _)| format!("{d}/"));
-        }
-    }
-    if prefix == "/" { String::new() } else { prefix }
 }
 
 #[derive(Deserialize)]
@@ -125,7 +114,7 @@ fn conditions(raw: Option<&str>, root: &str) -> Result<Vec<crate::Condition>, St
 /// Search for other cells: never the query's own original, one hit per original, every
 /// condition holding.
 fn other_cells(
-    s: &AppState,
+    a: &crate::live::Atlas,
     v: &[f32],
     k: usize,
     own_sha: Option<&str>,
@@ -136,11 +125,11 @@ fn other_cells(
         distinct: true,
         conditions,
     };
-    let mut hits = s
+    let mut hits = a
         .index
-        .search(v, &filter.for_query(&s.index, own_sha), k, None)?;
+        .search(v, &filter.for_query(&a.index, own_sha), k, None)?;
     for h in &mut hits {
-        h.path = s.shown(&h.path);
+        h.path = a.shown(&h.path);
     }
     Ok(hits)
 }
@@ -181,18 +170,22 @@ async fn page() -> Html<&'static str> {
 }
 
 async fn health(State(s): State<Arc<AppState>>) -> Response {
-    if let Err(e) = s.index.store().check_disk() {
+    let a = s.live.current();
+    if let Err(e) = a.index.store().check_disk() {
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
-    Json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "status": "ok",
-        "model": s.index.model().name,
-        "model_sha256": s.index.model().onnx_sha256,
-        "dim": s.index.model().dim,
-        "index_size": s.index.live(),
+        "model": a.index.model().name,
+        "model_sha256": a.index.model().onnx_sha256,
+        "dim": a.index.model().dim,
+        "index_size": a.index.live(),
         "execution_provider": s.embedder.provider().name(),
-    }))
-    .into_response()
+    });
+    if let Some(p) = s.live.problem() {
+        answer["warning"] = format!("serving the index as it was before its last save: {p}").into();
+    }
+    Json(answer).into_response()
 }
 
 async fn query(
@@ -201,7 +194,8 @@ async fn query(
     RawQuery(raw): RawQuery,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let conditions = match conditions(raw.as_deref(), &s.root) {
+    let a = s.live.current();
+    let conditions = match conditions(raw.as_deref(), &a.root) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -219,13 +213,13 @@ async fn query(
     let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
     if let Some(path) = p.path {
         // a pasted path: only an indexed cell's own path is accepted
-        return match s
+        return match a
             .index
             .rows()
             .iter()
-            .position(|r| !r.removed && (r.path == path || s.shown(&r.path) == path))
+            .position(|r| !r.removed && (r.path == path || a.shown(&r.path) == path))
         {
-            Some(id) => neighbours_of(s, id, k, conditions).await,
+            Some(id) => neighbours_of(a, id, k, conditions).await,
             None => error(StatusCode::NOT_FOUND, "that path is not an indexed cell"),
         };
     }
@@ -270,7 +264,7 @@ async fn query(
             &s.embedder.card().preprocess,
             &img,
         ));
-        other_cells(&s, &v, k, Some(&sha), conditions)
+        other_cells(&a, &v, k, Some(&sha), conditions)
             .map(|hits| (hits, crop, window))
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
@@ -320,18 +314,18 @@ async fn decode_slot(
 }
 
 async fn neighbours_of(
-    s: Arc<AppState>,
+    a: Arc<crate::live::Atlas>,
     id: usize,
     k: usize,
     conditions: Vec<crate::Condition>,
 ) -> Response {
-    if s.index.rows().get(id).is_none_or(|r| r.removed) {
+    if a.index.rows().get(id).is_none_or(|r| r.removed) {
         return error(StatusCode::NOT_FOUND, "no such cell");
     }
     let r = tokio::task::spawn_blocking(move || {
-        let v = s.index.vector(id)?.to_vec();
-        let sha = s.index.rows()[id].sha256.clone();
-        other_cells(&s, &v, k, Some(&sha), conditions)
+        let v = a.index.vector(id)?.to_vec();
+        let sha = a.index.rows()[id].sha256.clone();
+        other_cells(&a, &v, k, Some(&sha), conditions)
     })
     .await;
     match r {
@@ -348,8 +342,9 @@ async fn neighbours(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
-    match conditions(raw.as_deref(), &s.root) {
-        Ok(c) => neighbours_of(s, id, k, c).await,
+    let a = s.live.current();
+    match conditions(raw.as_deref(), &a.root) {
+        Ok(c) => neighbours_of(a, id, k, c).await,
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
@@ -362,7 +357,8 @@ async fn thumb(
     Path(id): Path<usize>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    let Some(row) = s.index.rows().get(id).filter(|r| !r.removed).cloned() else {
+    let a = s.live.current();
+    let Some(row) = a.index.rows().get(id).filter(|r| !r.removed).cloned() else {
         return error(StatusCode::NOT_FOUND, "no such cell");
     };
     let etag = format!("\"{}\"", row.sha256);
@@ -427,6 +423,17 @@ pub async fn serve(
     limits: crate::conn::ConnLimits,
 ) -> std::io::Result<()> {
     let bound = listener.local_addr()?;
+    if state.live.watches() {
+        // follow edits: a saved index is taken up within half a second
+        let watched = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let Some(s) = watched.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || s.live.refresh()).await;
+            }
+        });
+    }
     let listener = crate::conn::LimitedListener::new(listener, limits);
     axum::serve(listener, router(state, bound)).await
 }
