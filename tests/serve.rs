@@ -859,3 +859,155 @@ fn case_03_a_running_server_follows_edits_of_its_index() {
         .any(|h| h["class"] == "RELABELLED");
     assert!(relabelled, "the relabel is seen");
 }
+
+/// The lab tool's soak test (hardening round 2): the shipped model, 8 clients mixing uploads,
+/// thumbnails and filtered neighbour queries for a bounded time, beside a slowloris client and
+/// a client that aborts uploads while they are queued. No request may fail except as designed
+/// (503 with Retry-After), and afterwards the queue is empty and every upload is served.
+#[test]
+fn soak_mixed_clients_beside_slowloris_and_aborted_uploads() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let seconds: u64 = std::env::var("CELLSPACE_SOAK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let real = util::real_data("soak_mixed_clients_beside_slowloris_and_aborted_uploads");
+    let cells = match &real {
+        Some(train) => util::real_subset(train, 12, 3),
+        None => synthetic_cells(),
+    };
+    let model = util::root().join("models/cellspace.onnx");
+    let embedder = runtime::Embedder::new(&model, &Default::default()).unwrap();
+    let (idx, _) = index::embed::build_from_images(
+        cells.path(),
+        &embedder,
+        index::HnswParams::default(),
+        false,
+        None,
+    )
+    .unwrap();
+    let n = idx.len();
+    let classes: Vec<String> = idx.rows().iter().filter_map(|r| r.class.clone()).collect();
+    let paths: Vec<PathBuf> = idx.rows().iter().map(|r| PathBuf::from(&r.path)).collect();
+    let addr = index::serve::spawn(
+        AppState::new(idx, embedder, 5),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let images = std::sync::Arc::new(
+        paths
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect::<Vec<_>>(),
+    );
+    let classes = std::sync::Arc::new(classes);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    // beside the clients: a slowloris (slow heads, re-opened as they are cut) ...
+    let slowloris = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conns: Vec<std::net::TcpStream> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                conns.retain_mut(|c| c.write_all(b"X-Slow: 1\r\n").is_ok());
+                while conns.len() < 16 {
+                    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+                        break;
+                    };
+                    let _ = c.write_all(b"POST /api/query HTTP/1.1\r\n");
+                    conns.push(c);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+    };
+    // ... and uploads abandoned while queued (sent whole, then the socket is closed unread)
+    let aborter = {
+        let (stop, images) = (stop.clone(), images.clone());
+        std::thread::spawn(move || {
+            let mut aborted = 0;
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(mut c) = std::net::TcpStream::connect(addr) {
+                    let body = &images[aborted % images.len()];
+                    let head = format!(
+                        "POST /api/query HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = c.write_all(head.as_bytes());
+                    let _ = c.write_all(body);
+                    drop(c);
+                    aborted += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            aborted
+        })
+    };
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|w| {
+            let (images, classes) = (images.clone(), classes.clone());
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut i = w;
+                while std::time::Instant::now() < deadline {
+                    let t = std::time::Instant::now();
+                    let (st, head, _) = match i % 4 {
+                        0 | 1 => util::http_full(
+                            addr,
+                            "POST",
+                            "/api/query?k=5",
+                            "",
+                            &images[i % images.len()],
+                        ),
+                        2 => util::http_full(addr, "GET", &format!("/thumb/{}", i % n), "", b""),
+                        _ => {
+                            let class = &classes[i % classes.len().max(1)];
+                            let q = format!("/api/neighbours/{}?k=5&where=class%3D{class}", i % n);
+                            util::http_full(addr, "GET", &q, "", b"")
+                        }
+                    };
+                    let busy_as_designed = st == 503 && head.contains("retry-after:");
+                    out.push((st, busy_as_designed, t.elapsed().as_secs_f64()));
+                    i += 8;
+                }
+                out
+            })
+        })
+        .collect();
+    let mut results: Vec<(u16, bool, f64)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    slowloris.join().unwrap();
+    let aborted = aborter.join().unwrap();
+    let failed: Vec<u16> = results
+        .iter()
+        .filter(|r| r.0 != 200 && !r.1)
+        .map(|r| r.0)
+        .collect();
+    let busy = results.iter().filter(|r| r.1).count();
+    results.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let pct =
+        |p: f64| results[((results.len() as f64 * p) as usize).min(results.len() - 1)].2 * 1000.0;
+    println!(
+        "soak ({seconds} s, shipped model, {n} cells): {} requests from 8 clients, {:.0} requests/s, p50 {:.1} ms, p99 {:.1} ms, {busy} busy (503 + Retry-After), {} failed; beside 16 slowloris connections and {aborted} aborted uploads; peak RSS of the test process {} MB",
+        results.len(),
+        results.len() as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        failed.len(),
+        peak_rss_kb(std::process::id()) / 1024
+    );
+    assert!(failed.is_empty(), "failed not as designed: {failed:?}");
+    assert!(results.len() > 8, "the clients were served");
+    // the queue gave every place back: uploads one after another are all served
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for i in 0..8 {
+        let (st, _) = util::http(addr, "POST", "/api/query?k=5", &images[i % images.len()]);
+        assert_eq!(st, 200, "upload {i} after the soak");
+    }
+}

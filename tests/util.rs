@@ -129,6 +129,19 @@ pub fn http_with(
     headers: &str,
     body: &[u8],
 ) -> (u16, Vec<u8>) {
+    let (status, _, body) = http_full(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http_with`], with the response head (lower-cased) too.
+#[allow(dead_code)] // not every test binary looks at response headers
+pub fn http_full(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
@@ -195,5 +208,5 @@ pub fn http_with(
         }
         body = out;
     }
-    (status, body)
+    (status, head, body)
 }
