@@ -451,3 +451,58 @@ fn a_failed_save_keeps_the_previous_rows_consistent_and_reusable() {
     embed_dir(&e, &d, &out, false).unwrap();
     assert!(!stale.exists());
 }
+
+/// `runtime embed-one` said nothing about a field outside what the model knows (only
+/// `runtime embed`, `index query` and the page warned): a single-image user got no warning.
+#[test]
+fn embed_one_warns_about_a_field_out_of_range() {
+    let Some(train) = util::real_data("embed_one_warns_about_a_field_out_of_range") else {
+        return;
+    };
+    let (entries, _) = cellspace_core::dataset::list_images(&train).unwrap();
+    let img = image::open(&entries[0].path).unwrap().to_rgb8();
+    let dir = util::tempdir();
+    let plain = dir.path().join("plain.png");
+    img.save(&plain).unwrap();
+    // a field of one colour with a nucleus: no plasma and no red cells to standardise by
+    let flat = image::RgbImage::from_fn(320, 240, |x, y| {
+        let d = (x as f32 - 160.0).hypot(y as f32 - 120.0);
+        if d < 20.0 {
+            image::Rgb([90, 40, 160])
+        } else {
+            image::Rgb([200, 150, 160])
+        }
+    });
+    let odd = dir.path().join("odd.png");
+    flat.save(&odd).unwrap();
+    let model = util::root().join("models/cellspace.onnx");
+    let run = |p: &Path| {
+        let out = std::process::Command::new(util::bin("runtime"))
+            .arg("embed-one")
+            .arg(p)
+            .arg("--model")
+            .arg(&model)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (v, err) = run(&plain);
+    assert!(v["warning"].is_null(), "{}", v["warning"]);
+    assert!(!err.contains("warning"), "{err}");
+    assert!(v["window"]["side"].as_u64().is_some(), "{}", v["window"]);
+    let (v, err) = run(&odd);
+    let w = v["warning"].as_str().unwrap_or_default();
+    assert!(
+        w.contains("no-red-cells") || w.contains("range"),
+        "{} {}",
+        v["warning"],
+        v["window"]
+    );
+    assert!(err.contains("warning") && err.contains("odd.png"), "{err}");
+}

@@ -155,6 +155,22 @@ impl Location {
     pub fn has(&self, f: LocateFlag) -> bool {
         self.flags.contains(&f)
     }
+
+    /// What to tell a user whose field carries out-of-range flags; None when it has none.
+    pub fn out_of_range_warning(&self) -> Option<String> {
+        let flags: Vec<&str> = self
+            .flags
+            .iter()
+            .filter(|f| f.out_of_range())
+            .map(|f| f.name())
+            .collect();
+        (!flags.is_empty()).then(|| {
+            format!(
+                "this field is outside what the model was trained and checked on ({}): treat its neighbours with care",
+                flags.join(", ")
+            )
+        })
+    }
 }
 
 /// Padding threshold: pixels whose every channel is below it are the black corners of the

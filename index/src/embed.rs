@@ -80,18 +80,7 @@ pub struct QueryResult {
 
 /// The warning a query's window flags call for, if any.
 pub fn out_of_range_warning(window: Option<&cellspace_core::locate::Location>) -> Option<String> {
-    let flags: Vec<&str> = window?
-        .flags
-        .iter()
-        .filter(|f| f.out_of_range())
-        .map(|f| f.name())
-        .collect();
-    (!flags.is_empty()).then(|| {
-        format!(
-            "this field is outside what the model was trained and checked on ({}): treat its neighbours with care",
-            flags.join(", ")
-        )
-    })
+    window?.out_of_range_warning()
 }
 
 /// Search the index for each image.

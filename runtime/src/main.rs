@@ -244,9 +244,16 @@ fn run(cli: Cli) -> Result<u8> {
             report,
         } => {
             let e = load(&model)?;
-            let v = e.embed_path(&image)?;
-            let result =
-                serde_json::json!({ "path": image, "model": e.card().name, "embedding": v });
+            let img = cellspace_core::preprocess::load_rgb(&image)?;
+            let (v, window) = e.embed_image_located(&img)?;
+            let warning = window.as_ref().and_then(|w| w.out_of_range_warning());
+            if let Some(w) = &warning {
+                eprintln!("warning: {}: {w}", image.display());
+            }
+            let result = serde_json::json!({
+                "path": image, "model": e.card().name, "embedding": v,
+                "window": window, "warning": warning,
+            });
             outcome::emit_json(report.out.as_deref(), &result)?;
             Ok(OK)
         }
