@@ -1,6 +1,6 @@
 //! Which rows a search may return. A lab asks for "cells like this one, of this class, from this
 //! slide", never for a removed cell, and rarely for the copies of the query's own cell. The
-//! conditions are checked *inside* the graph search (hnsw_rs `search_filter`), so a selective
+//! conditions are checked *inside* the graph walk ([`crate::search_layer`]), so a selective
 //! filter still yields k results; a very selective one is answered by exact search over the
 //! matching rows instead ([`crate::CellIndex::search`]).
 

@@ -1,6 +1,6 @@
 //! The index directory's versioned manifest and file names. The manifest records the model
 //! (name, card path, ONNX sha256, dimension), the HNSW parameters and a sha256 of every data
-//! file, so a truncated or swapped file is reported before hnsw_rs ever reads it.
+//! file, so a truncated or swapped file is reported before the graph or a vector is read.
 
 use crate::{Error, Result};
 use cellspace_core::card::ModelCard;
