@@ -111,25 +111,33 @@ mod tests {
         (pre, cfg)
     }
 
+    /// A 320x240 smear with one white cell, with 30 px red cells or none.
+    fn field(red_cells: bool) -> RgbImage {
+        let rbc = if red_cells {
+            [200, 150, 160]
+        } else {
+            [215, 218, 222]
+        };
+        smear(320, 240, 30.0, [215, 218, 222], rbc, [90, 40, 160])
+    }
+
+    /// A folder calibration of 64 fields at `rbc_px`.
+    fn folder(rbc_px: f32, anchors: Option<Anchors>) -> Calibration {
+        Calibration {
+            rbc_px,
+            fields: 64,
+            measured: 64,
+            anchors,
+        }
+    }
+
     #[test]
     fn a_calibrated_folder_sizes_windows_by_its_median_unless_a_field_is_clearly_elsewhere() {
         let (pre, cfg) = red_cell_model();
-        let img = smear(
-            320,
-            240,
-            30.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [90, 40, 160],
-        );
+        let img = field(true);
         let own = pre.field_scale(&img).expect("measured");
         let view = |c: Option<f32>| {
-            let cal = c.map(|rbc_px| Calibration {
-                rbc_px,
-                fields: 64,
-                measured: 64,
-                anchors: None,
-            });
+            let cal = c.map(|rbc_px| folder(rbc_px, None));
             pre.clone().with_calibration(cal).field_view(&img, &cfg)
         };
         // within the band of the folder's median: the median
@@ -160,14 +168,7 @@ mod tests {
     fn a_field_without_a_scale_of_its_own_takes_the_folder_s() {
         let (pre, cfg) = red_cell_model();
         // plasma and one white cell, no red cells
-        let img = smear(
-            320,
-            240,
-            30.0,
-            [215, 218, 222],
-            [215, 218, 222],
-            [90, 40, 160],
-        );
+        let img = field(false);
         let alone = pre.field_view(&img, &cfg);
         assert_eq!(alone.rbc_px, None);
         assert!(
@@ -175,12 +176,7 @@ mod tests {
             "{:?}",
             alone.flags
         );
-        let cal = Calibration {
-            rbc_px: 50.0,
-            fields: 64,
-            measured: 60,
-            anchors: None,
-        };
+        let cal = folder(50.0, None);
         let calibrated = pre
             .clone()
             .with_calibration(Some(cal))
@@ -201,14 +197,7 @@ mod tests {
             gain_range: [0.5, 2.0],
         });
         // plasma and one white cell, no red cells: no anchors of its own
-        let img = smear(
-            320,
-            240,
-            30.0,
-            [215, 218, 222],
-            [215, 218, 222],
-            [90, 40, 160],
-        );
+        let img = field(false);
         let alone = pre.field_view(&img, &cfg);
         let own_colour_problem =
             |f: &LocateFlag| matches!(f, LocateFlag::NoRedCells | LocateFlag::NoBackground);
@@ -217,12 +206,7 @@ mod tests {
             "{:?}",
             alone.flags
         );
-        let cal = Calibration {
-            rbc_px: 40.0,
-            fields: 64,
-            measured: 64,
-            anchors: Some(reference),
-        };
+        let cal = folder(40.0, Some(reference));
         let calibrated = pre
             .clone()
             .with_calibration(Some(cal))
