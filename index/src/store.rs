@@ -51,11 +51,17 @@ pub(crate) struct DiskRows {
     modified: Option<std::time::SystemTime>,
 }
 
-/// FNV-1a, 64-bit: a row's fingerprint (not a defence against a forger, who could also
-/// rewrite the index's manifest; against a file changed by mistake under a running server).
+/// A row's fingerprint: FNV-1a over 8-byte words (a word at a time: re-ranking checks every
+/// row it reads). Not a defence against a forger, who could also rewrite the index's manifest;
+/// against a file changed by mistake under a running server.
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(0x0100_0000_01b3);
+    }
+    for &b in words.remainder() {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
     h
