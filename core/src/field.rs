@@ -207,7 +207,13 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
         .collect();
     let red = red_cell_density(&tissue);
     let red = match red {
-        Some((r, n)) if n * 50 >= px.len() && r.iter().sum::<f32>() > 0.1 => Some(r),
+        Some((r, n))
+            if n * 50 >= px.len()
+                && r.iter().sum::<f32>() > 0.1
+                && r[1] >= CHROMATIC_RED_CELLS * r[0] =>
+        {
+            Some(r)
+        }
         _ => {
             problems.push(FieldProblem::NoRedCells);
             None
@@ -225,6 +231,12 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
         _ => failed(problems, share),
     }
 }
+
+/// Haemoglobin absorbs green far more than red: a field's red cells must be at least this much
+/// denser in green than in red, or they are not red cells as the model knows them (a grey
+/// camera gives 1.0; every TRAIN and BCCD field gives 1.75 or more, saturation 0.4 of them 1.2
+/// or more, a hue turn of −20° 0.9 in 3% of them).
+pub const CHROMATIC_RED_CELLS: f32 = 1.1;
 
 /// The red cells' optical density: the median of the tissue's, re-taken twice over the pixels
 /// that point the same way (cosine ≥ 0.95) and are not much denser (≤ 2.5x): a nucleus or
@@ -378,6 +390,28 @@ pub(crate) mod tests {
                 Rgb(bg)
             }
         })
+    }
+
+    /// A grey field (a monochrome camera, or an unstained smear) was standardised as if its
+    /// grey discs were red cells, and embedded without a word.
+    #[test]
+    fn grey_red_cells_are_not_red_cells() {
+        let grey = smear(
+            320,
+            240,
+            40.0,
+            [215, 215, 215],
+            [165, 165, 165],
+            [95, 95, 95],
+        );
+        let f = measure(&grey);
+        assert!(f.anchors.is_none(), "{:?}", f.anchors);
+        assert!(
+            f.problems.contains(&FieldProblem::NoRedCells),
+            "{:?}",
+            f.problems
+        );
+        assert!(measure(&typical_smear()).problems.is_empty());
     }
 
     #[test]
