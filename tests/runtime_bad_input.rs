@@ -506,10 +506,17 @@ fn embed_one_warns_about_a_field_out_of_range() {
     );
     assert!(err.contains("warning") && err.contains("odd.png"), "{err}");
     // a real field from a grey camera: its grey discs are not taken for red cells
-    let grey = image::DynamicImage::ImageRgb8(img.clone()).grayscale().to_rgb8();
+    let grey = image::DynamicImage::ImageRgb8(img.clone())
+        .grayscale()
+        .to_rgb8();
     let grey_path = dir.path().join("grey.png");
     grey.save(&grey_path).unwrap();
     let (v, _) = run(&grey_path);
     let w = v["warning"].as_str().unwrap_or_default();
-    assert!(w.contains("no-red-cells"), "{} {}", v["warning"], v["window"]);
+    assert!(
+        w.contains("no-red-cells"),
+        "{} {}",
+        v["warning"],
+        v["window"]
+    );
 }
