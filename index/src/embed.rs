@@ -98,13 +98,22 @@ pub fn query(
             let r = (|| -> Result<(Vec<Hit>, Option<cellspace_core::locate::Location>)> {
                 let bytes = cellspace_core::preprocess::read_image_file(img)?;
                 let sha = cellspace_core::sha256_hex(&bytes);
-                let rgb = cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
-                    cellspace_core::Error::Image {
-                        path: img.clone(),
-                        reason,
+                let (v, window) = match crate::ops::indexed_file(index, &sha) {
+                    Some(id) => (
+                        index.vector(id)?.into_owned(),
+                        index.rows()[id].window.clone(),
+                    ),
+                    None => {
+                        let rgb =
+                            cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
+                                cellspace_core::Error::Image {
+                                    path: img.clone(),
+                                    reason,
+                                }
+                            })?;
+                        embedder.embed_image_located(&rgb)?
                     }
-                })?;
-                let (v, window) = embedder.embed_image_located(&rgb)?;
+                };
                 let hits = index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)?;
                 Ok((hits, window))
             })();

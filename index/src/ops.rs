@@ -265,6 +265,16 @@ impl QueryFilter {
     }
 }
 
+/// The live row of the indexed file with content hash `sha`, if any: a query of a file the
+/// atlas holds is answered from its vector as indexed (embedded with its folder's calibration),
+/// not from the image measured again alone, so it finds itself exactly.
+pub fn indexed_file(index: &CellIndex, sha: &str) -> Option<usize> {
+    index
+        .rows()
+        .iter()
+        .position(|r| !r.removed && r.sha256 == sha)
+}
+
 /// Ids of the rows that are the same cell as an indexed file with content hash `sha`: its
 /// copies, and every row of its source group.
 pub fn same_cell(index: &CellIndex, sha: &str) -> std::collections::HashSet<usize> {
