@@ -627,3 +627,17 @@ fn case_04_readers_see_the_old_or_the_new_index_never_a_mix() {
     println!("{total} opens during 80 saves, none failed");
     assert!(total > 0);
 }
+
+/// Opening an index that is not there says so, and leaves nothing beside the mistyped path.
+#[test]
+fn opening_a_missing_index_writes_nothing_beside_it() {
+    let dir = util::tempdir();
+    let p = dir.path().join("typo.index");
+    assert!(CellIndex::open(&p).is_err());
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "{:?}",
+        left.iter().map(|e| e.file_name()).collect::<Vec<_>>()
+    );
+}

@@ -371,10 +371,14 @@ impl CellIndex {
         if !dir.exists() {
             // no index, or a save killed between its renames; or one renaming right now,
             // which the lock waits for, so that its previous index is not "recovered"
-            let _swap = crate::swap::SwapLock::exclusive(dir);
+            let _swap = crate::swap::SwapLock::exclusive_if_saved(dir);
             Self::recover(dir)?;
         }
-        let _swap = crate::swap::SwapLock::shared(dir);
+        // no index at all: nothing to lock (no lock file made beside a mistyped path)
+        let _swap = dir
+            .exists()
+            .then(|| crate::swap::SwapLock::shared(dir))
+            .flatten();
         Self::open_unlocked(dir)
     }
 

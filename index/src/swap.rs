@@ -21,11 +21,20 @@ pub struct SwapLock {
 }
 
 impl SwapLock {
-    /// Wait for an exclusive lock (a save's renames, a recovery).
+    /// Wait for an exclusive lock (a save's renames).
     pub fn exclusive(dir: &Path) -> Option<Self> {
         let file = open(dir)?;
         file.lock().ok()?;
         Some(Self { _file: file })
+    }
+
+    /// [`SwapLock::exclusive`] where a save has been before (a recovery): a mistyped index
+    /// path gets no lock file made beside it.
+    pub fn exclusive_if_saved(dir: &Path) -> Option<Self> {
+        if !lock_path(dir).exists() {
+            return None;
+        }
+        Self::exclusive(dir)
     }
 
     /// Wait for a shared lock (an open).
