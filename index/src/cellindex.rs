@@ -374,11 +374,7 @@ impl CellIndex {
             let _swap = crate::swap::SwapLock::exclusive_if_saved(dir);
             Self::recover(dir)?;
         }
-        // no index at all: nothing to lock (no lock file made beside a mistyped path)
-        let _swap = dir
-            .exists()
-            .then(|| crate::swap::SwapLock::shared(dir))
-            .flatten();
+        let _swap = crate::swap::SwapLock::shared_if_saved(dir);
         Self::open_unlocked(dir)
     }
 

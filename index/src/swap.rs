@@ -37,8 +37,12 @@ impl SwapLock {
         Self::exclusive(dir)
     }
 
-    /// Wait for a shared lock (an open).
-    pub fn shared(dir: &Path) -> Option<Self> {
+    /// Wait for a shared lock (an open) where a save has been: every save makes the lock file
+    /// before its renames, and a mistyped index path gets none made beside it.
+    pub fn shared_if_saved(dir: &Path) -> Option<Self> {
+        if !lock_path(dir).exists() {
+            return None;
+        }
         let file = open(dir)?;
         file.lock_shared().ok()?;
         Some(Self { _file: file })
