@@ -72,6 +72,9 @@ pub struct FolderScale {
     /// The red-cell diameter from `--pixel-size`, px.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixel_size_rbc_px: Option<f32>,
+    /// The folder's stain shift every field was standardised by ([`crate::stain`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stain_shift: Option<crate::stain::StainShift>,
 }
 
 impl FolderScale {
@@ -80,19 +83,30 @@ impl FolderScale {
         Self {
             calibration: pre.calibration,
             pixel_size_rbc_px: pre.rbc_px_override,
+            stain_shift: pre.folder_stain_shift(),
         }
     }
 
     /// Whether rows embedded at `self` can be reused at `other`: the same pixel size, and
     /// calibrations within 3% of each other (adding fields to a folder moves its median by a
-    /// percent, which moves a window by a pixel).
+    /// percent, which moves a window by a pixel), and stain shifts alike (to 1%, 0.5°).
     pub fn compatible(&self, other: &FolderScale) -> bool {
+        let alike = |a: &crate::stain::StainShift, b: &crate::stain::StainShift| {
+            (a.gamma / b.gamma - 1.0).abs() < 0.01
+                && (a.turn - b.turn).abs() < 0.5
+                && (a.scale / b.scale - 1.0).abs() < 0.01
+        };
+        let same_shift = match (&self.stain_shift, &other.stain_shift) {
+            (None, None) => true,
+            (Some(a), Some(b)) => alike(a, b),
+            (Some(s), None) | (None, Some(s)) => s.is_none(),
+        };
         let close = match (&self.calibration, &other.calibration) {
             (None, None) => true,
             (Some(a), Some(b)) => (a.rbc_px / b.rbc_px - 1.0).abs() < 0.03,
             _ => false,
         };
-        close && self.pixel_size_rbc_px == other.pixel_size_rbc_px
+        close && same_shift && self.pixel_size_rbc_px == other.pixel_size_rbc_px
     }
 }
 

@@ -173,10 +173,20 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
     let mut od_tot = vec![0f32; px.len()];
     let mut t = 0.0;
     for _ in 0..4 {
+        let mut unstained = Vec::with_capacity(px.len());
         for (o, p) in od_tot.iter_mut().zip(px) {
-            *o = optical_density(*p, &bg).iter().sum();
+            let d = optical_density(*p, &bg);
+            *o = d.iter().sum();
+            if !nuclear_stain(&d) {
+                unstained.push(*o);
+            }
         }
-        t = otsu(&od_tot);
+        // split plasma from red cells, not from a nucleus that fills a zoomed field
+        t = otsu(if unstained.len() * 10 >= px.len() {
+            &unstained
+        } else {
+            &od_tot
+        });
         bg = channel_median(
             px.iter()
                 .zip(&od_tot)
@@ -238,6 +248,15 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
 /// or more, a hue turn of −20° 0.9 in 3% of them).
 pub const CHROMATIC_RED_CELLS: f32 = 1.1;
 
+/// Blue density under this share of green density is the nuclear stain, not a red cell.
+const UNSTAINED_BLUE: f32 = 0.45;
+
+/// Whether a density (against the background) is the nuclear stain's: clearly dense, with
+/// blue far less absorbed than green (see [`red_cell_density`]).
+fn nuclear_stain(d: &[f32; 3]) -> bool {
+    d[1] > 0.15 && d[2] < UNSTAINED_BLUE * d[1]
+}
+
 /// The red cells' optical density: the median of the tissue's, re-taken twice over the pixels
 /// that point the same way (cosine ≥ 0.95) and are not much denser (≤ 2.5x): a nucleus or
 /// granules are denser and bluer or redder than the red cells around them. Returns the density
@@ -246,7 +265,20 @@ fn red_cell_density(tissue: &[[f32; 3]]) -> Option<([f32; 3], usize)> {
     if tissue.is_empty() {
         return None;
     }
-    let mut r = channel_median_f(tissue.iter().copied());
+    // the first median leaves out what the nuclear stain dyes: it transmits blue, so its blue
+    // density is far under its green, a red cell's is 0.6-0.95 of it (a white cell that fills a
+    // zoomed field would otherwise be taken for the red cells, and a field whose tissue is
+    // nine tenths stain has no red cells to measure); ratios of densities do not
+    // move with a lamp or an exposure
+    let unstained: Vec<[f32; 3]> = tissue
+        .iter()
+        .filter(|o| !nuclear_stain(o))
+        .copied()
+        .collect();
+    if unstained.len() * 10 < tissue.len() {
+        return None;
+    }
+    let mut r = channel_median_f(unstained.iter().copied());
     let mut n = tissue.len();
     for _ in 0..2 {
         let norm = (r.iter().map(|x| x * x).sum::<f32>()).sqrt().max(1e-6);
@@ -390,6 +422,46 @@ pub(crate) mod tests {
                 Rgb(bg)
             }
         })
+    }
+
+    /// A field zoomed about its white cell, whose nucleus outweighs the red cells left around
+    /// it, had the nucleus taken for the red cells (mag 2 in the shift protocol).
+    #[test]
+    fn a_nucleus_that_fills_the_field_is_not_taken_for_the_red_cells() {
+        let (rbc, nucleus) = ([200u8, 150, 160], [120u8, 80, 200]);
+        let mut img = smear(320, 240, 40.0, [215, 218, 222], rbc, [215, 218, 222]);
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            let (dx, dy) = (x as f32 - 160.0, y as f32 - 120.0);
+            if dx * dx + dy * dy < 100.0 * 100.0 {
+                p.0 = nucleus;
+            }
+        }
+        let bg = [215.0, 218.0, 222.0];
+        let want = optical_density(rbc, &bg);
+        let m = measure(&img);
+        let a = m.anchors.unwrap_or_else(|| panic!("{m:?}"));
+        for c in 0..3 {
+            assert!((a.red_cells[c] - want[c]).abs() < 0.03, "{a:?} vs {want:?}");
+        }
+        // all nucleus, hardly a red cell: none, not the nucleus
+        let mut full = img.clone();
+        for (x, _, p) in full.enumerate_pixels_mut() {
+            if (60..260).contains(&x) && p.0 == rbc {
+                p.0 = nucleus;
+            }
+        }
+        for (x, y, p) in full.enumerate_pixels_mut() {
+            let (dx, dy) = (x as f32 - 160.0, y as f32 - 120.0);
+            if dx * dx + dy * dy < 150.0 * 150.0 && p.0 != [215, 218, 222] {
+                p.0 = nucleus;
+            }
+        }
+        let f = measure(&full);
+        assert!(
+            f.anchors
+                .is_none_or(|a| (a.red_cells[1] - want[1]).abs() < 0.03),
+            "{f:?}"
+        );
     }
 
     /// A grey field (a monochrome camera, or an unstained smear) was standardised as if its

@@ -26,6 +26,7 @@ pub mod reference;
 pub mod scale;
 pub mod shard;
 pub mod shift;
+pub mod stain;
 pub mod standardise;
 
 use std::path::PathBuf;

@@ -262,16 +262,16 @@ impl Preprocess {
         let lab = matches!(cs.method, Method::LabReinhard { .. })
             .then(|| crate::standardise::lab_stats(img, |p| !stained(p)))
             .flatten();
-        let mut out = cs.apply(img, &colour, lab.as_ref());
-        let doubtful = !out.measured || cs.out_of_range(&out.gain);
         let folder = self.calibration.and_then(|c| c.anchors);
+        let mut out = cs.apply_in_folder(img, &colour, lab.as_ref(), folder.as_ref());
+        let doubtful = !out.measured || cs.out_of_range(&out.gain);
         if let (true, Some(anchors)) = (doubtful, folder) {
             let by_folder = crate::field::FieldColour {
                 anchors: Some(anchors),
                 problems: Vec::new(),
                 background_share: colour.background_share,
             };
-            let alt = cs.apply(img, &by_folder, lab.as_ref());
+            let alt = cs.apply_in_folder(img, &by_folder, lab.as_ref(), Some(&anchors));
             if alt.measured && !cs.out_of_range(&alt.gain) {
                 flags.clear();
                 out = alt;
@@ -281,11 +281,24 @@ impl Preprocess {
             flags.push(LocateFlag::ColourOutOfRange);
         }
         let anchors = match (&cs.method, out.measured) {
-            (Method::OdAnchors { reference }, true) => Some(*reference),
+            (Method::OdAnchors { reference } | Method::StainAnchors { reference, .. }, true) => {
+                Some(*reference)
+            }
             (_, true) => crate::field::measure(&out.image).anchors,
             (_, false) => None,
         };
         (out.image, anchors, flags)
+    }
+
+    /// The stain shift every field of the calibrated folder is standardised by
+    /// ([`crate::stain`]); None when the model's standardisation does not undo one or the
+    /// folder was not calibrated.
+    pub fn folder_stain_shift(&self) -> Option<crate::stain::StainShift> {
+        let Method::StainAnchors { reference, band } = &self.colour.as_ref()?.method else {
+            return None;
+        };
+        let folder = self.calibration?.anchors?;
+        Some(crate::stain::of_folder(Some(&folder), reference, band))
     }
 
     /// A field's own raw colour anchors and red-cell scale (see [`Preprocess::field_scale`]):

@@ -343,17 +343,22 @@ impl Band {
     /// log scale between.
     pub fn settle(&self, d: f32) -> f32 {
         let t = self.ratio.max(1.0).ln();
-        let x = (d / self.reference_px).ln();
-        let a = x.abs();
-        let y = if a <= t {
-            0.0
-        } else if a < 2.0 * t {
-            2.0 * (a - t)
-        } else {
-            a
-        };
-        self.reference_px * y.copysign(x).exp()
+        self.reference_px * ramp((d / self.reference_px).ln(), t).exp()
     }
+}
+
+/// A deviation `x` from a centre as it is taken: none within `t`, in full beyond `2t`, linear
+/// between (continuous, so a field just past the band is not moved by a jump).
+pub fn ramp(x: f32, t: f32) -> f32 {
+    let a = x.abs();
+    let y = if a <= t {
+        0.0
+    } else if a < 2.0 * t {
+        2.0 * (a - t)
+    } else {
+        a
+    };
+    y.copysign(x)
 }
 
 #[cfg(test)]

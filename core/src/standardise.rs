@@ -23,16 +23,32 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    OdAnchors { reference: Anchors },
-    HsvAnchors { reference: Anchors },
-    LabAnchors { reference: Anchors },
-    LabReinhard { mean: [f32; 3], sd: [f32; 3] },
+    OdAnchors {
+        reference: Anchors,
+    },
+    /// The field's stain shift ([`crate::stain`]) undone, then [`Method::OdAnchors`].
+    StainAnchors {
+        reference: Anchors,
+        #[serde(default)]
+        band: crate::stain::Band,
+    },
+    HsvAnchors {
+        reference: Anchors,
+    },
+    LabAnchors {
+        reference: Anchors,
+    },
+    LabReinhard {
+        mean: [f32; 3],
+        sd: [f32; 3],
+    },
 }
 
 impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::OdAnchors { .. } => "od-anchors",
+            Method::StainAnchors { .. } => "stain-anchors",
             Method::HsvAnchors { .. } => "hsv-anchors",
             Method::LabAnchors { .. } => "lab-anchors",
             Method::LabReinhard { .. } => "lab-reinhard",
@@ -43,6 +59,7 @@ impl Method {
     pub fn reference(&self) -> Option<&Anchors> {
         match self {
             Method::OdAnchors { reference }
+            | Method::StainAnchors { reference, .. }
             | Method::HsvAnchors { reference }
             | Method::LabAnchors { reference } => Some(reference),
             Method::LabReinhard { .. } => None,
@@ -78,6 +95,18 @@ impl ColourStandard {
         field: &FieldColour,
         lab: Option<&LabStats>,
     ) -> Standardised {
+        self.apply_in_folder(img, field, lab, None)
+    }
+
+    /// [`apply`](Self::apply) to a field of a calibrated folder whose median anchors are
+    /// `folder` (the centre a field's stain shift is settled about, [`crate::stain`]).
+    pub fn apply_in_folder(
+        &self,
+        img: &RgbImage,
+        field: &FieldColour,
+        lab: Option<&LabStats>,
+        folder: Option<&Anchors>,
+    ) -> Standardised {
         let unchanged = || Standardised {
             image: img.clone(),
             gain: [1.0; 3],
@@ -89,6 +118,10 @@ impl ColourStandard {
         let gain = self.method.reference().map_or([1.0; 3], |r| od_gain(&a, r));
         let image = match &self.method {
             Method::OdAnchors { reference } => od_anchor_map(img, &a, reference, &gain),
+            Method::StainAnchors { reference, band } => {
+                let shift = crate::stain::of_folder(folder, reference, band);
+                stain_anchor_map(img, &a, reference, &shift)
+            }
             Method::HsvAnchors { reference } => hsv_anchor_map(img, &a, reference),
             Method::LabAnchors { reference } => lab_anchor_map(img, &a, reference),
             Method::LabReinhard { mean, sd } => match lab {
@@ -132,6 +165,30 @@ fn od_anchor_map(img: &RgbImage, a: &Anchors, reference: &Anchors, gain: &[f32; 
         })
     });
     map_pixels(img, |p| std::array::from_fn(|c| lut[c][p[c] as usize]))
+}
+
+/// [`Method::StainAnchors`]: with no shift to undo, exactly [`Method::OdAnchors`] (the
+/// training fields); else the white balance and the shift undone, then the per-channel density
+/// map that takes the red cells, as they then are, to the reference's.
+fn stain_anchor_map(
+    img: &RgbImage,
+    a: &Anchors,
+    reference: &Anchors,
+    shift: &crate::stain::StainShift,
+) -> RgbImage {
+    if shift.is_none() {
+        return od_anchor_map(img, a, reference, &od_gain(a, reference));
+    }
+    let (undo, left) = crate::stain::undoer(a, reference, shift);
+    let k = od_gain(&left, reference);
+    let bg = reference.background;
+    map_pixels(img, |p| {
+        let q = undo(p.map(f32::from));
+        std::array::from_fn(|c| {
+            let x = bg[c] * (q[c].max(0.5) / bg[c]).powf(k[c]);
+            (x.clamp(0.0, 255.0) + 0.5) as u8
+        })
+    })
 }
 
 /// White balance on the background; then the hue turn and saturation scale (HSV) that take
@@ -414,6 +471,77 @@ mod tests {
             );
             assert!(dist(n, base) <= 16, "{spec}: {n:?} vs {base:?}");
         }
+    }
+
+    #[test]
+    fn stain_anchors_undo_what_od_anchors_cannot_and_leave_a_clean_field_as_od_anchors_do() {
+        let reference = measure(&crate::stain::grey_plasma_smear()).anchors.unwrap();
+        let band = crate::stain::Band::default();
+        let stain = ColourStandard {
+            method: Method::StainAnchors { reference, band },
+            gain_range: [0.5, 2.0],
+        };
+        let od = ColourStandard {
+            method: Method::OdAnchors { reference },
+            gain_range: [0.5, 2.0],
+        };
+        let img = crate::stain::grey_plasma_smear();
+        let clean = |s: &ColourStandard| s.apply(&img, &measure(&img), None).image;
+        assert_eq!(clean(&stain), clean(&od), "alone: od-anchors exactly");
+        let own = measure(&img).anchors;
+        let in_clean_folder = stain.apply_in_folder(&img, &measure(&img), None, own.as_ref());
+        assert_eq!(
+            in_clean_folder.image,
+            clean(&od),
+            "a clean folder: od-anchors exactly"
+        );
+        // each field of a folder shifted alike (here a folder of one field)
+        let nucleus = |s: &ColourStandard, f: &RgbImage| {
+            let m = measure(f);
+            s.apply_in_folder(f, &m, None, m.anchors.as_ref())
+                .image
+                .get_pixel(160, 120)
+                .0
+        };
+        let base = nucleus(&od, &img);
+        let off = |n: [u8; 3]| {
+            (0..3)
+                .map(|c| (n[c] as i32 - base[c] as i32).abs())
+                .max()
+                .unwrap()
+        };
+        for spec in [
+            "sat:0.6",
+            "sat:1.4",
+            "hue:20",
+            "hue:-20",
+            "gamma:1.4",
+            "lamp:0.85,1,1.15",
+            "lamp:1.1,1,0.9+sat:0.7",
+            "gamma:1.25+hue:10",
+        ] {
+            let f = crate::shift::parse(spec)
+                .unwrap()
+                .iter()
+                .fold(img.clone(), |f, s| s.apply(&f, (160.0, 120.0)));
+            let (by_stain, by_od) = (nucleus(&stain, &f), nucleus(&od, &f));
+            // a combination is undone in a fixed order (white balance, exposure, HSV), so
+            // only nearly
+            let tolerance = if spec.contains('+') { 16 } else { 8 };
+            assert!(
+                off(by_stain) <= tolerance,
+                "{spec}: {by_stain:?} vs {base:?}"
+            );
+            assert!(
+                off(by_stain) <= off(by_od),
+                "{spec}: {by_stain:?} vs od-anchors' {by_od:?} (clean {base:?})"
+            );
+        }
+        // alone, a pale field is left to od-anchors: one field's red cells are too faint a
+        // ruler for a hue or saturation
+        let pale = crate::shift::parse("sat:0.6").unwrap()[0].apply(&img, (160.0, 120.0));
+        let alone = stain.apply(&pale, &measure(&pale), None).image;
+        assert_eq!(alone, od.apply(&pale, &measure(&pale), None).image);
     }
 
     #[test]

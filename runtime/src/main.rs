@@ -178,6 +178,9 @@ fn run(cli: Cli) -> Result<u8> {
                     c.rbc_px, c.measured, c.fields
                 );
             }
+            if let Some(shift) = &s.scale.stain_shift {
+                eprintln!("stain shift of the folder: {}", shift.describe());
+            }
             if !s.flagged.is_empty() {
                 let flags: Vec<String> =
                     s.flagged.iter().map(|(f, n)| format!("{n} {f}")).collect();

@@ -157,6 +157,9 @@ impl CellImages {
                 c.rbc_px, c.measured, c.fields
             );
         }
+        if let Some(s) = pre.folder_stain_shift() {
+            eprintln!("stain shift of the folder: {}", s.describe());
+        }
         let flags = data.flag_counts();
         if !flags.is_empty() {
             let text: Vec<String> = flags

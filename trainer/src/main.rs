@@ -60,6 +60,11 @@ enum Cmd {
         /// At most this many copies of each held-out original.
         #[arg(long, default_value_t = 4)]
         per_group: usize,
+        /// With --cv: standardise with stain-anchors although the folds were trained with
+        /// od-anchors (allowed only where the training folder's fields come out exactly as
+        /// they were trained on: its stain shift settles to none).
+        #[arg(long)]
+        serve_stain_anchors: bool,
     },
     /// Estimate which images are copies of one original (no labels): writes path<TAB>group.
     Groups {
@@ -284,9 +289,16 @@ fn run(cli: Cli) -> Result<u8> {
             folds,
             shifts,
             per_group,
+            serve_stain_anchors,
         } => {
             let out = cv.clone().unwrap_or_else(|| fit.out.clone());
-            robustness(&fit, cv.as_deref(), &out, folds, &shifts, per_group)?;
+            let sets = RobustnessSets {
+                folds,
+                shifts: &shifts,
+                per_group,
+                serve_stain_anchors,
+            };
+            robustness(&fit, cv.as_deref(), &out, &sets)?;
         }
         Cmd::Cv {
             fit,
@@ -309,7 +321,15 @@ fn run(cli: Cli) -> Result<u8> {
             );
             eprintln!("report: {}", fit.out.join(trainer::cv::CV_FILE).display());
             match shifts {
-                Some(spec) => robustness(&fit, Some(&fit.out), &fit.out, folds, &spec, per_group)?,
+                Some(spec) => {
+                    let sets = RobustnessSets {
+                        folds,
+                        shifts: &spec,
+                        per_group,
+                        serve_stain_anchors: false,
+                    };
+                    robustness(&fit, Some(&fit.out), &fit.out, &sets)?
+                }
                 None => outcome::emit_json(None, &report)?,
             }
         }
@@ -378,26 +398,33 @@ fn run(cli: Cli) -> Result<u8> {
     Ok(OK)
 }
 
+/// The query sets of the shift protocol, as the command line gave them.
+struct RobustnessSets<'a> {
+    folds: usize,
+    shifts: &'a str,
+    per_group: usize,
+    serve_stain_anchors: bool,
+}
+
 /// `trainer robustness` (and `trainer cv --shifts`): the table on stderr, the report in
 /// `OUT/robustness.json` and on stdout.
 fn robustness(
     fit: &FitArgs,
     cv: Option<&std::path::Path>,
     out: &std::path::Path,
-    folds: usize,
-    shifts: &str,
-    per_group: usize,
+    sets: &RobustnessSets,
 ) -> Result<()> {
     let shifts =
-        cellspace_core::shift::parse(shifts).map_err(|e| anyhow::anyhow!("--shifts: {e}"))?;
+        cellspace_core::shift::parse(sets.shifts).map_err(|e| anyhow::anyhow!("--shifts: {e}"))?;
     let cfg = config(fit)?;
     let plan = trainer::robustness::RobustnessPlan {
         data_dir: &fit.data,
         cv_dir: cv,
         cfg: &cfg,
-        folds,
+        folds: sets.folds,
         shifts,
-        per_group,
+        per_group: sets.per_group,
+        serve_stain_anchors: sets.serve_stain_anchors,
     };
     let report = trainer::robustness::robustness(&plan)?;
     eprintln!(

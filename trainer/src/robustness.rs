@@ -74,6 +74,8 @@ pub struct RobustnessPlan<'a> {
     pub folds: usize,
     pub shifts: Vec<ShiftSpec>,
     pub per_group: usize,
+    /// Serve the od-anchors folds of `cv_dir` with stain-anchors (see [`serve_stain_anchors`]).
+    pub serve_stain_anchors: bool,
 }
 
 /// Run the protocol (see the module docs).
@@ -82,7 +84,10 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
     let (cfg, folds) = match plan.cv_dir {
         Some(dir) => {
             let run = dir.join("fold-1");
-            let cfg = crate::train::load_config(&run)?;
+            let mut cfg = crate::train::load_config(&run)?;
+            if plan.serve_stain_anchors {
+                cfg = serve_stain_anchors(cfg)?;
+            }
             let folds = cfg.fold.map_or(plan.folds, |[_, n]| n);
             (cfg, folds)
         }
@@ -93,6 +98,18 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
     };
     let pre = cfg.preprocess();
     let data = crate::train::load_data(&cfg, plan.data_dir)?;
+    if plan.serve_stain_anchors {
+        let shift = pre
+            .clone()
+            .with_calibration(data.calibration)
+            .folder_stain_shift();
+        if !shift.is_some_and(|s| s.is_none()) {
+            return Err(Error::Config(format!(
+                "the training folder's stain shift is {shift:?}, not none: its fields would not \
+                 come out as the folds were trained on them; train with --colour stain-anchors"
+            )));
+        }
+    }
     let mut specs = vec![ShiftSpec {
         name: "clean".into(),
         steps: vec![],
@@ -176,6 +193,21 @@ struct FoldData {
     gallery: Option<Bases>,
     gallery_hist: Vec<f32>,
     gallery_labels: Vec<String>,
+}
+
+/// The configuration of od-anchors folds served with stain-anchors: on a folder whose stain
+/// shift settles to none (the training folder, checked after loading), stain-anchors gives
+/// every field exactly what od-anchors gave, so the folds' models are the models stain-anchors
+/// would have trained; shifted query folders then have their folder's shift undone.
+fn serve_stain_anchors(mut cfg: TrainConfig) -> Result<TrainConfig> {
+    if cfg.colour != crate::train::ColourChoice::OdAnchors {
+        return Err(Error::Config(format!(
+            "--serve-stain-anchors needs folds trained with od-anchors, not {:?}",
+            cfg.colour
+        )));
+    }
+    cfg.colour = crate::train::ColourChoice::StainAnchors;
+    Ok(cfg)
 }
 
 /// The learned outputs and the in-graph colour histogram of some inputs, `[n, d]` each.

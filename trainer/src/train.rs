@@ -107,6 +107,9 @@ pub enum ColourChoice {
     None,
     /// Background and red cells mapped to the reference in optical density, per channel.
     OdAnchors,
+    /// The field's stain shift (exposure, HSV hue turn and saturation scale seen on its red
+    /// cells, settled like the scale) undone, then od-anchors.
+    StainAnchors,
     /// White balance on the background, the HSV hue turn and saturation scale that bring the
     /// red cells to the reference's, then od-anchors for exposure.
     HsvAnchors,
@@ -172,6 +175,10 @@ impl TrainConfig {
                 ColourChoice::None => return None,
                 ColourChoice::OdAnchors => Method::OdAnchors {
                     reference: r.anchors,
+                },
+                ColourChoice::StainAnchors => Method::StainAnchors {
+                    reference: r.anchors,
+                    band: Default::default(),
                 },
                 ColourChoice::HsvAnchors => Method::HsvAnchors {
                     reference: r.anchors,
