@@ -74,6 +74,37 @@ where
     Some(c)
 }
 
+/// A microscope's calibration saved earlier: the `embed.json` that `runtime embed` wrote for
+/// a folder of its fields (its `calibration`), or that object alone. Single images are then
+/// sized and standardised as that folder's fields were (`--calibration` of `runtime` and
+/// `index`).
+pub fn load(path: &std::path::Path) -> crate::Result<Calibration> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| crate::Error::invalid(path, e.to_string()))?;
+    let object = match value.get("calibration") {
+        Some(c) if !c.is_null() => c.clone(),
+        Some(_) => {
+            return Err(crate::Error::invalid(
+                path,
+                "this folder was embedded without a calibration (too few fields with a \
+                 measurable red-cell scale, or with --pixel-size)",
+            ));
+        }
+        None => value,
+    };
+    let c: Calibration = serde_json::from_value(object).map_err(|e| {
+        crate::Error::invalid(path, format!("not a calibration or an embed.json: {e}"))
+    })?;
+    if !(c.rbc_px.is_finite() && c.rbc_px > 0.0) {
+        return Err(crate::Error::invalid(
+            path,
+            format!("red-cell diameter {} px is not a positive number", c.rbc_px),
+        ));
+    }
+    Ok(c)
+}
+
 /// The calibration of fields whose own scales are `scales` (None: not measured).
 pub fn of_scales(scales: &[Option<f32>]) -> Option<Calibration> {
     let mut ok: Vec<f32> = scales.iter().flatten().copied().collect();
@@ -251,6 +282,36 @@ mod tests {
             of_scales(&[Some(48.0); 7]).is_none(),
             "7 fields are too few"
         );
+    }
+
+    #[test]
+    fn a_saved_calibration_loads_from_an_embed_json_or_alone_and_bad_ones_say_why() {
+        let dir = std::env::temp_dir().join(format!("cal-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = folder(47.5, None);
+        let alone = dir.join("cal.json");
+        std::fs::write(&alone, serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(load(&alone).unwrap(), c);
+        let embed = dir.join("embed.json");
+        let state = serde_json::json!({"root": "/x", "calibration": c});
+        std::fs::write(&embed, state.to_string()).unwrap();
+        assert_eq!(load(&embed).unwrap(), c);
+        let none = dir.join("none.json");
+        std::fs::write(&none, r#"{"root": "/x", "calibration": null}"#).unwrap();
+        let e = load(&none).unwrap_err().to_string();
+        assert!(
+            e.contains("none.json") && e.contains("without a calibration"),
+            "{e}"
+        );
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"{"rbc_px": -3, "fields": 1, "measured": 1}"#).unwrap();
+        assert!(
+            load(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("not a positive")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

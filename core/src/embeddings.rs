@@ -283,3 +283,28 @@ pub fn save_folder(
     };
     crate::atomic::write_json(&out.join(STATE_FILE), &state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stain::StainShift;
+
+    /// Rows embedded with one stain shift undone are not reused, or merged, under another.
+    #[test]
+    fn rows_are_reused_only_under_the_same_stain_shift() {
+        let at = |s: Option<StainShift>| FolderScale {
+            calibration: None,
+            pixel_size_rbc_px: None,
+            stain_shift: s,
+        };
+        let pale = StainShift {
+            scale: 0.6,
+            ..StainShift::NONE
+        };
+        assert!(at(Some(pale)).compatible(&at(Some(pale))));
+        assert!(!at(Some(pale)).compatible(&at(Some(StainShift::NONE))));
+        assert!(!at(Some(pale)).compatible(&at(None)));
+        // a model without stain-anchors (None) and a folder whose shift is none agree
+        assert!(at(Some(StainShift::NONE)).compatible(&at(None)));
+    }
+}

@@ -14,13 +14,14 @@
 //! undoes a lamp (white balance on the background), a gamma, a hue turn and a saturation
 //! change each exactly, and od-anchors then takes what is left.
 //!
-//! One field's red cells are a noisy ruler (their saturation is ~0.12), so the shift is
-//! *settled* like the red-cell scale ([`crate::scale::ramp`]): a shift within [`Band`] of no
-//! shift is no shift (the field is standardised exactly as by od-anchors, as the training
-//! fields are), beyond twice the band it is undone in full, with a continuous ramp between. In
-//! a calibrated folder ([`crate::calibration`]) the folder's median shift, settled the same
-//! way, is the centre each field is settled about, so every field of a shifted folder gets the
-//! folder's (far less noisy) shift.
+//! One field's red cells are too faint a ruler for this: their saturation is ~0.12, and on
+//! single TRAIN fields the measured turn spreads over ±20°. The median anchors of a calibrated
+//! folder ([`crate::calibration`], 64 fields) vary by ±4° of turn, ±6% of saturation and ±4%
+//! of gamma between sets of clean fields, so the shift is a folder's: measured on its median
+//! anchors and *settled* like the red-cell scale ([`crate::scale::ramp`]): within [`Band`] of
+//! no shift it is none (the fields are standardised exactly as by od-anchors, as the training
+//! folder's are), beyond twice the band it is undone in full, with a continuous ramp between.
+//! A field alone gets none; give it its microscope's calibration (`--calibration`).
 
 use crate::field::Anchors;
 use crate::shift::{from_hsv, to_hsv};
@@ -48,13 +49,14 @@ pub struct Band {
 }
 
 impl Default for Band {
-    /// About twice what the median of 64 clean TRAIN fields varies by between sets of fields
-    /// (gamma ±3%, turn ±4°, scale ±5%: README).
+    /// Beyond what the median of 64 clean TRAIN fields varies by between sets of fields
+    /// (gamma ±4%, turn ±4°, scale ±6%), and clear of what a zoomed field's fewer red cells
+    /// read (mag 2: turn 8°): README.
     fn default() -> Self {
         Band {
             log_gamma: 0.05,
-            turn: 4.0,
-            log_scale: 0.07,
+            turn: 6.0,
+            log_scale: 0.08,
         }
     }
 }

@@ -3,11 +3,16 @@
 //! change is undone before the white cell is located or embedded. Colour relative to the red
 //! cells and background, which is what tells eosinophil granules from a neutrophil's, is kept.
 //!
-//! Two methods, both measured under the robustness protocol ([`crate::shift`], README):
+//! The methods, all measured under the robustness protocol ([`crate::shift`], README):
 //! - [`Method::OdAnchors`]: per channel, `out = ref_bg · (I / bg)^k` with `k = ref_rbc / rbc`
 //!   in optical density. It undoes a lamp's per-channel gain and an exposure's gamma exactly
 //!   (both are per-channel powers and gains), and brings a paler or denser stain's red cells
 //!   back to the reference density. A 256-entry table per channel: ~0.2 ms per field.
+//! - [`Method::StainAnchors`]: a folder's stain shift (exposure, HSV hue turn and saturation
+//!   scale, [`crate::stain`]) undone first, then od-anchors: a saturation or hue change is not
+//!   a per-channel gain, and od-anchors alone leaves the white cell pale or turned.
+//! - [`Method::HsvAnchors`]: the same idea measured on each field alone (too noisy; kept for
+//!   the comparison).
 //! - [`Method::LabReinhard`] (Reinhard et al. 2001, restricted to the field's background and
 //!   red cells): mean and standard deviation of each CIELAB channel over the field's pixels
 //!   without the white cell, matched to the reference's.

@@ -37,9 +37,22 @@ struct Common {
     /// µm per pixel of the query fields, when known (else the red-cell scale is measured).
     #[arg(long, value_parser = cellspace_core::cli::number::pixel_size_um)]
     pixel_size: Option<f32>,
+    /// The query microscope's calibration: the embed.json `runtime embed` wrote for a folder
+    /// of its fields; queries are then sized and colour-standardised as that folder's fields.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
 }
 
 impl Common {
+    /// The query embedder set up for the query microscope (pixel size, calibration).
+    fn for_queries(&self, embedder: &mut runtime::Embedder) -> anyhow::Result<()> {
+        embedder.set_pixel_size(self.pixel_size);
+        if let Some(p) = &self.calibration {
+            embedder.set_calibration(Some(cellspace_core::calibration::load(p)?));
+        }
+        Ok(())
+    }
+
     fn dir(&self) -> PathBuf {
         self.index.clone().unwrap_or_else(default_index)
     }
@@ -333,7 +346,7 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let (index, mut embedder) =
                 embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
-            embedder.set_pixel_size(common.pixel_size);
+            common.for_queries(&mut embedder)?;
             let filter = ops::QueryFilter {
                 exclude_self,
                 distinct,
@@ -452,8 +465,9 @@ fn run(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Serve { addr, k, common } => {
-            let (index, embedder) =
+            let (index, mut embedder) =
                 embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
+            common.for_queries(&mut embedder)?;
             let n = index.len();
             let state = index::serve::AppState::watching(&common.dir(), index, embedder, k);
             if !addr.ip().is_loopback() {

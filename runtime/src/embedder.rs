@@ -238,6 +238,15 @@ impl Embedder {
         self.card.preprocess = self.card.preprocess.clone().with_pixel_size(um);
     }
 
+    /// Fields from a microscope calibrated earlier ([`cellspace_core::calibration::load`]):
+    /// single images are sized and standardised as that folder's fields, and a folder is
+    /// not measured again.
+    pub fn set_calibration(&mut self, c: Option<cellspace_core::calibration::Calibration>) {
+        if c.is_some() {
+            self.card.preprocess = self.card.preprocess.clone().with_calibration(c);
+        }
+    }
+
     /// Embed one image file.
     pub fn embed_path(&self, path: &Path) -> Result<Vec<f32>> {
         self.embed_image(&load_rgb(path)?)
@@ -274,10 +283,11 @@ impl Embedder {
 
     /// The card's preprocessing calibrated on the fields `paths` (one folder, one microscope:
     /// see [`cellspace_core::calibration`]); as it is when a pixel size was set, the model's
-    /// window is not in red-cell diameters, or too few fields have a measurable scale.
+    /// window is not in red-cell diameters, or too few fields have a measurable scale; the
+    /// calibration given ([`Embedder::set_calibration`]) when there is one.
     pub fn calibrated(&self, paths: &[PathBuf]) -> Preprocess {
         let pre = self.card.preprocess.clone();
-        if pre.rbc_px_override.is_some() {
+        if pre.rbc_px_override.is_some() || pre.calibration.is_some() {
             return pre;
         }
         let c =

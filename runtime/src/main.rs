@@ -44,6 +44,11 @@ struct ModelArgs {
     /// from it instead of being measured in each field.
     #[arg(long, value_parser = cellspace_core::cli::number::pixel_size_um)]
     pixel_size: Option<f32>,
+    /// The microscope's calibration: the embed.json that `runtime embed` wrote for a folder
+    /// of its fields. Single images are then sized and colour-standardised as that folder's
+    /// fields (its stain shift undone); without it a single image is measured alone.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +134,9 @@ fn load(m: &ModelArgs) -> Result<Embedder> {
     let mut e =
         Embedder::new(&path, &opts).with_context(|| format!("loading model {}", path.display()))?;
     e.set_pixel_size(m.pixel_size);
+    if let Some(p) = &m.calibration {
+        e.set_calibration(Some(cellspace_core::calibration::load(p)?));
+    }
     for n in e.notes() {
         eprintln!("note: {n}");
     }

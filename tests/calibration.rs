@@ -1,0 +1,98 @@
+//! A microscope calibrated once: single images embedded with `--calibration` (the embed.json
+//! of a folder of that microscope's fields) get exactly the preprocessing the folder's fields
+//! got, so a lab's single query is sized and standardised as its atlas was.
+
+mod util;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Before `--calibration`, a single image had no folder: it was measured alone, so under a
+/// paler stain its colour went unstandardised where its folder's did not.
+#[test]
+fn a_single_image_with_its_folder_s_calibration_is_embedded_as_in_the_folder() {
+    let Some(train) = util::real_data("a_single_image_with_its_folder_s_calibration") else {
+        return;
+    };
+    let subset = util::real_subset(&train, 3, 7);
+    let dir = util::tempdir();
+    let pale = dir.path().join("pale");
+    let shift = cellspace_core::shift::parse("sat:0.6").unwrap();
+    let (entries, _) = cellspace_core::dataset::list_images(subset.path()).unwrap();
+    for e in &entries {
+        let img = image::open(&e.path).unwrap().to_rgb8();
+        let name = e
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".jpeg", ".png");
+        std::fs::create_dir_all(&pale).unwrap();
+        shift[0]
+            .apply(&img, (160.0, 120.0))
+            .save(pale.join(name))
+            .unwrap();
+    }
+    let model = util::root().join("models/cellspace.onnx");
+    let out = dir.path().join("pale.embeddings");
+    util::run_ok(
+        Command::new(util::bin("runtime"))
+            .arg("embed")
+            .arg(&pale)
+            .arg("-o")
+            .arg(&out)
+            .arg("--model")
+            .arg(&model),
+    );
+    let folder = cellspace_core::embeddings::Embeddings::load(&out).unwrap();
+    assert!(
+        folder.state.scale.calibration.is_some(),
+        "12 fields calibrate a folder"
+    );
+    let one = |extra: &[&Path]| {
+        let mut cmd = Command::new(util::bin("runtime"));
+        cmd.arg("embed-one")
+            .arg(pale.join(&folder.rows[0].path))
+            .arg("--model")
+            .arg(&model);
+        for p in extra {
+            cmd.arg("--calibration").arg(p);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&util::run_ok(&mut cmd).stdout).unwrap();
+        let e: Vec<f32> = v["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        (e, v["window"].clone())
+    };
+    let row = &folder.data[..folder.dim];
+    let cos = |a: &[f32]| a.iter().zip(row).map(|(x, y)| x * y).sum::<f32>();
+    let (calibrated, window) = one(&[&out.join("embed.json")]);
+    // alone, the same file is measured on its own and comes out otherwise (0.975 with the
+    // od-anchors model, when this test was written)
+    let alone = cos(&one(&[]).0);
+    assert!(alone < 0.999, "alone: cos {alone}");
+    assert!(
+        cos(&calibrated) > 0.9999,
+        "cos {} (window {window} vs {:?})",
+        cos(&calibrated),
+        folder.rows[0].window
+    );
+    // a file that is no calibration is refused, naming it
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"rbc_px\": \"big\"}").unwrap();
+    let o = Command::new(util::bin("runtime"))
+        .arg("embed-one")
+        .arg(pale.join(&folder.rows[0].path))
+        .arg("--model")
+        .arg(&model)
+        .arg("--calibration")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.json"), "{err}");
+}
