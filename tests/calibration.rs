@@ -80,6 +80,57 @@ fn a_single_image_with_its_folder_s_calibration_is_embedded_as_in_the_folder() {
         cos(&calibrated),
         folder.rows[0].window
     );
+    // the lab page and its API: uploads are embedded as the calibrated folder's fields, and a
+    // pixel size is honoured (`index serve` ignored both before)
+    let idx = dir.path().join("pale.index");
+    util::run_ok(
+        Command::new(util::bin("index"))
+            .arg("build")
+            .arg(&out)
+            .arg("-o")
+            .arg(&idx),
+    );
+    let upload = std::fs::read(pale.join(&folder.rows[0].path)).unwrap();
+    let served_window = |flag: &str, value: &std::ffi::OsStr| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Command::new(util::bin("index"))
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "-i"])
+            .arg(&idx)
+            .arg(flag)
+            .arg(value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let up = (0..300).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        let answer = up.then(|| util::http(addr, "POST", "/api/query?k=3", &upload));
+        let _ = server.kill();
+        let _ = server.wait();
+        let (status, body) = answer.expect("server started");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["query_window"].clone()
+    };
+    let w = served_window("--calibration", out.join("embed.json").as_os_str());
+    let want = serde_json::to_value(folder.rows[0].window.as_ref().unwrap()).unwrap();
+    assert_eq!(w["side"], want["side"], "{w} vs {want}");
+    assert_eq!(
+        (&w["x"], &w["y"]),
+        (&want["x"], &want["y"]),
+        "{w} vs {want}"
+    );
+    // 0.1 µm per pixel: red cells of 75 px, a window of 2.33 of them
+    let w = served_window("--pixel-size", std::ffi::OsStr::new("0.1"));
+    let side = w["side"].as_u64().unwrap();
+    assert!((170..=180).contains(&side), "{w}");
     // a file that is no calibration is refused, naming it
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"rbc_px\": \"big\"}").unwrap();
