@@ -208,9 +208,10 @@ struct FitArgs {
     /// Where to export the served model (path without extension); "none" to skip.
     #[arg(long, default_value = "models/latest")]
     export: String,
-    /// Colour standardisation of every field: od-anchors (background and red cells mapped
-    /// to the training fields'), lab-reinhard, or none (absolute colour).
-    #[arg(long, value_enum, default_value = "od-anchors")]
+    /// Colour standardisation of every field: stain-anchors (the folder's stain shift undone,
+    /// then background and red cells mapped to the training fields'), od-anchors (the second
+    /// step alone), hsv-anchors, lab-anchors, lab-reinhard, or none (absolute colour).
+    #[arg(long, value_enum, default_value = "stain-anchors")]
     colour: trainer::train::ColourChoice,
     /// Cell window measured in red-cell diameters per field (red-cells) or as a fixed
     /// fraction of the field (field: one magnification only).
