@@ -195,6 +195,29 @@ mod tests {
         );
     }
 
+    /// In a calibrated folder, a field whose own red cells read far outside the model's range
+    /// (blur and half resolution did that to 13% of one protocol set) was sized by its own
+    /// wrong reading; it takes the folder's now, and stays flagged.
+    #[test]
+    fn a_field_measured_out_of_range_in_a_calibrated_folder_takes_the_folder_s_scale() {
+        let (pre, mut cfg) = red_cell_model();
+        let img = field(true);
+        let own = pre.field_scale(&img).expect("measured");
+        cfg.rbc_px_range = Some([own * 1.5, own * 4.0]);
+        let mut pre = pre;
+        if let crate::preprocess::ResizeRule::CellWindow(c) = &mut pre.resize {
+            *c = cfg.clone();
+        }
+        let cal = folder(own * 2.0, None);
+        let view = pre.with_calibration(Some(cal)).field_view(&img, &cfg);
+        assert_eq!(view.rbc_px, Some(own * 2.0));
+        assert!(
+            view.flags.contains(&LocateFlag::ScaleOutOfRange),
+            "{:?}",
+            view.flags
+        );
+    }
+
     #[test]
     fn a_field_without_a_scale_of_its_own_takes_the_folder_s() {
         let (pre, cfg) = red_cell_model();

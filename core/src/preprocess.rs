@@ -185,16 +185,19 @@ impl Preprocess {
             };
         }
         let (image, anchors, mut flags) = self.standardised(img, cfg);
-        let rbc_px = match cfg.window_rbc {
-            None => None,
-            Some(_) => self
-                .rbc_px_override
-                .or_else(|| self.settle(raw_scale(&image, anchors.as_ref(), cfg), cfg)),
+        let out_of_range = |d: f32| cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi);
+        let (rbc_px, own) = match (cfg.window_rbc, self.rbc_px_override) {
+            (None, _) => (None, None),
+            (Some(_), Some(d)) => (Some(d), None),
+            (Some(_), None) => {
+                let own = raw_scale(&image, anchors.as_ref(), cfg);
+                (self.settle(own, cfg), own)
+            }
         };
         if cfg.window_rbc.is_some() {
             match rbc_px {
                 None => flags.push(LocateFlag::NoScale),
-                Some(d) if cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi) => {
+                Some(d) if out_of_range(d) || own.is_some_and(out_of_range) => {
                     flags.push(LocateFlag::ScaleOutOfRange)
                 }
                 Some(_) => {}
@@ -223,8 +226,13 @@ impl Preprocess {
     /// band of the folder's calibration, the calibration (a median over many fields, far less
     /// noisy than one field); without a calibration, the training band; beyond the band, the
     /// field's own (a field from another objective in the same folder).
+    /// A field whose own measurement lies outside what the model was trained and checked on
+    /// takes its calibrated folder's instead (a blurred or half-resolution field's red cells
+    /// read 5x too large in some; such a field is flagged `scale-out-of-range` either way).
     fn settle(&self, d: Option<f32>, cfg: &LocateConfig) -> Option<f32> {
+        let beyond = |d: f32| cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi);
         match (d, &self.calibration) {
+            (Some(d), Some(c)) if beyond(d) => Some(c.rbc_px),
             (Some(d), Some(c)) => Some(
                 crate::scale::Band {
                     reference_px: c.rbc_px,
