@@ -31,7 +31,7 @@ pub enum Method {
     OdAnchors {
         reference: Anchors,
     },
-    /// The field's stain shift ([`crate::stain`]) undone, then [`Method::OdAnchors`].
+    /// The folder's stain shift ([`crate::stain`]) undone, then [`Method::OdAnchors`].
     StainAnchors {
         reference: Anchors,
         #[serde(default)]
