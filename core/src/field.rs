@@ -391,14 +391,12 @@ pub(crate) mod tests {
     /// The synthetic smear most tests use: 320x240, 40-px red cells, a pale plasma, pink red
     /// cells, a purple nucleus.
     pub fn typical_smear() -> RgbImage {
-        smear(
-            320,
-            240,
-            40.0,
-            [215, 218, 222],
-            [200, 150, 160],
-            [120, 80, 200],
-        )
+        field_of([215, 218, 222], [200, 150, 160], [120, 80, 200])
+    }
+
+    /// A 320x240 [`smear`] with 40-px red cells in these colours.
+    pub fn field_of(bg: [u8; 3], rbc: [u8; 3], nucleus: [u8; 3]) -> RgbImage {
+        smear(320, 240, 40.0, bg, rbc, nucleus)
     }
 
     /// A synthetic smear: plasma `bg`, red cells (discs of diameter `d`) on a grid, one purple
@@ -468,14 +466,7 @@ pub(crate) mod tests {
     /// grey discs were red cells, and embedded without a word.
     #[test]
     fn grey_red_cells_are_not_red_cells() {
-        let grey = smear(
-            320,
-            240,
-            40.0,
-            [215, 215, 215],
-            [165, 165, 165],
-            [95, 95, 95],
-        );
+        let grey = field_of([215, 215, 215], [165, 165, 165], [95, 95, 95]);
         let f = measure(&grey);
         assert!(f.anchors.is_none(), "{:?}", f.anchors);
         assert!(

@@ -185,7 +185,7 @@ impl Preprocess {
             };
         }
         let (image, anchors, mut flags) = self.standardised(img, cfg);
-        let out_of_range = |d: f32| cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi);
+        let out_of_range = |d: f32| beyond_range(cfg, d);
         let (rbc_px, own) = match (cfg.window_rbc, self.rbc_px_override) {
             (None, _) => (None, None),
             (Some(_), Some(d)) => (Some(d), None),
@@ -230,9 +230,8 @@ impl Preprocess {
     /// takes its calibrated folder's instead (a blurred or half-resolution field's red cells
     /// read 5x too large in some; such a field is flagged `scale-out-of-range` either way).
     fn settle(&self, d: Option<f32>, cfg: &LocateConfig) -> Option<f32> {
-        let beyond = |d: f32| cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi);
         match (d, &self.calibration) {
-            (Some(d), Some(c)) if beyond(d) => Some(c.rbc_px),
+            (Some(d), Some(c)) if beyond_range(cfg, d) => Some(c.rbc_px),
             (Some(d), Some(c)) => Some(
                 crate::scale::Band {
                     reference_px: c.rbc_px,
@@ -345,6 +344,11 @@ impl Preprocess {
 }
 
 /// The red-cell diameter of a standardised field whose anchors are `anchors`, as measured.
+/// Whether a red-cell diameter lies outside what the model was trained and checked on.
+fn beyond_range(cfg: &LocateConfig, d: f32) -> bool {
+    cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi)
+}
+
 fn raw_scale(
     image: &RgbImage,
     anchors: Option<&crate::field::Anchors>,

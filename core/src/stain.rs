@@ -167,14 +167,7 @@ pub fn undoer(
 /// stained smear's plasma is (TRAIN's median: 207, 208, 204).
 #[cfg(test)]
 pub(crate) fn grey_plasma_smear() -> image::RgbImage {
-    crate::field::tests::smear(
-        320,
-        240,
-        40.0,
-        [212, 214, 210],
-        [200, 150, 160],
-        [120, 80, 200],
-    )
+    crate::field::tests::field_of([212, 214, 210], [200, 150, 160], [120, 80, 200])
 }
 
 #[cfg(test)]
