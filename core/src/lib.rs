@@ -7,6 +7,7 @@
 pub mod atomic;
 pub mod calibration;
 pub mod card;
+pub mod classify;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod dataset;

@@ -72,6 +72,9 @@ pub use crate::dot::dot;
 /// Exact top-k ([`crate::nearest::topk`]).
 pub use crate::nearest::topk;
 
+/// The kNN-200 vote ([`crate::classify::weighted_vote`]).
+pub use crate::classify::weighted_vote;
+
 /// Measure how well `query` items retrieve gallery items of their own class.
 pub fn evaluate(
     gallery: &Labeled,
@@ -107,21 +110,6 @@ pub fn evaluate(
             if nn.is_empty() {
                 return (None, None, 0.0, 0.0);
             }
-            let vote = |k: usize, weighted: bool| -> Option<&str> {
-                let mut score: HashMap<&str, f64> = HashMap::new();
-                for &(j, s) in nn.iter().take(k) {
-                    let w = if weighted {
-                        ((s as f64) / 0.1).exp()
-                    } else {
-                        1.0
-                    };
-                    *score.entry(gallery.labels[j].as_str()).or_default() += w;
-                }
-                score
-                    .into_iter()
-                    .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(a.0)))
-                    .map(|(l, _)| l)
-            };
             let p1 = (gallery.labels[nn[0].0] == label) as u8 as f64;
             let mut hits = 0usize;
             let mut ap = 0.0;
@@ -132,7 +120,9 @@ pub fn evaluate(
                 }
             }
             let map_r = if r > 0 { ap / r as f64 } else { 0.0 };
-            (vote(11, false), vote(200, true), p1, map_r)
+            let knn11 = majority(nn.iter().take(11).map(|&(j, _)| gallery.labels[j].as_str()));
+            let knn200 = weighted_vote(&nn[..nn.len().min(200)], gallery.labels).map(|v| v.class);
+            (knn11, knn200, p1, map_r)
         })
         .collect();
     let n = per_query.len().max(1) as f64;
@@ -178,7 +168,7 @@ pub fn evaluate(
 }
 
 /// Mean over classes of the mean of `right` within the class.
-fn balanced(right: &[f64], labels: &[String]) -> f64 {
+pub(crate) fn balanced(right: &[f64], labels: &[String]) -> f64 {
     let mut by: HashMap<&str, (f64, f64)> = HashMap::new();
     for (r, l) in right.iter().zip(labels) {
         let e = by.entry(l.as_str()).or_default();

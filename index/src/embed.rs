@@ -2,6 +2,7 @@
 //! its model, embed-then-build, queries by image and `eval`. The rest of the index library
 //! reads embeddings folders and vectors, and needs neither onnxruntime nor the runtime.
 
+use crate::examples::Example;
 use crate::ops::{EmbeddingsSource, QueryFilter, build_from_embeddings, recall_at};
 use crate::sidecar::Sidecar;
 use crate::{CellIndex, Error, Hit, HnswParams, ModelRef, Result};
@@ -135,6 +136,90 @@ pub fn query(
             }
         })
         .collect()
+}
+
+/// Which cells a query by example names (`--like`, `--unlike`): `id:N` or an image path.
+#[derive(Debug, Clone, Default)]
+pub struct ExampleQuery {
+    pub like: Vec<String>,
+    pub unlike: Vec<String>,
+}
+
+impl ExampleQuery {
+    pub fn is_empty(&self) -> bool {
+        self.like.is_empty() && self.unlike.is_empty()
+    }
+
+    /// How the answer names the query: `like A, B; unlike C`.
+    pub fn name(&self) -> String {
+        let mut s = format!("like {}", self.like.join(", "));
+        if !self.unlike.is_empty() {
+            s += &format!("; unlike {}", self.unlike.join(", "));
+        }
+        s
+    }
+}
+
+/// One example as a vector: an indexed cell's row, else the image embedded (an indexed file
+/// is its row, as a plain query answers it).
+fn example(index: &CellIndex, embedder: &Embedder, named: &str) -> Result<Example> {
+    if let Some(id) = crate::examples::parse_id(named) {
+        return Ok(Example::Row(id));
+    }
+    let path = Path::new(named);
+    let bytes = cellspace_core::preprocess::read_image_file(path)?;
+    let sha = cellspace_core::sha256_hex(&bytes);
+    if let Some(id) = crate::ops::indexed_file(index, &sha) {
+        return Ok(Example::Row(id));
+    }
+    let rgb = cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
+        cellspace_core::Error::Image {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })?;
+    Ok(Example::Vector(embedder.embed_image_located(&rgb)?.0))
+}
+
+/// "More like these, less like those" ([`crate::examples`]): one answer list.
+pub fn query_examples(
+    index: &CellIndex,
+    embedder: &Embedder,
+    q: &ExampleQuery,
+    k: usize,
+    ef: Option<usize>,
+    filter: &QueryFilter,
+) -> QueryResult {
+    let r = (|| -> Result<Vec<Hit>> {
+        let resolve = |names: &[String]| -> Result<_> {
+            let ex = names
+                .iter()
+                .map(|n| example(index, embedder, n))
+                .collect::<Result<Vec<_>>>()?;
+            crate::examples::resolve(index, &ex)
+        };
+        let (like, mut exclude) = resolve(&q.like)?;
+        let (unlike, also) = resolve(&q.unlike)?;
+        exclude.extend(also);
+        fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {
+            v.iter().map(Vec::as_slice).collect()
+        }
+        let v = crate::examples::recommend_vector(&refs(&like), &refs(&unlike))?;
+        let mut f = filter.for_query(index, None);
+        f.exclude.extend(exclude);
+        index.search(&v, &f, k, ef)
+    })();
+    let (neighbours, error) = match r {
+        Ok(h) => (h, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    QueryResult {
+        image: q.name(),
+        error,
+        window: None,
+        warning: None,
+        neighbours,
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -14,11 +14,13 @@
 
 pub mod bench;
 pub mod cellindex;
+pub mod classify;
 #[cfg(feature = "serve")]
 pub mod conn;
 pub mod edit;
 #[cfg(feature = "embed")]
 pub mod embed;
+pub mod examples;
 pub mod filter;
 pub mod graph;
 pub mod graph_file;

@@ -1,5 +1,5 @@
 //! `index`: the command line over the index library (build, add, query, remove, relabel,
-//! compact, eval, bench, serve, stats). Every command that changes an index locks it and
+//! classify, compact, eval, bench, serve, stats). Every command that changes an index locks it and
 //! saves it atomically; a removal is a tombstone until `compact`.
 
 use anyhow::{Context, Result, bail};
@@ -117,10 +117,18 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Print the k most similar indexed cells for each image.
+    /// Print the k most similar indexed cells for each image, or for examples: more like
+    /// the --like cells and less like the --unlike ones, in one list.
     Query {
-        #[arg(required = true)]
         images: Vec<PathBuf>,
+        /// More like this cell: an image, or `id:N` of an indexed cell; repeat for several.
+        /// The query images are then examples to be like too, and one list answers them all
+        /// (qdrant's average-vector rule; the examples' own cells are never answered).
+        #[arg(long, value_name = "IMAGE|id:N")]
+        like: Vec<String>,
+        /// Less like this cell (an image or `id:N`); repeat for several.
+        #[arg(long, value_name = "IMAGE|id:N")]
+        unlike: Vec<String>,
         #[arg(short, default_value_t = 10)]
         k: usize,
         #[arg(long)]
@@ -155,6 +163,25 @@ enum Cmd {
     Relabel {
         path: PathBuf,
         class: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Classify every indexed cell from a few labelled ones: the kNN-200 vote of the most
+    /// similar labelled cells, with its confidence (share of the vote); a differential count.
+    Classify {
+        /// The labels: CSV with `path` and `class` columns (or JSON lines), naming indexed
+        /// images (as indexed, or relative to the current folder).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Labelled cells that vote, the most similar first.
+        #[arg(short, default_value_t = 200, value_parser = cellspace_core::cli::number::at_least_one)]
+        k: usize,
+        /// Store each cell's class in this field (and FIELD_confidence) of the index, saved
+        /// atomically: `--where FIELD=CLASS` and the lab page then see it.
+        #[arg(long, value_name = "FIELD")]
+        write: Option<String>,
+        #[command(flatten)]
+        report: Report,
         #[command(flatten)]
         common: Common,
     },
@@ -336,6 +363,8 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Query {
             images,
+            like,
+            unlike,
             k,
             ef,
             exclude_self,
@@ -352,7 +381,24 @@ fn run(cli: Cli) -> Result<u8> {
                 distinct,
                 conditions,
             };
-            let results = embed::query(&index, &embedder, &images, k, ef, &filter);
+            let examples = embed::ExampleQuery {
+                like: images
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .chain(like)
+                    .collect(),
+                unlike,
+            };
+            let results = if examples.unlike.is_empty() && examples.like.len() == images.len() {
+                if images.is_empty() {
+                    bail!("give query images, or cells to be --like");
+                }
+                embed::query(&index, &embedder, &images, k, ef, &filter)
+            } else {
+                vec![embed::query_examples(
+                    &index, &embedder, &examples, k, ef, &filter,
+                )]
+            };
             if report.json {
                 outcome::emit_json(report.out.as_deref(), &results)?;
             } else {
@@ -400,6 +446,13 @@ fn run(cli: Cli) -> Result<u8> {
             common,
         } => return curate::relabel(&common.dir(), &path, &class),
         Cmd::Compact { common } => return curate::compact(&common.dir()),
+        Cmd::Classify {
+            labels,
+            k,
+            write,
+            report,
+            common,
+        } => return curate::classify(&common.dir(), &labels, k, write.as_deref(), &report),
         Cmd::Eval {
             query_dir,
             ef,

@@ -16,6 +16,9 @@ pub struct Sidecar {
     entries: Vec<(String, BTreeMap<String, String>)>,
 }
 
+/// The rows one sidecar entry names, with the entry's fields.
+pub type Matched<'a> = (Vec<usize>, &'a BTreeMap<String, String>);
+
 /// How a sidecar met the rows it was applied to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -63,35 +66,10 @@ impl Sidecar {
     /// Give `rows` their fields. A sidecar path matches a row by its absolute path, or by its
     /// path relative to `root` (the embedded image folder).
     pub fn apply(&self, rows: &mut [Row], root: Option<&Path>) -> Applied {
-        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            by_key.entry(r.path.clone()).or_default().push(i);
-            if let Some(root) = root
-                && let Ok(rel) = decode_path(&r.path).strip_prefix(root)
-            {
-                by_key.entry(encode_path(rel)).or_default().push(i);
-            }
-        }
-        let mut applied = Applied::default();
+        let (matched, unmatched) = self.resolve(rows, root);
         let mut touched = std::collections::HashSet::new();
-        for (path, fields) in &self.entries {
-            // a sidecar names files as they are called (`50%.png`); rows keep them encoded
-            // (`50%25.png`, see `encode_path`), which a sidecar copied from our output uses
-            let literal = Path::new(path);
-            let ids = by_key
-                .get(&encode_path(literal))
-                .or_else(|| by_key.get(path))
-                .or_else(|| {
-                    let abs = std::fs::canonicalize(literal)
-                        .or_else(|_| std::fs::canonicalize(decode_path(path)))
-                        .ok()?;
-                    by_key.get(&encode_path(&abs))
-                });
-            let Some(ids) = ids else {
-                applied.unmatched.push(path.clone());
-                continue;
-            };
-            for &i in ids {
+        for (ids, fields) in matched {
+            for i in ids {
                 touched.insert(i);
                 let r = &mut rows[i];
                 for (k, v) in fields {
@@ -105,8 +83,44 @@ impl Sidecar {
                 }
             }
         }
-        applied.rows = touched.len();
-        applied
+        Applied {
+            rows: touched.len(),
+            unmatched,
+        }
+    }
+
+    /// The rows each entry names (as [`apply`](Self::apply) matches them) with the entry's
+    /// fields, and the paths that name no row.
+    pub fn resolve(&self, rows: &[Row], root: Option<&Path>) -> (Vec<Matched<'_>>, Vec<String>) {
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            by_key.entry(r.path.clone()).or_default().push(i);
+            if let Some(root) = root
+                && let Ok(rel) = decode_path(&r.path).strip_prefix(root)
+            {
+                by_key.entry(encode_path(rel)).or_default().push(i);
+            }
+        }
+        let (mut matched, mut unmatched) = (Vec::new(), Vec::new());
+        for (path, fields) in &self.entries {
+            // a sidecar names files as they are called (`50%.png`); rows keep them encoded
+            // (`50%25.png`, see `encode_path`), which a sidecar copied from our output uses
+            let literal = Path::new(path);
+            let ids = by_key
+                .get(&encode_path(literal))
+                .or_else(|| by_key.get(path))
+                .or_else(|| {
+                    let abs = std::fs::canonicalize(literal)
+                        .or_else(|_| std::fs::canonicalize(decode_path(path)))
+                        .ok()?;
+                    by_key.get(&encode_path(&abs))
+                });
+            match ids {
+                Some(ids) => matched.push((ids.clone(), fields)),
+                None => unmatched.push(path.clone()),
+            }
+        }
+        (matched, unmatched)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod loss;
 pub mod model;
 pub mod plot;
 pub mod robustness;
+pub mod robustness_table;
 pub mod train;
 pub mod tsne;
 

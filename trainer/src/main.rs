@@ -187,6 +187,12 @@ struct FitArgs {
     /// Colour jitter strength (brightness, contrast, saturation).
     #[arg(long, default_value_t = 0.1, value_parser = cellspace_core::cli::number::non_negative_f32)]
     jitter: f32,
+    /// Probability of re-encoding a training view as JPEG (quality 30-90).
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::share_f32)]
+    jpeg_prob: f32,
+    /// Per-channel gain jitter of a training view (each channel times 1 ± this at most).
+    #[arg(long, default_value_t = 0.05, value_parser = cellspace_core::cli::number::share_f32)]
+    channel_gain: f32,
     /// Torchvision ResNet weights to start from (.pth or .safetensors).
     #[arg(long)]
     init: Option<PathBuf>,
@@ -454,7 +460,9 @@ fn config(a: &FitArgs) -> Result<TrainConfig> {
     let augment = trainer::augment::AugmentConfig::new()
         .with_brightness(a.jitter)
         .with_contrast(a.jitter)
-        .with_saturation(a.jitter);
+        .with_saturation(a.jitter)
+        .with_jpeg_prob(a.jpeg_prob)
+        .with_channel_gain(a.channel_gain);
     let mut cfg = TrainConfig::new(encoder, augment)
         .with_loss(a.loss)
         .with_epochs(a.epochs)

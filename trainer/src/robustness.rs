@@ -20,9 +20,10 @@ use crate::model::{EmbeddingOutput, Encoder};
 use crate::train::{TrainConfig, load_best_model};
 use crate::{Error, Result};
 use burn::prelude::*;
+use cellspace_core::classify::few_label_accuracy;
 use cellspace_core::histogram::histogram_embedding;
 use cellspace_core::locate::LocateFlag;
-use cellspace_core::metrics::evaluate_unseen;
+use cellspace_core::metrics::{Labeled, evaluate_unseen};
 use cellspace_core::preprocess::{Preprocess, load_rgb};
 use cellspace_core::shift::ShiftSpec;
 use image::{RgbImage, imageops::FilterType};
@@ -47,7 +48,20 @@ pub struct ShiftRow {
     /// How many shifted fields carried each flag, over all folds.
     #[serde(default)]
     pub flags: std::collections::BTreeMap<String, usize>,
+    /// Few-label accuracy of the served embedding per fold, by labelled originals per class
+    /// ([`FEW_LABELS`]; [`cellspace_core::classify::few_label_accuracy`], mean over draws).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub few_label: BTreeMap<usize, Vec<f64>>,
+    /// The same for the colour histogram of the windows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub few_label_histogram: BTreeMap<usize, Vec<f64>>,
 }
+
+/// Labelled originals per class of the few-label measurement (`index classify`'s use).
+pub const FEW_LABELS: [usize; 4] = [1, 5, 10, 50];
+
+/// Draws of the labelled set per fold and shift.
+const FEW_LABEL_DRAWS: usize = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RobustnessReport {
@@ -123,6 +137,8 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
             histogram: vec![],
             flagged: vec![],
             flags: Default::default(),
+            few_label: Default::default(),
+            few_label_histogram: Default::default(),
         })
         .collect();
     let mut query_cells = Vec::new();
@@ -140,9 +156,15 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
         };
         let fold = FoldData::new(&data, &split.train, &pre, model.as_ref());
         for (spec, row) in specs.iter().zip(rows.iter_mut()) {
-            let m = fold.shifted(&data, &queries, spec, &pre, cfg.seed)?;
+            let m = fold.shifted(&data, &queries, spec, &pre, cfg.seed, served.as_deref())?;
             for (name, x) in m.learned {
                 row.learned.entry(name).or_default().push(x);
+            }
+            for (n, x) in m.few_label {
+                row.few_label.entry(n).or_default().push(x);
+            }
+            for (n, x) in m.few_label_histogram {
+                row.few_label_histogram.entry(n).or_default().push(x);
             }
             row.histogram.push(m.histogram);
             row.flagged.push(m.flagged);
@@ -193,6 +215,7 @@ struct FoldData {
     gallery: Option<Bases>,
     gallery_hist: Vec<f32>,
     gallery_labels: Vec<String>,
+    gallery_groups: Vec<String>,
 }
 
 /// The configuration of od-anchors folds served with stain-anchors: on a folder whose stain
@@ -286,10 +309,37 @@ impl FoldData {
                 .flat_map(|&i| histogram_embedding(&data.squares[i]))
                 .collect(),
             gallery_labels: train.iter().map(|&i| data.labels[i].clone()).collect(),
+            gallery_groups: train.iter().map(|&i| data.groups[i].clone()).collect(),
         }
     }
 
-    /// What `queries` under `spec` give (see [`Measured`]).
+    /// Few-label accuracy of queries `q` (labels `labels`) from the gallery `g`'s labelled
+    /// originals, for each of [`FEW_LABELS`].
+    fn few_label(&self, g: &[f32], q: &[f32], labels: &[String], seed: u64) -> Vec<(usize, f64)> {
+        let dim = q.len() / labels.len().max(1);
+        let atlas = Labeled {
+            emb: g,
+            dim,
+            labels: &self.gallery_labels,
+            groups: Some(&self.gallery_groups),
+        };
+        let query = Labeled {
+            emb: q,
+            dim,
+            labels,
+            groups: None,
+        };
+        FEW_LABELS
+            .iter()
+            .map(|&n| {
+                let r = few_label_accuracy(&atlas, &query, n, FEW_LABEL_DRAWS, seed);
+                (n, r.accuracy)
+            })
+            .collect()
+    }
+
+    /// What `queries` under `spec` give (see [`Measured`]); the few-label figures are of
+    /// the `served` candidate.
     fn shifted(
         &self,
         data: &CellImages,
@@ -297,6 +347,7 @@ impl FoldData {
         spec: &ShiftSpec,
         pre: &Preprocess,
         seed: u64,
+        served: Option<&str>,
     ) -> Result<Measured> {
         let prepared = prepare_shifted(data, queries, spec, pre)?;
         let labels: Vec<String> = queries.iter().map(|&i| data.labels[i].clone()).collect();
@@ -316,6 +367,7 @@ impl FoldData {
         };
         let hist: Vec<f32> = prepared.iter().flat_map(|p| p.1.iter().copied()).collect();
         let mut learned = Vec::new();
+        let mut few_label = Vec::new();
         if let (Some(m), Some(g)) = (&self.model, &self.gallery) {
             let inputs: Vec<Vec<f32>> = prepared.iter().map(|p| p.0.clone()).collect();
             let q = Bases::of(m, &inputs, pre.size);
@@ -327,6 +379,9 @@ impl FoldData {
                         spec.name
                     )));
                 }
+                if served == Some(name.as_str()) {
+                    few_label = self.few_label(&ge, &qe, &labels, seed);
+                }
                 learned.push((name, score(&ge, &qe)));
             }
         }
@@ -336,6 +391,8 @@ impl FoldData {
             .count();
         Ok(Measured {
             learned,
+            few_label,
+            few_label_histogram: self.few_label(&self.gallery_hist, &hist, &labels, seed),
             histogram: score(&self.gallery_hist, &hist),
             flagged: flagged as f64 / prepared.len().max(1) as f64,
             flags: prepared.into_iter().flat_map(|p| p.2).collect(),
@@ -388,9 +445,12 @@ fn prepare_shifted(
 }
 
 /// One fold under one shift: kNN-200 of every learned candidate (with a model) and of the
-/// histogram, the share of fields flagged out of range, and every flag raised.
+/// histogram, few-label accuracy of the served one and of the histogram, the share of fields
+/// flagged out of range, and every flag raised.
 struct Measured {
     learned: Vec<(String, f64)>,
+    few_label: Vec<(usize, f64)>,
+    few_label_histogram: Vec<(usize, f64)>,
     histogram: f64,
     flagged: f64,
     flags: Vec<LocateFlag>,
@@ -407,98 +467,7 @@ pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Name of the plain window histogram's column.
-const HISTOGRAM: &str = "histogram of the window";
-
-/// The report as markdown: kNN-200 mean ± SD over folds per shift for the served embedding,
-/// the learned backbone and head alone and the histogram of the same windows; then the clean,
-/// mean and worst figure over the shifts of every embedding measured.
-pub fn table(r: &RobustnessReport) -> String {
-    let f = |xs: Option<&Vec<f64>>| match xs {
-        Some(xs) if !xs.is_empty() => {
-            let (m, s) = mean_sd(xs);
-            format!("{m:.3} ± {s:.3}")
-        }
-        _ => "-".to_string(),
-    };
-    let mut shown: Vec<String> = Vec::new();
-    for n in r
-        .served
-        .iter()
-        .cloned()
-        .chain(["learned backbone".into(), "learned head".into()])
-    {
-        if !shown.contains(&n)
-            && r.rows
-                .first()
-                .is_some_and(|row| row.learned.contains_key(&n))
-        {
-            shown.push(n);
-        }
-    }
-    let mut t = String::from("| shift |");
-    for n in &shown {
-        let mark = if r.served.as_ref() == Some(n) {
-            " (served)"
-        } else {
-            ""
-        };
-        t.push_str(&format!(" {n}{mark} |"));
-    }
-    t.push_str(&format!(
-        " {HISTOGRAM} | flagged |\n|{}\n",
-        " --- |".repeat(shown.len() + 3)
-    ));
-    for row in &r.rows {
-        t.push_str(&format!("| {} |", row.shift));
-        for n in &shown {
-            t.push_str(&format!(" {} |", f(row.learned.get(n))));
-        }
-        let flagged = 100.0 * mean_sd(&row.flagged).0;
-        t.push_str(&format!(" {} | {flagged:.0}% |\n", f(Some(&row.histogram))));
-    }
-    t.push('\n');
-    t.push_str(&summary(r));
-    t
-}
-
-/// Clean, mean over the shifts and worst shift of every embedding (markdown).
-fn summary(r: &RobustnessReport) -> String {
-    let shifted = &r.rows[1.min(r.rows.len())..];
-    let mut names: Vec<String> = r
-        .rows
-        .first()
-        .map(|row| row.learned.keys().cloned().collect())
-        .unwrap_or_default();
-    names.push(HISTOGRAM.into());
-    let mut t = String::from(
-        "| embedding | clean | mean over the shifts | worst shift |\n| --- | --- | --- | --- |\n",
-    );
-    for name in names {
-        let pick = |row: &ShiftRow| -> Option<f64> {
-            let xs = if name == HISTOGRAM {
-                Some(&row.histogram)
-            } else {
-                row.learned.get(&name)
-            };
-            xs.filter(|x| !x.is_empty()).map(|x| mean_sd(x).0)
-        };
-        let means: Vec<(f64, &str)> = shifted
-            .iter()
-            .filter_map(|row| pick(row).map(|m| (m, row.shift.as_str())))
-            .collect();
-        let Some(worst) = means.iter().min_by(|a, b| a.0.total_cmp(&b.0)) else {
-            continue;
-        };
-        let mean = means.iter().map(|m| m.0).sum::<f64>() / means.len() as f64;
-        let clean = r.rows.first().and_then(pick).unwrap_or(f64::NAN);
-        t.push_str(&format!(
-            "| {name} | {clean:.3} | {mean:.3} | {:.3} ({}) |\n",
-            worst.0, worst.1
-        ));
-    }
-    t
-}
+pub use crate::robustness_table::table;
 
 #[cfg(test)]
 mod tests {
