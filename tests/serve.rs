@@ -103,6 +103,29 @@ fn api_answers_queries_and_refuses_bad_requests() {
             .iter()
             .all(|n| n["id"] != 7)
     );
+    // more like these, less like that: one list of other cells, never the examples
+    let (st, body) = util::http(
+        addr,
+        "GET",
+        "/api/recommend?like=7&like=10&unlike=8&k=5",
+        b"",
+    );
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let got = json(&body)["neighbours"].as_array().unwrap().clone();
+    assert_eq!(got.len(), 5);
+    assert!(
+        got.iter()
+            .all(|n| ![7, 8, 10].contains(&n["id"].as_u64().unwrap()))
+    );
+    assert_eq!(
+        util::http(addr, "GET", "/api/recommend?unlike=8", b"").0,
+        400
+    );
+    assert_eq!(util::http(addr, "GET", "/api/recommend?like=x", b"").0, 400);
+    assert_eq!(
+        util::http(addr, "GET", "/api/recommend?like=9999", b"").0,
+        400
+    );
     // thumbnails by row id only: the window that was embedded, as PNG
     let (st, body) = util::http(addr, "GET", "/thumb/7", b"");
     assert_eq!(st, 200);

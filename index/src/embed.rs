@@ -191,23 +191,11 @@ pub fn query_examples(
     filter: &QueryFilter,
 ) -> QueryResult {
     let r = (|| -> Result<Vec<Hit>> {
-        let resolve = |names: &[String]| -> Result<_> {
-            let ex = names
-                .iter()
-                .map(|n| example(index, embedder, n))
-                .collect::<Result<Vec<_>>>()?;
-            crate::examples::resolve(index, &ex)
+        let named = |names: &[String]| -> Result<Vec<Example>> {
+            names.iter().map(|n| example(index, embedder, n)).collect()
         };
-        let (like, mut exclude) = resolve(&q.like)?;
-        let (unlike, also) = resolve(&q.unlike)?;
-        exclude.extend(also);
-        fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {
-            v.iter().map(Vec::as_slice).collect()
-        }
-        let v = crate::examples::recommend_vector(&refs(&like), &refs(&unlike))?;
-        let mut f = filter.for_query(index, None);
-        f.exclude.extend(exclude);
-        index.search(&v, &f, k, ef)
+        let (like, unlike) = (named(&q.like)?, named(&q.unlike)?);
+        crate::examples::search(index, &like, &unlike, filter.for_query(index, None), k, ef)
     })();
     let (neighbours, error) = match r {
         Ok(h) => (h, None),

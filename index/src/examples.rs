@@ -84,6 +84,27 @@ pub fn resolve(index: &CellIndex, examples: &[Example]) -> Result<(Vec<Vec<f32>>
     Ok((vectors, exclude))
 }
 
+/// The `k` cells nearest the average-vector query of `like` and `unlike` that `filter` allows,
+/// never the examples' own cells.
+pub fn search(
+    index: &CellIndex,
+    like: &[Example],
+    unlike: &[Example],
+    mut filter: crate::Filter,
+    k: usize,
+    ef: Option<usize>,
+) -> Result<Vec<crate::Hit>> {
+    let (like, mut exclude) = resolve(index, like)?;
+    let (unlike, also) = resolve(index, unlike)?;
+    exclude.extend(also);
+    fn refs(v: &[Vec<f32>]) -> Vec<&[f32]> {
+        v.iter().map(Vec::as_slice).collect()
+    }
+    let v = recommend_vector(&refs(&like), &refs(&unlike))?;
+    filter.exclude.extend(exclude);
+    index.search(&v, &filter, k, ef)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

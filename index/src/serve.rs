@@ -349,6 +349,57 @@ async fn neighbours(
     }
 }
 
+/// More like the `like=ID` cells, less like the `unlike=ID` ones (repeat each; `index query
+/// --like`'s rule, [`crate::examples`]): other cells, one per original, every `where` holding.
+async fn recommend(
+    State(s): State<Arc<AppState>>,
+    Query(p): Query<KParam>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
+    let a = s.live.current();
+    let ids = |key: &str| -> Result<Vec<crate::examples::Example>, String> {
+        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| {
+                v.trim()
+                    .parse()
+                    .map(crate::examples::Example::Row)
+                    .map_err(|_| format!("{key}={v}: not a cell id"))
+            })
+            .collect()
+    };
+    let (like, unlike, conditions) = match (
+        ids("like"),
+        ids("unlike"),
+        conditions(raw.as_deref(), &a.root),
+    ) {
+        (Ok(l), Ok(u), Ok(c)) => (l, u, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    };
+    let r = tokio::task::spawn_blocking(move || {
+        let filter = crate::ops::QueryFilter {
+            exclude_self: true,
+            distinct: true,
+            conditions,
+        }
+        .for_query(&a.index, None);
+        let mut hits = crate::examples::search(&a.index, &like, &unlike, filter, k, None)?;
+        for h in &mut hits {
+            h.path = a.shown(&h.path);
+        }
+        Ok::<_, crate::Error>(hits)
+    })
+    .await;
+    match r {
+        Ok(Ok(hits)) => answer(hits, None),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// A cell's window as PNG. Row ids change when an index is rebuilt, so the thumbnail is
 /// revalidated on every use (`no-cache`) against an ETag made from the file's sha256: an
 /// unchanged cell costs a 304, a rebuilt index never shows another cell's picture.
@@ -407,6 +458,7 @@ pub fn router(state: Arc<AppState>, bound: SocketAddr) -> axum::Router {
         .route("/api/health", get(health))
         .route("/api/query", post(query))
         .route("/api/neighbours/{id}", get(neighbours))
+        .route("/api/recommend", get(recommend))
         .route("/thumb/{id}", get(thumb))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(axum::middleware::from_fn_with_state(
