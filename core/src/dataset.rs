@@ -225,19 +225,6 @@ pub fn groups_for(entries: &[ImageEntry], groups: Option<&SourceGroups>) -> Vec<
         .collect()
 }
 
-/// A stable hash of a group name salted by `seed` (FNV-1a, then a splitmix64 finaliser:
-/// FNV's high bits barely change between "g12" and "g13"), the same on every platform.
-fn group_hash(g: &str, seed: u64) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325 ^ seed;
-    for b in g.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d049bb133111eb);
-    h ^ (h >> 31)
-}
-
 /// Fold (0..k) of every item for k-fold cross-validation over groups: the distinct groups,
 /// shuffled by their salted hash, are dealt to the folds in turn, so every fold holds the
 /// same number of originals (±1) and a group is never split.
@@ -245,7 +232,7 @@ pub fn group_folds(groups: &[String], k: usize, seed: u64) -> Vec<usize> {
     let mut distinct: Vec<&str> = groups.iter().map(String::as_str).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    distinct.sort_by_key(|g| (group_hash(g, seed), *g));
+    distinct.sort_by_key(|g| (crate::hash::stable_hash(g.as_bytes(), seed), *g));
     let fold: HashMap<&str, usize> = distinct
         .iter()
         .enumerate()
@@ -260,7 +247,7 @@ pub fn split_by_group(groups: &[String], fraction: f64, seed: u64) -> (Vec<usize
     let mut train = Vec::new();
     let mut val = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        let h = group_hash(g, seed);
+        let h = crate::hash::stable_hash(g.as_bytes(), seed);
         if ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction {
             val.push(i);
         } else {

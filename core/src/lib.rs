@@ -16,6 +16,7 @@ pub mod dot;
 pub mod duplicates;
 pub mod embeddings;
 pub mod field;
+pub mod hash;
 pub mod histogram;
 pub mod locate;
 pub mod metrics;

@@ -40,14 +40,7 @@ impl std::fmt::Display for Shard {
 impl Shard {
     /// Whether the image at `rel` (relative to the folder, `/`-separated) is in this shard.
     pub fn contains(&self, rel: &str) -> bool {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in rel.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^= h >> 31;
+        let h = crate::hash::stable_hash(rel.as_bytes(), 0);
         (h % self.count as u64) as usize == self.index
     }
 }

@@ -124,7 +124,8 @@ impl Graph {
         while self.len() < n {
             // the level of a node is drawn from a hash of its id: the same graph whether rows
             // arrive in one build or over many `add`s and reloads
-            let u = (splitmix64(self.len() as u64) >> 11) as f64 / (1u64 << 53) as f64;
+            let u = (cellspace_core::hash::splitmix64(self.len() as u64) >> 11) as f64
+                / (1u64 << 53) as f64;
             let level = ((-u.max(f64::MIN_POSITIVE).ln() * ml) as usize).min(15) as u8;
             self.insert(v, level);
         }
@@ -296,13 +297,6 @@ impl Graph {
                 .map(|u| 24 + u.iter().map(|l| 24 + l.len() * 4).sum::<usize>())
                 .sum::<usize>()
     }
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Results heap helper for [`crate::search_layer`]: the worst result on top.
