@@ -488,6 +488,63 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
             !shown.is_empty() && shown.iter().all(|c| c == class),
             "after the filter class={class}, only {class} cells: {shown:?}"
         );
+        // more like two shown cells, less like a third: picked on the cards, then searched
+        let script = |js: &str| {
+            wd(
+                daddr,
+                "POST",
+                &format!("{s}/execute/sync"),
+                serde_json::json!({"script": js, "args": []}),
+            )
+        };
+        let picked = script(
+            "const c = [...document.querySelectorAll('.hit')]; \
+             c[0].querySelector('.like').click(); c[1].querySelector('.like').click(); \
+             c[2].querySelector('.unlike').click(); \
+             return [c[0], c[1], c[2]].map(e => Number(e.dataset.id))",
+        );
+        let picked: Vec<u64> = picked
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let chips = script("return document.querySelector('#examples .chips').textContent");
+        assert!(
+            chips
+                .as_str()
+                .unwrap()
+                .contains(&format!("+ #{}", picked[0]))
+                && chips
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("− #{}", picked[2])),
+            "{chips}"
+        );
+        script("document.querySelector('#recommend').click(); return 0");
+        let mut after: Vec<u64> = Vec::new();
+        for _ in 0..100 {
+            let st = script("return document.querySelector('#status').textContent");
+            if !st.as_str().unwrap_or("").contains("searching") {
+                let ids = script(
+                    "return [...document.querySelectorAll('.hit')].map(e => Number(e.dataset.id))",
+                );
+                after = ids
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_u64())
+                    .collect();
+                if !after.is_empty() && !after.contains(&picked[0]) {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            !after.is_empty() && after.iter().all(|i| !picked.contains(i)),
+            "the examples' answer holds other cells: picked {picked:?}, shown {after:?}"
+        );
         let png = wd(
             daddr,
             "GET",
