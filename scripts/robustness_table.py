@@ -7,6 +7,12 @@ One column per run: kNN-200 mean ± SD over the folds of the colour histogram, o
 @CANDIDATE of that learned candidate (a name in the run's table, e.g. "learned head" or
 "head + colour, w 0.7"; `trainer cv --shifts` runs only). The last two rows are the mean over the shifts and the
 worst shift, as `trainer robustness` prints them.
+
+    scripts/robustness_table.py --few-label NAME=RUN_DIR/robustness.json[@CANDIDATE] [...]
+
+Few-label accuracy instead (N labelled originals per class): one row per N, the clean figure
+(mean ± SD over the folds) and the mean over the shifts of each run's candidate (default: the
+histogram).
 """
 import json
 import statistics
@@ -20,7 +26,34 @@ def cell(values):
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+def few_label(argv):
+    runs = [a.split("=", 1) for a in argv]
+    table = {}
+    for name, spec in runs:
+        path, _, candidate = spec.partition("@")
+        with open(path) as f:
+            rows = json.load(f)["rows"]
+        key = candidate or "histogram of the window"
+        table[name] = [(r["shift"], r.get("few_label", {}).get(key, {})) for r in rows]
+    heads = []
+    for n, _ in runs:
+        heads += [f"{n}: clean", f"{n}: mean over the shifts"]
+    print("| labelled originals per class | " + " | ".join(heads) + " |")
+    print("| --- |" + " --- |" * len(heads))
+    ns = sorted({int(k) for rows in table.values() for _, m in rows for k in m})
+    for n in ns:
+        cells = []
+        for name, _ in runs:
+            rows = table[name]
+            clean = rows[0][1].get(str(n), [])
+            shifted = [statistics.mean(m[str(n)]) for s, m in rows[1:] if m.get(str(n))]
+            cells += [cell(clean), f"{statistics.mean(shifted):.3f}" if shifted else "-"]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+
+
 def main(argv):
+    if argv and argv[0] == "--few-label":
+        return few_label(argv[1:])
     runs = [a.split("=", 1) for a in argv]
     tables = {}
     for name, spec in runs:

@@ -48,14 +48,15 @@ pub struct ShiftRow {
     /// How many shifted fields carried each flag, over all folds.
     #[serde(default)]
     pub flags: std::collections::BTreeMap<String, usize>,
-    /// Few-label accuracy of the served embedding per fold, by labelled originals per class
-    /// ([`FEW_LABELS`]; [`cellspace_core::classify::few_label_accuracy`], mean over draws).
+    /// Few-label accuracy per fold of every candidate (as in `learned`) and of the histogram
+    /// ([`HISTOGRAM`]), by labelled originals per class ([`FEW_LABELS`];
+    /// [`cellspace_core::classify::few_label_accuracy`], mean over the draws).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub few_label: BTreeMap<usize, Vec<f64>>,
-    /// The same for the colour histogram of the windows.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub few_label_histogram: BTreeMap<usize, Vec<f64>>,
+    pub few_label: BTreeMap<String, BTreeMap<usize, Vec<f64>>>,
 }
+
+/// Name of the plain window histogram's column.
+pub const HISTOGRAM: &str = "histogram of the window";
 
 /// Labelled originals per class of the few-label measurement (`index classify`'s use).
 pub const FEW_LABELS: [usize; 4] = [1, 5, 10, 50];
@@ -138,7 +139,6 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
             flagged: vec![],
             flags: Default::default(),
             few_label: Default::default(),
-            few_label_histogram: Default::default(),
         })
         .collect();
     let mut query_cells = Vec::new();
@@ -156,15 +156,15 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
         };
         let fold = FoldData::new(&data, &split.train, &pre, model.as_ref());
         for (spec, row) in specs.iter().zip(rows.iter_mut()) {
-            let m = fold.shifted(&data, &queries, spec, &pre, cfg.seed, served.as_deref())?;
+            let m = fold.shifted(&data, &queries, spec, &pre, cfg.seed)?;
             for (name, x) in m.learned {
                 row.learned.entry(name).or_default().push(x);
             }
-            for (n, x) in m.few_label {
-                row.few_label.entry(n).or_default().push(x);
-            }
-            for (n, x) in m.few_label_histogram {
-                row.few_label_histogram.entry(n).or_default().push(x);
+            for (name, per_n) in m.few_label {
+                let e = row.few_label.entry(name).or_default();
+                for (n, x) in per_n {
+                    e.entry(n).or_default().push(x);
+                }
             }
             row.histogram.push(m.histogram);
             row.flagged.push(m.flagged);
@@ -338,8 +338,7 @@ impl FoldData {
             .collect()
     }
 
-    /// What `queries` under `spec` give (see [`Measured`]); the few-label figures are of
-    /// the `served` candidate.
+    /// What `queries` under `spec` give (see [`Measured`]).
     fn shifted(
         &self,
         data: &CellImages,
@@ -347,7 +346,6 @@ impl FoldData {
         spec: &ShiftSpec,
         pre: &Preprocess,
         seed: u64,
-        served: Option<&str>,
     ) -> Result<Measured> {
         let prepared = prepare_shifted(data, queries, spec, pre)?;
         let labels: Vec<String> = queries.iter().map(|&i| data.labels[i].clone()).collect();
@@ -367,7 +365,10 @@ impl FoldData {
         };
         let hist: Vec<f32> = prepared.iter().flat_map(|p| p.1.iter().copied()).collect();
         let mut learned = Vec::new();
-        let mut few_label = Vec::new();
+        let mut few_label = vec![(
+            HISTOGRAM.to_string(),
+            self.few_label(&self.gallery_hist, &hist, &labels, seed),
+        )];
         if let (Some(m), Some(g)) = (&self.model, &self.gallery) {
             let inputs: Vec<Vec<f32>> = prepared.iter().map(|p| p.0.clone()).collect();
             let q = Bases::of(m, &inputs, pre.size);
@@ -379,9 +380,7 @@ impl FoldData {
                         spec.name
                     )));
                 }
-                if served == Some(name.as_str()) {
-                    few_label = self.few_label(&ge, &qe, &labels, seed);
-                }
+                few_label.push((name.clone(), self.few_label(&ge, &qe, &labels, seed)));
                 learned.push((name, score(&ge, &qe)));
             }
         }
@@ -392,7 +391,6 @@ impl FoldData {
         Ok(Measured {
             learned,
             few_label,
-            few_label_histogram: self.few_label(&self.gallery_hist, &hist, &labels, seed),
             histogram: score(&self.gallery_hist, &hist),
             flagged: flagged as f64 / prepared.len().max(1) as f64,
             flags: prepared.into_iter().flat_map(|p| p.2).collect(),
@@ -445,12 +443,11 @@ fn prepare_shifted(
 }
 
 /// One fold under one shift: kNN-200 of every learned candidate (with a model) and of the
-/// histogram, few-label accuracy of the served one and of the histogram, the share of fields
+/// histogram, few-label accuracy of each of them, the share of fields
 /// flagged out of range, and every flag raised.
 struct Measured {
     learned: Vec<(String, f64)>,
-    few_label: Vec<(usize, f64)>,
-    few_label_histogram: Vec<(usize, f64)>,
+    few_label: Vec<(String, Vec<(usize, f64)>)>,
     histogram: f64,
     flagged: f64,
     flags: Vec<LocateFlag>,

@@ -1,11 +1,7 @@
 //! The robustness report as markdown: kNN-200 per shift, each embedding's clean, mean and
 //! worst figure, and the few-label accuracy clean and under shift.
 
-use crate::robustness::{FEW_LABELS, RobustnessReport, ShiftRow, mean_sd};
-use std::collections::BTreeMap;
-
-/// Name of the plain window histogram's column.
-const HISTOGRAM: &str = "histogram of the window";
+use crate::robustness::{FEW_LABELS, HISTOGRAM, RobustnessReport, ShiftRow, mean_sd};
 
 /// The report as markdown: kNN-200 mean ± SD over folds per shift for the served embedding,
 /// the learned backbone and head alone and the histogram of the same windows; then the clean,
@@ -104,37 +100,39 @@ fn few_label(r: &RobustnessReport) -> String {
     let Some(clean) = r.rows.first() else {
         return String::new();
     };
-    if clean.few_label.is_empty() && clean.few_label_histogram.is_empty() {
+    if clean.few_label.is_empty() {
         return String::new();
     }
+    let served = r.served.as_deref().unwrap_or(HISTOGRAM);
     let shifted = &r.rows[1..];
-    let mut t = String::from(
-        "\n| labelled per class | served: clean | served: mean over the shifts | served: worst | histogram: clean | histogram: mean over the shifts |\n| --- | --- | --- | --- | --- | --- |\n",
+    let mut t = format!(
+        "\n| labelled per class | {served}: clean | mean over the shifts | worst shift | {HISTOGRAM}: clean | mean over the shifts |\n| --- | --- | --- | --- | --- | --- |\n"
     );
-    let at = |m: &BTreeMap<usize, Vec<f64>>, n: usize| {
-        m.get(&n).filter(|x| !x.is_empty()).map(|x| mean_sd(x))
+    let at = |row: &ShiftRow, name: &str, n: usize| {
+        row.few_label
+            .get(name)
+            .and_then(|m| m.get(&n))
+            .filter(|x| !x.is_empty())
+            .map(|x| mean_sd(x))
     };
+    let cell = |x: Option<(f64, f64)>| x.map_or("-".into(), |(m, s)| format!("{m:.3} ± {s:.3}"));
+    let num = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
     for n in FEW_LABELS {
-        let cell =
-            |x: Option<(f64, f64)>| x.map_or("-".into(), |(m, s)| format!("{m:.3} ± {s:.3}"));
-        let over = |pick: &dyn Fn(&ShiftRow) -> Option<(f64, f64)>| {
+        let over = |name: &str| {
             let means: Vec<f64> = shifted
                 .iter()
-                .filter_map(|row| pick(row).map(|x| x.0))
+                .filter_map(|row| at(row, name, n).map(|x| x.0))
                 .collect();
             let mean = (!means.is_empty()).then(|| means.iter().sum::<f64>() / means.len() as f64);
-            let worst = means.iter().copied().min_by(f64::total_cmp);
-            (mean, worst)
+            (mean, means.iter().copied().min_by(f64::total_cmp))
         };
-        let (sm, sw) = over(&|row| at(&row.few_label, n));
-        let (hm, _) = over(&|row| at(&row.few_label_histogram, n));
-        let num = |x: Option<f64>| x.map_or("-".into(), |x| format!("{x:.3}"));
+        let ((sm, sw), (hm, _)) = (over(served), over(HISTOGRAM));
         t.push_str(&format!(
             "| {n} | {} | {} | {} | {} | {} |\n",
-            cell(at(&clean.few_label, n)),
+            cell(at(clean, served, n)),
             num(sm),
             num(sw),
-            cell(at(&clean.few_label_histogram, n)),
+            cell(at(clean, HISTOGRAM, n)),
             num(hm)
         ));
     }
