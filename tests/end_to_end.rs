@@ -55,7 +55,7 @@ fn library_path_fit_export_embed_index_query() {
         },
     )
     .unwrap();
-    let (model, cfg, best) = trainer::train::load_best_model(&run, &Device::flex()).unwrap();
+    let (model, cfg, best) = trainer::train::load_served_model(&run, &Device::flex()).unwrap();
     let pre = cfg.preprocess();
     let (entries, _) = cellspace_core::dataset::list_images(data.path()).unwrap();
     let inputs: Vec<Vec<f32>> = entries

@@ -86,7 +86,7 @@ fn case_07_a_non_finite_loss_stops_training() {
     );
     assert!(err.to_string().contains("not a finite number"), "{err}");
     assert!(
-        !run.join(trainer::checkpoint::BEST_MODEL).exists(),
+        !run.join(trainer::checkpoint::SERVED_MODEL).exists(),
         "a diverged run saved a served model"
     );
 }

@@ -4,7 +4,7 @@
 use crate::data::CellImages;
 use crate::eval::Split;
 use crate::model::Encoder;
-use crate::train::{BestInfo, RunState, TrainConfig};
+use crate::train::{RunState, ServedInfo, TrainConfig};
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::prelude::*;
@@ -16,8 +16,8 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 /// The served model (the last finished epoch; a fixed recipe, never the "best" on validation).
-pub const BEST_MODEL: &str = "served.bpk";
-pub const BEST_INFO: &str = "served.json";
+pub const SERVED_MODEL: &str = "served.bpk";
+pub const SERVED_INFO: &str = "served.json";
 pub const MODEL_FILE: &str = "model.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "state.json";
@@ -140,15 +140,15 @@ pub(crate) fn save_checkpoint(
     Ok(())
 }
 
-pub(crate) fn save_best(run_dir: &Path, model: &Encoder, info: &BestInfo) -> Result<()> {
-    let tmp = run_dir.join(format!(".{BEST_MODEL}.tmp"));
+pub(crate) fn save_served(run_dir: &Path, model: &Encoder, info: &ServedInfo) -> Result<()> {
+    let tmp = run_dir.join(format!(".{SERVED_MODEL}.tmp"));
     model
         .clone()
         .save_file(&tmp)
         .map_err(|e| record_err(&tmp, e))?;
-    let dst = run_dir.join(BEST_MODEL);
+    let dst = run_dir.join(SERVED_MODEL);
     std::fs::rename(&tmp, &dst).map_err(|e| cellspace_core::Error::io(&dst, e))?;
-    cellspace_core::atomic::write_json(&run_dir.join(BEST_INFO), info)?;
+    cellspace_core::atomic::write_json(&run_dir.join(SERVED_INFO), info)?;
     Ok(())
 }
 
@@ -175,20 +175,20 @@ pub(crate) fn load_state(run_dir: &Path) -> Result<RunState> {
     serde_json::from_str(&text).map_err(|e| record_err(&p, e))
 }
 
-pub fn load_best_info(run_dir: &Path) -> Result<BestInfo> {
-    let p = run_dir.join(BEST_INFO);
+pub fn load_served_info(run_dir: &Path) -> Result<ServedInfo> {
+    let p = run_dir.join(SERVED_INFO);
     let text = std::fs::read_to_string(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
     serde_json::from_str(&text).map_err(|e| record_err(&p, e))
 }
 
 /// The best model of a run, on `device`, in inference mode.
-pub fn load_best_model(
+pub fn load_served_model(
     run_dir: &Path,
     device: &Device,
-) -> Result<(Encoder, TrainConfig, BestInfo)> {
+) -> Result<(Encoder, TrainConfig, ServedInfo)> {
     let cfg = load_config(run_dir)?;
-    let info = load_best_info(run_dir)?;
-    let p = run_dir.join(BEST_MODEL);
+    let info = load_served_info(run_dir)?;
+    let p = run_dir.join(SERVED_MODEL);
     let model = cfg
         .encoder
         .init(device)
@@ -242,7 +242,7 @@ pub fn write_pictures(
             ),
         ],
     )?;
-    let Ok((model, _, best)) = load_best_model(run_dir, &Device::flex()) else {
+    let Ok((model, _, best)) = load_served_model(run_dir, &Device::flex()) else {
         return Ok(());
     };
     // held-out cells where the run held some out; else a sample of the (unlabelled) training
@@ -312,6 +312,21 @@ pub fn config_differences(run: &TrainConfig, given: &TrainConfig) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The served model's names said "best" before (it was always the last epoch): a run
+    /// checkpointed then still resumes, and its fit summary still reads.
+    #[test]
+    fn runs_written_under_the_old_best_names_still_read() {
+        let s: RunState =
+            serde_json::from_str(r#"{"epoch":2,"batch":3,"step":10,"loss_sum":0.0,"loss_count":0,"best_score":0.8,"finished":false}"#)
+                .unwrap();
+        assert_eq!(s.served_score, Some(0.8));
+        let f: crate::train::FitSummary = serde_json::from_str(
+            r#"{"run_dir":"r","epochs_done":1,"interrupted":false,"best":null,"train_images":1,"val_images":0,"seconds":1.0,"images_per_s":1.0}"#,
+        )
+        .unwrap();
+        assert!(f.served.is_none());
+    }
 
     /// Case 12 of the hardening round: a kill between the metrics append and the checkpoint
     /// left epoch 2 twice in metrics.jsonl after the resume ([1, 2, 2]).

@@ -18,7 +18,7 @@
 
 use crate::eval::{Candidate, Split, ValidationResult, histogram_baseline, validate};
 use crate::model::EmbeddingOutput;
-use crate::train::{FitOptions, TrainConfig, fit_loaded, load_best_model, load_data};
+use crate::train::{FitOptions, TrainConfig, fit_loaded, load_data, load_served_model};
 use crate::{Error, Result};
 use burn::prelude::*;
 use cellspace_core::metrics::RetrievalReport;
@@ -151,7 +151,7 @@ pub fn cross_validate(
         }
         // the fold's cells against every training cell (the per-epoch curve used a sample)
         let split = Split::for_config(&data, &fold_cfg).regallery(&data, usize::MAX);
-        let (model, _, _) = load_best_model(&run, &Device::flex())?;
+        let (model, _, _) = load_served_model(&run, &Device::flex())?;
         let validation = validate(&model, &data, &split, &pre, cfg.seed)?;
         let r = FoldResult {
             fold: k + 1,

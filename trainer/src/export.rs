@@ -3,7 +3,7 @@
 
 use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel};
 use crate::model::{EmbeddingOutput, Encoder};
-use crate::train::{FitSummary, load_best_model};
+use crate::train::{FitSummary, load_served_model};
 use crate::{Error, Result};
 use burn::prelude::*;
 use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
@@ -150,7 +150,7 @@ pub fn export_run(
 ) -> Result<PathBuf> {
     let (data, cv) = (opts.data.as_deref(), opts.cv.as_deref());
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
-    let (model, cfg, mut best) = load_best_model(run_dir, &Device::flex())?;
+    let (model, cfg, mut best) = load_served_model(run_dir, &Device::flex())?;
     if let Some(o) = opts.output {
         best.output = o;
     }

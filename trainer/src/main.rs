@@ -359,7 +359,7 @@ fn run(cli: Cli) -> Result<u8> {
             out,
         } => {
             let device = burn::tensor::Device::flex();
-            let (model, cfg, best) = trainer::train::load_best_model(&run, &device)?;
+            let (model, cfg, best) = trainer::train::load_served_model(&run, &device)?;
             let pre = cfg.preprocess();
             let g = trainer::data::CellImages::load(&gallery, &pre, pre.size, None)?;
             let q = query

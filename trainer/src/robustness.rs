@@ -17,7 +17,7 @@ use crate::cv::candidate_name;
 use crate::data::CellImages;
 use crate::eval::{COLOUR_WEIGHTS, Candidate, Split, embed_with};
 use crate::model::{EmbeddingOutput, Encoder};
-use crate::train::{TrainConfig, load_best_model};
+use crate::train::{TrainConfig, load_served_model};
 use crate::{Error, Result};
 use burn::prelude::*;
 use cellspace_core::classify::few_label_accuracy;
@@ -148,7 +148,7 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
         let queries = per_group(&data, &split.val, plan.per_group);
         query_cells.push(queries.len());
         let model = match plan.cv_dir {
-            Some(dir) => Some(load_best_model(
+            Some(dir) => Some(load_served_model(
                 &dir.join(format!("fold-{}", k + 1)),
                 &Device::flex(),
             )?),
@@ -293,7 +293,7 @@ impl FoldData {
         data: &CellImages,
         train: &[usize],
         pre: &Preprocess,
-        model: Option<&(Encoder, TrainConfig, crate::train::BestInfo)>,
+        model: Option<&(Encoder, TrainConfig, crate::train::ServedInfo)>,
     ) -> Self {
         let model =
             model.map(|(enc, _, _)| (enc.clone(), ColourHistogram::new(pre, &Device::flex())));

@@ -10,11 +10,11 @@
 
 use crate::augment::AugmentConfig;
 pub use crate::checkpoint::{
-    BASELINE_FILE, BEST_INFO, BEST_MODEL, CHECKPOINT_DIR, CONFIG_FILE, LOSS_PNG, MAP_PNG,
-    METRICS_FILE, MODEL_FILE, OPTIM_FILE, STATE_FILE, load_best_info, load_best_model, load_config,
-    write_pictures,
+    BASELINE_FILE, CHECKPOINT_DIR, CONFIG_FILE, LOSS_PNG, MAP_PNG, METRICS_FILE, MODEL_FILE,
+    OPTIM_FILE, SERVED_INFO, SERVED_MODEL, STATE_FILE, load_config, load_served_info,
+    load_served_model, write_pictures,
 };
-use crate::checkpoint::{append_line, load_state, record_err, save_best, save_checkpoint};
+use crate::checkpoint::{append_line, load_state, record_err, save_checkpoint, save_served};
 use crate::data::{Batch, CellImages, EpochPlan, epoch_order, progress, spawn_batches};
 use crate::eval::{ColourCache, Split, ValidationResult, validate_with};
 use crate::loss::{LossKind, nt_xent, triplet_batch_hard};
@@ -271,7 +271,8 @@ pub struct RunState {
     pub loss_sum: f64,
     pub loss_count: usize,
     /// Last validation score (kNN-200 accuracy of the served embedding on held-out groups).
-    pub best_score: Option<f64>,
+    #[serde(alias = "best_score")]
+    pub served_score: Option<f64>,
     pub finished: bool,
 }
 
@@ -284,7 +285,9 @@ pub struct FitSummary {
     pub backend: String,
     pub epochs_done: usize,
     pub interrupted: bool,
-    pub best: Option<BestInfo>,
+    /// The served model (the last finished epoch's), with its validation.
+    #[serde(alias = "best")]
+    pub served: Option<ServedInfo>,
     pub train_images: usize,
     pub val_images: usize,
     pub seconds: f64,
@@ -294,7 +297,7 @@ pub struct FitSummary {
 /// The served model of a run (its last finished epoch) and what it serves; the validation is
 /// that epoch's, reported, never used to choose.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BestInfo {
+pub struct ServedInfo {
     pub epoch: usize,
     pub output: EmbeddingOutput,
     /// Weight of the colour histogram in the served embedding (0 = learned only).
@@ -595,11 +598,11 @@ fn fit_with(
             "images_per_s": epoch_images as f64 / secs, "seconds": secs, "validation": val,
         });
         append_line(&run_dir.join(METRICS_FILE), &line.to_string())?;
-        state.best_score = served.map(|c| c.report.knn200_acc);
-        save_best(
+        state.served_score = served.map(|c| c.report.knn200_acc);
+        save_served(
             run_dir,
             &valid,
-            &BestInfo {
+            &ServedInfo {
                 epoch: epoch + 1,
                 output: cfg.output,
                 colour_weight: cfg.colour_weight,
@@ -623,7 +626,7 @@ fn fit_with(
         backend: crate::device::backend_name(device),
         epochs_done: state.epoch,
         interrupted,
-        best: load_best_info(run_dir).ok(),
+        served: load_served_info(run_dir).ok(),
         train_images: split.train.len(),
         val_images: split.val.len(),
         seconds,
