@@ -1,5 +1,5 @@
 //! A run directory on disk: its file names, the checkpoint written every epoch and on Ctrl-C
-//! (swapped in whole, so a crash never leaves half of one), the best model, and the pictures.
+//! (swapped in whole, so a crash never leaves half of one), the served model, and the pictures.
 
 use crate::data::CellImages;
 use crate::eval::Split;
@@ -181,7 +181,7 @@ pub fn load_served_info(run_dir: &Path) -> Result<ServedInfo> {
     serde_json::from_str(&text).map_err(|e| record_err(&p, e))
 }
 
-/// The best model of a run, on `device`, in inference mode.
+/// The served model of a run, on `device`, in inference mode.
 pub fn load_served_model(
     run_dir: &Path,
     device: &Device,
@@ -197,7 +197,7 @@ pub fn load_served_model(
     Ok((model.valid(), cfg, info))
 }
 
-/// The loss / validation curve and the embedding map of the best model.
+/// The loss / validation curve and the embedding map of the served model.
 pub fn write_pictures(
     run_dir: &Path,
     data: &CellImages,
@@ -242,7 +242,7 @@ pub fn write_pictures(
             ),
         ],
     )?;
-    let Ok((model, _, best)) = load_served_model(run_dir, &Device::flex()) else {
+    let Ok((model, _, served)) = load_served_model(run_dir, &Device::flex()) else {
         return Ok(());
     };
     // held-out cells where the run held some out; else a sample of the (unlabelled) training
@@ -258,13 +258,13 @@ pub fn write_pictures(
         .copied()
         .collect();
     let inputs: Vec<Vec<f32>> = idx.iter().map(|&i| data.prepared(i, pre)).collect();
-    let emb = crate::eval::embed_inputs(&model, best.output, &inputs, pre.size, &Device::flex());
+    let emb = crate::eval::embed_inputs(&model, served.output, &inputs, pre.size, &Device::flex());
     let dim = emb.len() / idx.len().max(1);
     let pts = crate::tsne::tsne(&emb, dim, 30.0, 500, seed);
     let labels: Vec<String> = idx.iter().map(|&i| data.labels[i].clone()).collect();
     scatter(
         &run_dir.join(MAP_PNG),
-        &format!("t-SNE of {} {what} (epoch {})", idx.len(), best.epoch),
+        &format!("t-SNE of {} {what} (epoch {})", idx.len(), served.epoch),
         &pts,
         &labels,
     )
