@@ -386,7 +386,7 @@ fn a_format_2_index_of_hnsw_rs_still_opens_and_answers_the_same() {
         let a = old.search(query, &Filter::default(), 10, None).unwrap();
         assert_eq!(a[0].id, q, "an indexed vector finds itself first");
         let exact: Vec<usize> = old
-            .exact(query, 10)
+            .scan_top(query, 10)
             .unwrap()
             .into_iter()
             .map(|(i, _)| i)
@@ -469,7 +469,7 @@ fn int8_store_answers_with_exact_similarities_after_save_add_and_compact() {
             .filter(|h| truth.iter().any(|t| t.0 == h.id))
             .count();
         // the exact scan of codes, re-ranked, is the truth
-        let scanned = idx.exact(query, 10).unwrap();
+        let scanned = idx.scan_top(query, 10).unwrap();
         let ids = |v: &[(usize, f32)]| v.iter().map(|x| x.0).collect::<Vec<_>>();
         assert_eq!(ids(&scanned), ids(&truth));
         assert!(

@@ -355,7 +355,11 @@ fn run(cli: Cli) -> Result<u8> {
             };
             let n = ops::add_embeddings(&mut index, &emb, meta.as_ref())?;
             index.save(&dir)?;
-            eprintln!("added {n} cells; the index now holds {}", index.len());
+            eprintln!(
+                "added {n} cells; the index now holds {} ({} removed cells held until `index compact`)",
+                index.live(),
+                index.removed()
+            );
             if failed > 0 {
                 eprintln!("{failed} files could not be embedded (listed above; not added)");
                 return Ok(PARTIAL);
@@ -521,7 +525,7 @@ fn run(cli: Cli) -> Result<u8> {
             let (index, mut embedder) =
                 embed::open_with_model(&common.dir(), common.model.as_deref(), &common.opts())?;
             common.for_queries(&mut embedder)?;
-            let n = index.len();
+            let n = index.live();
             let state = index::serve::AppState::watching(&common.dir(), index, embedder, k);
             if !addr.ip().is_loopback() {
                 eprintln!(

@@ -293,14 +293,26 @@ pub fn same_cell(index: &CellIndex, sha: &str) -> std::collections::HashSet<usiz
         .collect()
 }
 
-/// Mean share of the exact top-k found by HNSW search for each query row.
+/// Mean share of the exact top-k found by HNSW search for each query row. The truth is a
+/// scan of every live row's exact vector, whatever the store (the int8 store's own scan ranks
+/// by codes first).
 pub fn recall_at(index: &CellIndex, queries: &[f32], k: usize, ef: Option<usize>) -> Result<f64> {
     let dim = index.model().dim;
     let n = queries.len() / dim;
+    let live: Vec<usize> = (0..index.len())
+        .filter(|&i| !index.rows()[i].removed)
+        .collect();
+    let mut rows = Vec::with_capacity(live.len() * dim);
+    for &i in &live {
+        rows.extend_from_slice(&index.vector(i)?);
+    }
     let mut total = 0.0;
     for q in queries.chunks_exact(dim) {
         let exact: std::collections::HashSet<usize> =
-            index.exact(q, k)?.into_iter().map(|(i, _)| i).collect();
+            cellspace_core::nearest::topk(q, &rows, dim, k, |_| true)
+                .into_iter()
+                .map(|(j, _)| live[j])
+                .collect();
         let found = index.search(q, &Filter::default(), k, ef)?;
         total += found.iter().filter(|h| exact.contains(&h.id)).count() as f64
             / exact.len().max(1) as f64;

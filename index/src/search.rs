@@ -167,9 +167,10 @@ impl CellIndex {
             .collect()
     }
 
-    /// Top-k over the rows not removed by a scan of every row (the reference for recall; for
-    /// the int8 store, the codes' best re-ranked).
-    pub fn exact(&self, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
+    /// Top-k over the rows not removed by a scan of the store: exact on the f32 store; on the
+    /// int8 store the codes' best, re-ranked with the exact rows (nearly, not always, the exact
+    /// top-k: recall is measured against [`crate::ops::recall_at`]'s exact scan instead).
+    pub fn scan_top(&self, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
         if self.n_removed == 0 {
             // no row to skip: do not touch the rows at all (bandwidth goes to the vectors)
             return self.scan(query, k, |_| true);
