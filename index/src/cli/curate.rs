@@ -1,13 +1,63 @@
 //! `index remove`, `relabel`, `classify` and `compact`: curating the atlas from the command
 //! line. Each that edits locks the index, edits it and saves it atomically ([`index::edit`]).
 
+use crate::common::Common;
 use anyhow::{Result, bail};
 use cellspace_core::cli::{Report, shown};
 use cellspace_core::outcome::{self, OK, PARTIAL};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// Tombstone the cells at `paths` and those matching `conditions`; 2 when a path is not indexed.
-pub fn remove(dir: &Path, paths: &[PathBuf], conditions: &[index::Condition]) -> Result<u8> {
+/// Remove cells (by image path, or every cell matching --where): they are never returned
+/// again; `compact` frees their space.
+#[derive(clap::Args)]
+pub struct RemoveArgs {
+    pub paths: Vec<PathBuf>,
+    #[arg(long = "where", value_name = "FIELD=VALUE")]
+    pub conditions: Vec<index::Condition>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Set the class of an indexed cell.
+#[derive(clap::Args)]
+pub struct RelabelArgs {
+    pub path: PathBuf,
+    pub class: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Classify every indexed cell from a few labelled ones: the kNN-200 vote of the most
+/// similar labelled cells, with its confidence (share of the vote); a differential count.
+#[derive(clap::Args)]
+pub struct ClassifyArgs {
+    /// The labels: CSV with `path` and `class` columns (or JSON lines), naming indexed
+    /// images (as indexed, or relative to the current folder).
+    #[arg(long)]
+    pub labels: PathBuf,
+    /// Labelled cells that vote, the most similar first.
+    #[arg(short, default_value_t = 200, value_parser = cellspace_core::cli::number::at_least_one)]
+    pub k: usize,
+    /// Store each cell's class in this field (and FIELD_confidence) of the index, saved
+    /// atomically: `--where FIELD=CLASS` and the lab page then see it.
+    #[arg(long, value_name = "FIELD")]
+    pub write: Option<String>,
+    #[command(flatten)]
+    pub report: Report,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Rebuild the graph without the removed cells (row ids change).
+#[derive(clap::Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Run `index remove`.
+pub fn remove(args: RemoveArgs) -> Result<u8> {
+    let (dir, paths, conditions) = (&args.common.dir(), &args.paths, &args.conditions);
     if paths.is_empty() && conditions.is_empty() {
         bail!("name the cells to remove: image paths, or --where FIELD=VALUE");
     }
@@ -47,8 +97,9 @@ pub fn remove(dir: &Path, paths: &[PathBuf], conditions: &[index::Condition]) ->
     Ok(OK)
 }
 
-/// Set the class of the cell at `path`.
-pub fn relabel(dir: &Path, path: &Path, class: &str) -> Result<u8> {
+/// Run `index relabel`.
+pub fn relabel(args: RelabelArgs) -> Result<u8> {
+    let (dir, path, class) = (&args.common.dir(), &args.path, args.class.as_str());
     let _lock = index::ops::lock(dir)?;
     let mut index = index::CellIndex::open(dir)?;
     let ids = index.find_path(path);
@@ -67,8 +118,9 @@ pub fn relabel(dir: &Path, path: &Path, class: &str) -> Result<u8> {
     Ok(OK)
 }
 
-/// Rebuild the graph without the removed cells.
-pub fn compact(dir: &Path) -> Result<u8> {
+/// Run `index compact`.
+pub fn compact(args: CompactArgs) -> Result<u8> {
+    let dir = &args.common.dir();
     let _lock = index::ops::lock(dir)?;
     let index = index::CellIndex::open(dir)?;
     let removed = index.removed();
@@ -83,14 +135,10 @@ pub fn compact(dir: &Path) -> Result<u8> {
     Ok(OK)
 }
 
-/// Classify every cell from the labels in `file`; with `write`, store the classes in the rows.
-pub fn classify(
-    dir: &Path,
-    file: &Path,
-    k: usize,
-    write: Option<&str>,
-    report: &Report,
-) -> Result<u8> {
+/// Run `index classify`.
+pub fn classify(args: ClassifyArgs) -> Result<u8> {
+    let dir = &args.common.dir();
+    let (file, k, write, report) = (&args.labels, args.k, args.write.as_deref(), &args.report);
     if let Some(f) = write
         && matches!(
             f,
