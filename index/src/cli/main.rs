@@ -30,33 +30,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Each subcommand's help is its `XArgs` struct's doc.
 enum Cmd {
-    /// Build an index from a `runtime embed` output folder, or from images with --images.
     Build(atlas::BuildArgs),
-    /// Append images or embeddings to an index (rows already there, removed ones too, are kept
-    /// as they are; a sidecar also updates the fields of indexed cells it names).
     Add(atlas::AddArgs),
-    /// Print the k most similar indexed cells for each image, or for examples: more like
-    /// the --like cells and less like the --unlike ones, in one list.
     Query(query::QueryArgs),
-    /// Remove cells (by image path, or every cell matching --where): they are never returned
-    /// again; `compact` frees their space.
     Remove(curate::RemoveArgs),
-    /// Set the class of an indexed cell.
     Relabel(curate::RelabelArgs),
-    /// Classify every indexed cell from a few labelled ones: the kNN-200 vote of the most
-    /// similar labelled cells, with its confidence (share of the vote); a differential count.
     Classify(curate::ClassifyArgs),
-    /// Rebuild the graph without the removed cells (row ids change).
     Compact(curate::CompactArgs),
-    /// Retrieval quality for a labelled query folder (class = parent folder name).
     Eval(query::EvalArgs),
-    /// Build time, queries/s and recall@10 at several ef against brute force, on a
-    /// `runtime embed` output folder and/or a synthetic set.
     Bench(bench::BenchArgs),
-    /// Serve the lab page and JSON API (127.0.0.1 only by default).
     Serve(serve::ServeArgs),
-    /// Size, dimension, parameters, model and memory of an index.
     Stats(atlas::StatsArgs),
 }
 

@@ -1,0 +1,142 @@
+//! The flags of a fit, shared by `fit`, `cv`, `robustness` and `bench`, and the training
+//! configuration they make.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use trainer::loss::LossKind;
+use trainer::model::{EmbeddingOutput, EncoderConfig};
+use trainer::train::{Crop, TrainConfig};
+
+#[derive(clap::Args)]
+pub struct FitArgs {
+    /// Folder of images (any tree; the parent folder name is the class, used only to measure).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value = "ntxent")]
+    pub loss: LossKind,
+    #[arg(long, default_value_t = 10, value_parser = cellspace_core::cli::number::at_least_one)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128, value_parser = cellspace_core::cli::number::at_least_one)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    pub image_size: u32,
+    #[arg(long, default_value_t = 2e-3, value_parser = cellspace_core::cli::number::positive_f64)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Use only N images spread over the folder (a quick try).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// cpu (the fastest CPU backend built in: LibTorch with the `libtorch` feature, else flex),
+    /// flex, libtorch, cuda/gpu (LibTorch on CUDA, else burn's Vulkan backend), libtorch-cuda,
+    /// vulkan.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run directory (checkpoints, metrics, pictures).
+    #[arg(short, long, default_value = "runs/latest")]
+    pub out: PathBuf,
+    /// The result on stdout is JSON (always; the flag is accepted as on every command).
+    #[arg(long)]
+    pub json: bool,
+    /// Continue the run in --out from its last checkpoint (starts one if there is none).
+    #[arg(long)]
+    pub resume: bool,
+    /// Encoder preset: small (CPU) or resnet18 (torchvision layout, for --init).
+    #[arg(long, default_value = "small")]
+    pub arch: String,
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Stem: torchvision's 7x7 stride-2 conv + max-pool (4x cheaper stages) instead of 3x3 stride 2.
+    #[arg(long)]
+    pub imagenet_stem: bool,
+    /// Projection head output dimension for NT-Xent (0 = none).
+    #[arg(long, default_value_t = 128)]
+    pub head_dim: usize,
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::non_negative_f32)]
+    pub margin: f32,
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::positive_f32)]
+    pub temperature: f32,
+    /// Debiased NT-Xent class prior τ⁺ (false-negative remedy; 0.25 for 4 balanced types).
+    #[arg(long, default_value_t = 0.0, value_parser = cellspace_core::cli::number::share_f32)]
+    pub debias: f32,
+    /// Triplet: ignore negatives more similar than this cosine (false-negative remedy).
+    #[arg(long, default_value_t = 1.0, value_parser = cellspace_core::cli::number::finite_f32)]
+    pub fn_threshold: f32,
+    /// Colour jitter strength (brightness, contrast, saturation).
+    #[arg(long, default_value_t = 0.1, value_parser = cellspace_core::cli::number::non_negative_f32)]
+    pub jitter: f32,
+    /// Probability of re-encoding a training view as JPEG (quality 30-90).
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::share_f32)]
+    pub jpeg_prob: f32,
+    /// Per-channel gain jitter of a training view (each channel times 1 ± this at most).
+    #[arg(long, default_value_t = 0.05, value_parser = cellspace_core::cli::number::share_f32)]
+    pub channel_gain: f32,
+    /// Torchvision ResNet weights to start from (.pth or .safetensors).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// What the model looks at: the window around the white cell, or the whole field.
+    #[arg(long, value_enum, default_value = "cell")]
+    pub crop: Crop,
+    /// Cell window side as a fraction of the image's shorter side (0.4667 = 112 of 240 px).
+    #[arg(long, default_value_t = 0.4667, value_parser = cellspace_core::cli::number::field_share_f32)]
+    pub window: f32,
+    /// Served embedding: backbone or head (fixed before training; see `trainer cv`).
+    #[arg(long, value_enum, default_value = "backbone")]
+    pub output: EmbeddingOutput,
+    /// Weight of the in-graph colour histogram in the served embedding (0 = learned only).
+    #[arg(long, default_value_t = 0.0, value_parser = cellspace_core::cli::number::non_negative_f32)]
+    pub colour_weight: f32,
+    /// Share of source groups held out to validate each epoch (0: train on everything).
+    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::share_f64)]
+    pub val_fraction: f64,
+    /// Where to export the served model (path without extension); "none" to skip.
+    #[arg(long, default_value = "models/latest")]
+    pub export: String,
+    /// Colour standardisation of every field: stain-anchors (the folder's stain shift undone,
+    /// then background and red cells mapped to the training fields'), od-anchors (the second
+    /// step alone), hsv-anchors, lab-anchors, lab-reinhard, or none (absolute colour).
+    #[arg(long, value_enum, default_value = "stain-anchors")]
+    pub colour: trainer::train::ColourChoice,
+    /// Cell window measured in red-cell diameters per field (red-cells) or as a fixed
+    /// fraction of the field (field: one magnification only).
+    #[arg(long, value_enum, default_value = "red-cells")]
+    pub scale: trainer::train::ScaleChoice,
+}
+
+pub fn config(a: &FitArgs) -> Result<TrainConfig> {
+    let encoder = EncoderConfig::preset(&a.arch)
+        .with_context(|| format!("unknown --arch {}; expected small or resnet18", a.arch))?
+        .with_dim(a.dim)
+        .with_head_dim(if a.loss == LossKind::Ntxent {
+            a.head_dim
+        } else {
+            0
+        });
+    let augment = trainer::augment::AugmentConfig::new()
+        .with_brightness(a.jitter)
+        .with_contrast(a.jitter)
+        .with_saturation(a.jitter)
+        .with_jpeg_prob(a.jpeg_prob)
+        .with_channel_gain(a.channel_gain);
+    let mut cfg = TrainConfig::new(encoder, augment)
+        .with_loss(a.loss)
+        .with_epochs(a.epochs)
+        .with_batch_size(a.batch_size)
+        .with_image_size(a.image_size)
+        .with_lr(a.lr)
+        .with_seed(a.seed)
+        .with_margin(a.margin)
+        .with_temperature(a.temperature)
+        .with_debias(a.debias)
+        .with_fn_threshold(a.fn_threshold)
+        .with_crop(a.crop)
+        .with_window(a.window)
+        .with_output(a.output)
+        .with_colour_weight(a.colour_weight)
+        .with_val_fraction(a.val_fraction)
+        .with_colour(a.colour)
+        .with_scale(a.scale);
+    cfg.limit = a.limit;
+    cfg.init = a.init.as_ref().map(|p| p.display().to_string());
+    Ok(cfg)
+}
