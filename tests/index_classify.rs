@@ -1,6 +1,7 @@
 //! `index classify`: a few labelled cells give every indexed cell a class and a confidence;
 //! the labels are checked against each other; `--write` stores the classes atomically; a
-//! label file that names nothing indexed is refused, naming it, and changes nothing.
+//! label file that names nothing indexed is refused, naming it, and changes nothing; `--by`
+//! counts per slide. `index clusters`: k-means clusters that find the classes (NMI, ARI).
 
 mod util;
 
@@ -39,13 +40,15 @@ fn atlas() -> CellIndex {
                 .map(|x| x + 0.03 * (rng.random::<f32>() - 0.5))
                 .collect();
             cellspace_core::l2_normalize(&mut v);
-            let row = Row {
+            let mut row = Row {
                 path: format!("/cells/o{o}-c{c}.png"),
                 class: Some(format!("true{class}")),
                 sha256: format!("h{o}-{c}"),
                 group: Some(format!("g{o}")),
                 ..Default::default()
             };
+            // slide S0 holds the first 30 originals (10 of each class), S1 the rest
+            row.meta.insert("slide".into(), format!("S{}", o / 30));
             b.push(row, &v).unwrap();
         }
     }
@@ -157,4 +160,59 @@ fn classify_writes_the_classes_atomically_and_refuses_labels_of_nothing() {
     // the labels' own field cannot be overwritten by predictions
     let out = index_cmd(&path, &["classify", "--labels", file_s, "--write", "class"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn clusters_find_the_classes_and_count_them_per_slide() {
+    let dir = util::tempdir();
+    let path = dir.path().join("cells.index");
+    atlas().save(&path).unwrap();
+    let c = index::clusters::clusters(&atlas(), 3, 0).unwrap();
+    assert_eq!(c.assignment.len(), 240);
+    assert_eq!(c.sizes.iter().sum::<usize>(), 240);
+    assert!(
+        c.nmi.unwrap() > 0.95 && c.ari.unwrap() > 0.95,
+        "{:?} {:?}",
+        c.nmi,
+        c.ari
+    );
+    let out = index_cmd(
+        &path,
+        &["clusters", "-k", "3", "--write", "cluster", "--by", "slide"],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("240 cells in 3 clusters") && log.contains("NMI"),
+        "{log}"
+    );
+    assert!(
+        log.contains("S0: 120 cells") && log.contains("S1: 120 cells"),
+        "{log}"
+    );
+    let idx = CellIndex::open(&path).unwrap();
+    assert!(
+        idx.rows()
+            .iter()
+            .all(|r| r.meta.get("cluster").is_some_and(|c| c.starts_with('c')))
+    );
+    // a differential count per slide from a few labels
+    let file = dir.path().join("labels.csv");
+    label_file(&file, 2, |o| format!("label{}", o % 3));
+    let out = index_cmd(
+        &path,
+        &[
+            "classify",
+            "--labels",
+            file.to_str().unwrap(),
+            "--by",
+            "slide",
+        ],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("per slide:") && log.contains("S0: 120 cells: label0 40 (33.3%)"),
+        "{log}"
+    );
 }

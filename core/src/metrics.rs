@@ -337,9 +337,42 @@ pub fn nmi(clusters: &[usize], labels: &[String]) -> f64 {
     }
 }
 
+/// Adjusted Rand index of a clustering against labels (Hubert and Arabie 1985): 1 for the
+/// same partition, about 0 for a random one.
+pub fn ari(clusters: &[usize], labels: &[String]) -> f64 {
+    let n = clusters.len() as f64;
+    let pairs = |x: f64| x * (x - 1.0) / 2.0;
+    let mut joint: HashMap<(usize, &str), f64> = HashMap::new();
+    let mut pc: HashMap<usize, f64> = HashMap::new();
+    let mut pl: HashMap<&str, f64> = HashMap::new();
+    for (c, l) in clusters.iter().zip(labels) {
+        *joint.entry((*c, l.as_str())).or_default() += 1.0;
+        *pc.entry(*c).or_default() += 1.0;
+        *pl.entry(l.as_str()).or_default() += 1.0;
+    }
+    let index: f64 = joint.values().map(|&v| pairs(v)).sum();
+    let a: f64 = pc.values().map(|&v| pairs(v)).sum();
+    let b: f64 = pl.values().map(|&v| pairs(v)).sum();
+    let expected = a * b / pairs(n).max(1.0);
+    let max = (a + b) / 2.0;
+    if (max - expected).abs() < 1e-12 {
+        return 1.0;
+    }
+    (index - expected) / (max - expected)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ari_is_one_for_the_same_partition_and_near_zero_for_an_unrelated_one() {
+        let l: Vec<String> = ["a", "a", "b", "b", "c", "c"].map(String::from).to_vec();
+        assert!((ari(&[5, 5, 1, 1, 2, 2], &l) - 1.0).abs() < 1e-12);
+        // by hand: 1 agreeing pair of 3 within clusters, expected 0.6 -> (1 - 0.6) / (3 - 0.6)
+        assert!((ari(&[0, 0, 1, 2, 1, 2], &l) - 1.0 / 6.0).abs() < 1e-9);
+        assert!(ari(&[0, 1, 0, 1, 0, 1], &l) < 0.0);
+    }
 
     fn set(points: &[[f32; 2]], labels: &[&str]) -> (Vec<f32>, Vec<String>) {
         let mut e: Vec<f32> = points.iter().flatten().copied().collect();

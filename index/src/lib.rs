@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod cellindex;
 pub mod classify;
+pub mod clusters;
 #[cfg(feature = "serve")]
 pub mod conn;
 pub mod edit;

@@ -1,5 +1,5 @@
-//! `index remove`, `relabel`, `classify` and `compact`: curating the atlas from the command
-//! line. Each that edits locks the index, edits it and saves it atomically ([`index::edit`]).
+//! `index remove`, `relabel`, `classify`, `clusters` and `compact`: curating the atlas from the
+//! command line. Each that edits locks the index, edits it and saves it atomically ([`index::edit`]).
 
 use crate::common::Common;
 use anyhow::{Result, bail};
@@ -42,6 +42,31 @@ pub struct ClassifyArgs {
     /// atomically: `--where FIELD=CLASS` and the lab page then see it.
     #[arg(long, value_name = "FIELD")]
     pub write: Option<String>,
+    /// Also count the classes per value of this field (slide, patient: a differential count
+    /// of each).
+    #[arg(long, value_name = "FIELD")]
+    pub by: Option<String>,
+    #[command(flatten)]
+    pub report: Report,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Clusters of the atlas without labels (k-means on the embeddings): each cluster's size, and
+/// where cells carry a class, NMI, ARI and the cluster x class table.
+#[derive(clap::Args)]
+pub struct ClustersArgs {
+    /// Number of clusters.
+    #[arg(short, default_value_t = 8, value_parser = cellspace_core::cli::number::at_least_one)]
+    pub k: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Store each cell's cluster (`c0`, `c1`, ...) in this field, saved atomically.
+    #[arg(long, value_name = "FIELD")]
+    pub write: Option<String>,
+    /// Also count the clusters per value of this field (slide, patient).
+    #[arg(long, value_name = "FIELD")]
+    pub by: Option<String>,
     #[command(flatten)]
     pub report: Report,
     #[command(flatten)]
@@ -139,14 +164,7 @@ pub fn compact(args: CompactArgs) -> Result<u8> {
 pub fn classify(args: ClassifyArgs) -> Result<u8> {
     let dir = &args.common.dir();
     let (file, k, write, report) = (&args.labels, args.k, args.write.as_deref(), &args.report);
-    if let Some(f) = write
-        && matches!(
-            f,
-            "class" | "group" | "path" | "sha256" | "removed" | "window" | ""
-        )
-    {
-        bail!("--write {f}: choose a field of its own (the labels stay the cells' `class`)");
-    }
+    own_field(write)?;
     let _lock = write.map(|_| index::ops::lock(dir)).transpose()?;
     let mut index = index::CellIndex::open(dir)?;
     let labels = index::classify::labels(&index, file, None)?;
@@ -157,6 +175,15 @@ pub fn classify(args: ClassifyArgs) -> Result<u8> {
     }
     let summary = summary(&c);
     eprint!("{summary}");
+    if let Some(by) = &args.by {
+        let class: std::collections::HashMap<usize, &str> = c
+            .predictions
+            .iter()
+            .map(|p| (p.id, p.class.as_str()))
+            .collect();
+        let t = index::clusters::counts_by(&index, by, |id| class.get(&id).map(|c| c.to_string()));
+        eprint!("{}", by_table(by, &t));
+    }
     if let Some(field) = write {
         eprintln!("written: field `{field}` and `{field}_confidence` of every live cell");
     }
@@ -211,4 +238,91 @@ fn summary(c: &index::classify::Classification) -> String {
         100.0 * index::classify::LOW_CONFIDENCE
     );
     s
+}
+
+/// A field a command may write: not one the index computes or the labels live in.
+fn own_field(write: Option<&str>) -> Result<()> {
+    if let Some(f) = write
+        && matches!(
+            f,
+            "class" | "group" | "path" | "sha256" | "removed" | "window" | ""
+        )
+    {
+        bail!("--write {f}: choose a field of its own (the labels stay the cells' `class`)");
+    }
+    Ok(())
+}
+
+/// Counts per value of `by`, one line each: `slide S1: A 12 (40.0%) · B 18 (60.0%)`.
+fn by_table(
+    by: &str,
+    t: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>>,
+) -> String {
+    let mut s = format!("per {}:\n", shown(by));
+    for (key, counts) in t {
+        let total: usize = counts.values().sum();
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(c, n)| {
+                format!(
+                    "{} {n} ({:.1}%)",
+                    shown(c),
+                    100.0 * *n as f64 / total.max(1) as f64
+                )
+            })
+            .collect();
+        s += &format!("  {}: {total} cells: {}\n", shown(key), parts.join(" · "));
+    }
+    s
+}
+
+/// Run `index clusters`.
+pub fn clusters(args: ClustersArgs) -> Result<u8> {
+    let dir = &args.common.dir();
+    let write = args.write.as_deref();
+    own_field(write)?;
+    let _lock = write.map(|_| index::ops::lock(dir)).transpose()?;
+    let mut index = index::CellIndex::open(dir)?;
+    let c = index::clusters::clusters(&index, args.k, args.seed)?;
+    let live = c.assignment.len();
+    let mut s = format!(
+        "{live} cells in {} clusters (k-means on the embeddings):\n",
+        c.k
+    );
+    for (i, n) in c.sizes.iter().enumerate() {
+        let classes: Vec<String> = c
+            .classes
+            .get(&i)
+            .map(|m| {
+                let mut v: Vec<(&String, &usize)> = m.iter().collect();
+                v.sort_by(|a, b| b.1.cmp(a.1));
+                v.iter().map(|(k, n)| format!("{} {n}", shown(k))).collect()
+            })
+            .unwrap_or_default();
+        s += &format!("  c{i:<3} {n:>8}  {}\n", classes.join(" · "));
+    }
+    if let (Some(nmi), Some(ari)) = (c.nmi, c.ari) {
+        s += &format!("against the cells' classes: NMI {nmi:.3}, ARI {ari:.3}\n");
+    }
+    if let Some(by) = &args.by {
+        let of: std::collections::HashMap<usize, usize> = c.assignment.iter().copied().collect();
+        let t = index::clusters::counts_by(&index, by, |id| of.get(&id).map(|c| format!("c{c}")));
+        s += &by_table(by, &t);
+    }
+    eprint!("{s}");
+    if let Some(field) = write {
+        index::clusters::write(&mut index, &c, field);
+        index.save(dir)?;
+        eprintln!("written: field `{field}` of every live cell");
+    }
+    if args.report.json {
+        outcome::emit_json(args.report.out.as_deref(), &c)?;
+    } else {
+        let mut text = String::from("path\tcluster\n");
+        for &(id, cluster) in &c.assignment {
+            text += &format!("{}\tc{cluster}\n", shown(&index.rows()[id].path));
+        }
+        outcome::emit_text(args.report.out.as_deref(), &text)?;
+    }
+    Ok(OK)
 }

@@ -1,5 +1,5 @@
 //! `index`: the command line over the index library (build, add, query, remove, relabel,
-//! classify, compact, eval, bench, serve, stats). Every command that changes an index locks it and
+//! classify, clusters, compact, eval, bench, serve, stats). Every command that changes an index locks it and
 //! saves it atomically; a removal is a tombstone until `compact`.
 //!
 //! One module per family of subcommands (`atlas`, `query`, `curate`, `bench`, `serve`), each
@@ -38,6 +38,7 @@ enum Cmd {
     Remove(curate::RemoveArgs),
     Relabel(curate::RelabelArgs),
     Classify(curate::ClassifyArgs),
+    Clusters(curate::ClustersArgs),
     Compact(curate::CompactArgs),
     Eval(query::EvalArgs),
     Bench(bench::BenchArgs),
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Remove(a) => curate::remove(a),
         Cmd::Relabel(a) => curate::relabel(a),
         Cmd::Classify(a) => curate::classify(a),
+        Cmd::Clusters(a) => curate::clusters(a),
         Cmd::Compact(a) => curate::compact(a),
         Cmd::Eval(a) => query::eval(a),
         Cmd::Bench(a) => bench::bench(a),
