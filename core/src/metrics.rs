@@ -51,6 +51,9 @@ pub struct RetrievalReport {
     pub precision_at_1: f64,
     pub map_at_r: f64,
     pub kmeans_nmi: f64,
+    /// Adjusted Rand index of the same k-means clusters ([`ari`]).
+    #[serde(default)]
+    pub kmeans_ari: f64,
     /// kNN-11 and kNN-200 accuracy averaged over classes (mean per-class recall), so a
     /// class with more copies weighs no more than another.
     #[serde(default)]
@@ -160,6 +163,7 @@ pub fn evaluate(
         precision_at_1: per_query.iter().map(|t| t.2).sum::<f64>() / n,
         map_at_r: per_query.iter().map(|t| t.3).sum::<f64>() / n,
         kmeans_nmi: nmi(&clusters, query.labels),
+        kmeans_ari: ari(&clusters, query.labels),
         knn11_balanced: balanced(&knn11, query.labels),
         knn200_balanced: balanced(&knn200, query.labels),
         per_original_acc,

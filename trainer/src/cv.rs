@@ -370,7 +370,7 @@ fn summarise(cfg: &TrainConfig, folds: usize, results: Vec<FoldResult>, seconds:
 /// The report as a table (markdown), mean ± SD over folds.
 pub fn table(r: &CvReport) -> String {
     let mut s = String::from(
-        "| embedding | kNN-200 | kNN-200 balanced | kNN-11 balanced | P@1 | MAP@R | NMI | per original |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| embedding | kNN-200 | kNN-200 balanced | kNN-11 balanced | P@1 | MAP@R | NMI | ARI | per original |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut line = |row: &CvRow, bold: bool| {
         let f = |m: f64, sd: f64| format!("{m:.3} ± {sd:.3}");
@@ -381,13 +381,14 @@ pub fn table(r: &CvReport) -> String {
             row.name.clone()
         };
         s.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             f(m.knn200_acc, d.knn200_acc),
             f(m.knn200_balanced, d.knn200_balanced),
             f(m.knn11_balanced, d.knn11_balanced),
             f(m.precision_at_1, d.precision_at_1),
             f(m.map_at_r, d.map_at_r),
             f(m.kmeans_nmi, d.kmeans_nmi),
+            f(m.kmeans_ari, d.kmeans_ari),
             f(m.per_original_acc, d.per_original_acc),
         ));
     };
