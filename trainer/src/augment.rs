@@ -30,11 +30,13 @@ pub struct AugmentConfig {
     #[config(default = 0.2)]
     pub blur_prob: f32,
     /// Per-channel gain jitter: the colour cast that standardisation leaves (each channel
-    /// times a factor in [1 - g, 1 + g]).
-    #[config(default = 0.05)]
+    /// times a factor in [1 - g, 1 + g]). Off by default (see `jpeg_prob`).
+    #[config(default = 0.0)]
     pub channel_gain: f32,
-    /// Probability of a JPEG re-encoding at quality 30-90 (a lab's camera and export).
-    #[config(default = 0.2)]
+    /// Probability of a JPEG re-encoding of the 64-px view at quality 30-90. Off by default:
+    /// a JPEG block is an eighth of the view's side, and with the channel gain it cost 0.07
+    /// kNN-200 under cross-validation (README, Levers).
+    #[config(default = 0.0)]
     pub jpeg_prob: f32,
 }
 

@@ -65,11 +65,13 @@ pub struct FitArgs {
     /// Colour jitter strength (brightness, contrast, saturation).
     #[arg(long, default_value_t = 0.1, value_parser = cellspace_core::cli::number::non_negative_f32)]
     pub jitter: f32,
-    /// Probability of re-encoding a training view as JPEG (quality 30-90).
-    #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::share_f32)]
+    /// Probability of re-encoding a training view as JPEG (quality 30-90; off by default:
+    /// it cost clean quality, README Levers).
+    #[arg(long, default_value_t = 0.0, value_parser = cellspace_core::cli::number::share_f32)]
     pub jpeg_prob: f32,
-    /// Per-channel gain jitter of a training view (each channel times 1 ± this at most).
-    #[arg(long, default_value_t = 0.05, value_parser = cellspace_core::cli::number::share_f32)]
+    /// Per-channel gain jitter of a training view (each channel times 1 ± this at most; off
+    /// by default).
+    #[arg(long, default_value_t = 0.0, value_parser = cellspace_core::cli::number::share_f32)]
     pub channel_gain: f32,
     /// Torchvision ResNet weights to start from (.pth or .safetensors).
     #[arg(long)]
