@@ -161,15 +161,6 @@ fn distinct_returns_one_cell_per_original_and_never_the_query_own() {
     );
 }
 
-fn index_cmd(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(util::bin("index"))
-        .args(args)
-        .arg("-i")
-        .arg(dir)
-        .output()
-        .unwrap()
-}
-
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -224,20 +215,21 @@ fn sidecar_where_remove_relabel_compact_from_the_command_line() {
     let q = cells.join("A/4.png");
     let q = q.to_str().unwrap();
     // fields in the answers, and a filter on them
-    let out = index_cmd(
-        &["query", q, "-k", "20", "--where", "slide=S1", "--json"],
+    let out = util::index_cmd(
         &idx,
+        &["query", q, "-k", "20", "--where", "slide=S1", "--json"],
     );
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hits = v[0]["neighbours"].as_array().unwrap();
     assert_eq!(hits.len(), 4, "the 4 cells of slide S1: {v}");
     assert!(hits.iter().all(|h| h["meta"]["slide"] == "S1"));
-    let out = index_cmd(&["query", q, "-k", "3", "--where", "patient=P, 0"], &idx);
+    let out = util::index_cmd(&idx, &["query", q, "-k", "3", "--where", "patient=P, 0"]);
     assert!(text(&out).contains("patient=P, 0"), "{}", text(&out));
     // --exclude-self leaves out the copy of the query's own cell
     let q0 = cells.join("A/0.png");
-    let out = index_cmd(
+    let out = util::index_cmd(
+        &idx,
         &[
             "query",
             q0.to_str().unwrap(),
@@ -246,7 +238,6 @@ fn sidecar_where_remove_relabel_compact_from_the_command_line() {
             "--exclude-self",
             "--json",
         ],
-        &idx,
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = v[0]["neighbours"]
@@ -263,15 +254,15 @@ fn sidecar_where_remove_relabel_compact_from_the_command_line() {
     );
     // remove by path and by field; a path not indexed is reported, exit 2
     let gone = cells.join("B/1.png");
-    let out = index_cmd(&["remove", gone.to_str().unwrap(), "nowhere.png"], &idx);
+    let out = util::index_cmd(&idx, &["remove", gone.to_str().unwrap(), "nowhere.png"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("removed 1 cells") && text(&out).contains("not indexed: nowhere.png")
     );
-    let out = index_cmd(&["remove", "--where", "slide=S2"], &idx);
+    let out = util::index_cmd(&idx, &["remove", "--where", "slide=S2"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("removed 4 cells"), "{}", text(&out));
-    let out = index_cmd(&["query", q, "-k", "20", "--json"], &idx);
+    let out = util::index_cmd(&idx, &["query", q, "-k", "20", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hits = v[0]["neighbours"].as_array().unwrap();
     assert_eq!(hits.len(), 13 - 5);
@@ -281,9 +272,9 @@ fn sidecar_where_remove_relabel_compact_from_the_command_line() {
         )
     );
     // relabel, compact
-    let out = index_cmd(&["relabel", q, "MONOCYTE"], &idx);
+    let out = util::index_cmd(&idx, &["relabel", q, "MONOCYTE"]);
     assert!(text(&out).contains("A -> MONOCYTE"), "{}", text(&out));
-    let out = index_cmd(&["compact"], &idx);
+    let out = util::index_cmd(&idx, &["compact"]);
     assert!(
         text(&out).contains("dropped 5 removed cells, 8 remain"),
         "{}",
@@ -299,7 +290,7 @@ fn sidecar_where_remove_relabel_compact_from_the_command_line() {
     assert_eq!(row.class.as_deref(), Some("MONOCYTE"));
     assert_eq!(row.meta["patient"], "P, 0");
     // nothing matches: an error, the index unchanged
-    let out = index_cmd(&["remove", "--where", "slide=S2"], &idx);
+    let out = util::index_cmd(&idx, &["remove", "--where", "slide=S2"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(CellIndex::open(&idx).unwrap().len(), 8);
 }

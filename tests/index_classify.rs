@@ -9,7 +9,6 @@ use index::manifest::ModelRef;
 use index::{CellIndex, HnswParams, IndexBuilder, Row};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
-use std::process::Command;
 
 const DIM: usize = 16;
 
@@ -107,15 +106,6 @@ fn a_few_labels_classify_every_cell_with_a_confidence() {
     assert!(accuracy(&c, &idx) < 0.7);
 }
 
-fn index_cmd(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(util::bin("index"))
-        .args(args)
-        .arg("-i")
-        .arg(dir)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn classify_writes_the_classes_atomically_and_refuses_labels_of_nothing() {
     let dir = util::tempdir();
@@ -124,7 +114,7 @@ fn classify_writes_the_classes_atomically_and_refuses_labels_of_nothing() {
     let file = dir.path().join("labels.csv");
     label_file(&file, 1, |o| format!("label{}", o % 3));
     let file_s = file.to_str().unwrap();
-    let out = index_cmd(
+    let out = util::index_cmd(
         &path,
         &["classify", "--labels", file_s, "--write", "predicted"],
     );
@@ -147,7 +137,7 @@ fn classify_writes_the_classes_atomically_and_refuses_labels_of_nothing() {
     // a label file naming no indexed image: refused, named, the index unchanged
     let before = std::fs::read(path.join("rows.jsonl")).ok();
     std::fs::write(&file, "path,class\n/elsewhere/x.png,A\n").unwrap();
-    let out = index_cmd(&path, &["classify", "--labels", file_s, "--write", "other"]);
+    let out = util::index_cmd(&path, &["classify", "--labels", file_s, "--write", "other"]);
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(
@@ -158,7 +148,7 @@ fn classify_writes_the_classes_atomically_and_refuses_labels_of_nothing() {
     let idx = CellIndex::open(&path).unwrap();
     assert!(idx.rows().iter().all(|r| !r.meta.contains_key("other")));
     // the labels' own field cannot be overwritten by predictions
-    let out = index_cmd(&path, &["classify", "--labels", file_s, "--write", "class"]);
+    let out = util::index_cmd(&path, &["classify", "--labels", file_s, "--write", "class"]);
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -176,7 +166,7 @@ fn clusters_find_the_classes_and_count_them_per_slide() {
         c.nmi,
         c.ari
     );
-    let out = index_cmd(
+    let out = util::index_cmd(
         &path,
         &["clusters", "-k", "3", "--write", "cluster", "--by", "slide"],
     );
@@ -199,7 +189,7 @@ fn clusters_find_the_classes_and_count_them_per_slide() {
     // a differential count per slide from a few labels
     let file = dir.path().join("labels.csv");
     label_file(&file, 2, |o| format!("label{}", o % 3));
-    let out = index_cmd(
+    let out = util::index_cmd(
         &path,
         &[
             "classify",

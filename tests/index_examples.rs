@@ -5,17 +5,7 @@
 mod util;
 
 use index::CellIndex;
-use std::path::Path;
 use std::process::Command;
-
-fn index_cmd(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(util::bin("index"))
-        .args(args)
-        .arg("-i")
-        .arg(dir)
-        .output()
-        .unwrap()
-}
 
 fn ids(out: &std::process::Output) -> Vec<usize> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -43,7 +33,7 @@ fn more_like_these_less_like_those() {
             .arg(&idx),
     );
     let index = CellIndex::open(&idx).unwrap();
-    let out = index_cmd(
+    let out = util::index_cmd(
         &idx,
         &[
             "query", "--like", "id:0", "--like", "id:2", "--unlike", "id:1", "-k", "5", "--json",
@@ -78,7 +68,7 @@ fn more_like_these_less_like_those() {
             .collect();
     assert_eq!(got, expect);
     // the unlike cell pushes the answer away from it: without it the list differs
-    let plain = ids(&index_cmd(
+    let plain = ids(&util::index_cmd(
         &idx,
         &[
             "query", "--like", "id:0", "--like", "id:2", "-k", "5", "--json",
@@ -92,7 +82,7 @@ fn more_like_these_less_like_those() {
     // an image that is not indexed is an example too (embedded), with a positional query
     let outside = dir.path().join("outside.png");
     util::write_cell(&outside, 99);
-    let out = index_cmd(
+    let out = util::index_cmd(
         &idx,
         &[
             "query",
@@ -109,14 +99,14 @@ fn more_like_these_less_like_those() {
     );
     assert!(!ids(&out).contains(&3));
     // nothing to be like: refused
-    let out = index_cmd(&idx, &["query", "--unlike", "id:3"]);
+    let out = util::index_cmd(&idx, &["query", "--unlike", "id:3"]);
     assert_eq!(
         out.status.code(),
         Some(2),
         "an answer with an error: partial"
     );
     let v: serde_json::Value = {
-        let out = index_cmd(&idx, &["query", "--unlike", "id:3", "--json"]);
+        let out = util::index_cmd(&idx, &["query", "--unlike", "id:3", "--json"]);
         serde_json::from_slice(&out.stdout).unwrap()
     };
     assert!(
@@ -126,7 +116,7 @@ fn more_like_these_less_like_those() {
             .contains("at least one cell to be like"),
         "{v}"
     );
-    let out = index_cmd(&idx, &["query", "--like", "id:999", "--json"]);
+    let out = util::index_cmd(&idx, &["query", "--like", "id:999", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v[0]["error"].as_str().unwrap().contains("id:999"), "{v}");
 }

@@ -106,6 +106,17 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Runs a command that must succeed (its stderr in the failure message); its output.
+/// `index ARGS -i DIR`, its output whatever the exit.
+#[allow(dead_code)]
+pub fn index_cmd(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin("index"))
+        .args(args)
+        .arg("-i")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     let out = cmd.output().unwrap();
     assert!(

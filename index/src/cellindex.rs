@@ -200,6 +200,18 @@ impl CellIndex {
     pub fn live(&self) -> usize {
         self.rows.len() - self.n_removed
     }
+
+    /// The ids of the live rows and their exact vectors, row-major (the int8 store reads them
+    /// from disk): what an exact scan, k-means or an export works on.
+    pub fn live_vectors(&self) -> Result<(Vec<usize>, Vec<f32>)> {
+        let ids: Vec<usize> = (0..self.len()).filter(|&i| !self.rows[i].removed).collect();
+        let mut v = Vec::with_capacity(ids.len() * self.model.dim);
+        for &i in &ids {
+            v.extend_from_slice(&self.vector(i)?);
+        }
+        Ok((ids, v))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }

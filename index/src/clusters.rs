@@ -27,13 +27,7 @@ pub struct Clustering {
 /// k-means with `k` clusters over the live cells of `index` (`seed` fixes the seeding).
 pub fn clusters(index: &CellIndex, k: usize, seed: u64) -> Result<Clustering> {
     let dim = index.model().dim;
-    let live: Vec<usize> = (0..index.len())
-        .filter(|&i| !index.rows()[i].removed)
-        .collect();
-    let mut data = Vec::with_capacity(live.len() * dim);
-    for &i in &live {
-        data.extend_from_slice(&index.vector(i)?);
-    }
+    let (live, data) = index.live_vectors()?;
     let assign = kmeans(&data, dim, k.max(1), 100, seed);
     let mut sizes = vec![0; k.max(1)];
     let mut classes: BTreeMap<usize, BTreeMap<String, usize>> = BTreeMap::new();

@@ -250,17 +250,11 @@ pub fn eval(
         )));
     }
     // the gallery: the cells not removed
-    let live: Vec<usize> = (0..index.len())
-        .filter(|&i| !index.rows()[i].removed)
-        .collect();
+    let (live, gallery) = index.live_vectors()?;
     let gl: Vec<String> = live
         .iter()
         .map(|&i| index.rows()[i].class.clone().unwrap_or_default())
         .collect();
-    let mut gallery = Vec::with_capacity(live.len() * index.model().dim);
-    for &i in &live {
-        gallery.extend_from_slice(&index.vector(i)?);
-    }
     let dim = index.model().dim;
     let retrieval = evaluate_unseen(&gallery, &gl, &q, &ql, None, dim, 0);
     Ok(EvalResult {

@@ -299,13 +299,7 @@ pub fn same_cell(index: &CellIndex, sha: &str) -> std::collections::HashSet<usiz
 pub fn recall_at(index: &CellIndex, queries: &[f32], k: usize, ef: Option<usize>) -> Result<f64> {
     let dim = index.model().dim;
     let n = queries.len() / dim;
-    let live: Vec<usize> = (0..index.len())
-        .filter(|&i| !index.rows()[i].removed)
-        .collect();
-    let mut rows = Vec::with_capacity(live.len() * dim);
-    for &i in &live {
-        rows.extend_from_slice(&index.vector(i)?);
-    }
+    let (live, rows) = index.live_vectors()?;
     let mut total = 0.0;
     for q in queries.chunks_exact(dim) {
         let exact: std::collections::HashSet<usize> =
