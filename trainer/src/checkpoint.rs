@@ -367,7 +367,7 @@ mod tests {
         );
         let mut given = run.clone();
         given.lr = 0.01;
-        given.augment.jpeg_prob = 0.0;
+        given.augment.jpeg_prob = 0.5; // the default is 0
         let d = config_differences(&run, &given);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(d.iter().any(|x| x.starts_with("lr: ")), "{d:?}");
