@@ -97,23 +97,13 @@ pub fn query(
         .iter()
         .map(|img| {
             let r = (|| -> Result<(Vec<Hit>, Option<cellspace_core::locate::Location>)> {
-                let bytes = cellspace_core::preprocess::read_image_file(img)?;
-                let sha = cellspace_core::sha256_hex(&bytes);
-                let (v, window) = match crate::ops::indexed_file(index, &sha) {
-                    Some(id) => (
+                let (sha, found) = image_query(index, embedder, img)?;
+                let (v, window) = match found {
+                    Found::Row(id) => (
                         index.vector(id)?.into_owned(),
                         index.rows()[id].window.clone(),
                     ),
-                    None => {
-                        let rgb =
-                            cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
-                                cellspace_core::Error::Image {
-                                    path: img.clone(),
-                                    reason,
-                                }
-                            })?;
-                        embedder.embed_image_located(&rgb)?
-                    }
+                    Found::Embedded(v, window) => (v, window),
                 };
                 let hits = index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)?;
                 Ok((hits, window))
@@ -166,11 +156,25 @@ fn example(index: &CellIndex, embedder: &Embedder, named: &str) -> Result<Exampl
     if let Some(id) = crate::examples::parse_id(named) {
         return Ok(Example::Row(id));
     }
-    let path = Path::new(named);
+    Ok(match image_query(index, embedder, Path::new(named))?.1 {
+        Found::Row(id) => Example::Row(id),
+        Found::Embedded(v, _) => Example::Vector(v),
+    })
+}
+
+/// What an image file is to a query: an indexed file's row, or its embedding (and window).
+enum Found {
+    Row(usize),
+    Embedded(Vec<f32>, Option<cellspace_core::locate::Location>),
+}
+
+/// The file's sha256, and its row when the atlas holds it (answered as indexed, with its
+/// folder's calibration), else the image embedded alone.
+fn image_query(index: &CellIndex, embedder: &Embedder, path: &Path) -> Result<(String, Found)> {
     let bytes = cellspace_core::preprocess::read_image_file(path)?;
     let sha = cellspace_core::sha256_hex(&bytes);
     if let Some(id) = crate::ops::indexed_file(index, &sha) {
-        return Ok(Example::Row(id));
+        return Ok((sha, Found::Row(id)));
     }
     let rgb = cellspace_core::preprocess::decode_rgb(&bytes).map_err(|reason| {
         cellspace_core::Error::Image {
@@ -178,7 +182,8 @@ fn example(index: &CellIndex, embedder: &Embedder, named: &str) -> Result<Exampl
             reason,
         }
     })?;
-    Ok(Example::Vector(embedder.embed_image_located(&rgb)?.0))
+    let (v, window) = embedder.embed_image_located(&rgb)?;
+    Ok((sha, Found::Embedded(v, window)))
 }
 
 /// "More like these, less like those" ([`crate::examples`]): one answer list.
