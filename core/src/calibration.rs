@@ -4,10 +4,10 @@
 //! and a 90th percentile of ~20%, more in a crowded field or a zoomed one with few red cells,
 //! and a window that follows that noise shows the model a cell at the wrong size. The fields of
 //! one folder nearly always come from one microscope, so their median is the microscope's
-//! scale, to a percent or two; each field's window is then sized by that median unless the
-//! field's own measurement is clearly elsewhere (another objective in the same folder), and a
-//! field whose own scale cannot be measured (few red cells at a high power) still gets the
-//! folder's. This is what a lab does when it calibrates a microscope once, done for them.
+//! scale, to a percent or two; each field's window is then sized by that median, a field whose
+//! own scale cannot be measured (few red cells at a high power) still gets the folder's, and
+//! one whose own reading lies far from it is flagged `scale-unlike-folder` (a field from
+//! another objective belongs in its own folder). This is what a lab does when it calibrates a microscope once, done for them.
 //!
 //! The fields measured are spread evenly over the folder's sorted listing, so every shard of
 //! a sharded run measures the same fields and gets the same calibration.
@@ -163,7 +163,7 @@ mod tests {
     }
 
     #[test]
-    fn a_calibrated_folder_sizes_windows_by_its_median_unless_a_field_is_clearly_elsewhere() {
+    fn a_calibrated_folder_sizes_windows_by_its_median_and_flags_a_field_far_from_it() {
         let (pre, cfg) = red_cell_model();
         let img = field(true);
         let own = pre.field_scale(&img).expect("measured");
@@ -171,16 +171,20 @@ mod tests {
             let cal = c.map(|rbc_px| folder(rbc_px, None));
             pre.clone().with_calibration(cal).field_view(&img, &cfg)
         };
-        // within the band of the folder's median: the median
+        // near the folder's median: the median, no flag
         let near = view(Some(own * 1.12));
         assert_eq!(near.rbc_px, Some(own * 1.12));
-        // a field from another objective in the folder: its own
-        let far = view(Some(own * 2.5));
-        assert!(
-            (far.rbc_px.unwrap() / own - 1.0).abs() < 1e-4,
-            "{:?}",
-            far.rbc_px
-        );
+        assert!(!near.flags.contains(&LocateFlag::ScaleUnlikeFolder));
+        // a field reading 2.5x off its folder's: still the folder's (such readings were
+        // nearly all noise), and flagged
+        for ratio in [2.5, 0.4] {
+            let far = view(Some(own * ratio));
+            assert_eq!(far.rbc_px, Some(own * ratio), "{ratio}");
+            assert!(
+                far.flags.contains(&LocateFlag::ScaleUnlikeFolder),
+                "{ratio}"
+            );
+        }
         // no calibration: the field's own against the training band (48 px)
         let alone = view(None);
         assert_eq!(

@@ -29,6 +29,24 @@ pub struct ManifestRow {
     /// `several`, `border`, `cut`); absent when the model looks at the whole field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Location>,
+    /// Which white cell of its field this row is (0 = the largest), when the folder was
+    /// embedded with every cell ([`Cells::All`]) and the field holds several; absent for a
+    /// one-cell image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<u32>,
+}
+
+/// Which white cells of a field become rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Cells {
+    /// The largest stained cell: one row per image (the Kaggle crops hold one).
+    #[default]
+    Largest,
+    /// Every white cell found ([`crate::locate::locate_all_sized`]): one row per cell, with
+    /// its number and box.
+    All,
 }
 
 /// A file that could not be embedded.
@@ -58,6 +76,9 @@ pub struct EmbedState {
     /// None: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<crate::shard::Shard>,
+    /// Which white cells of each field are rows; rows are reused only under the same choice.
+    #[serde(default)]
+    pub cells: Cells,
     /// How the windows were sized.
     #[serde(flatten)]
     pub scale: FolderScale,

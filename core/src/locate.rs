@@ -90,6 +90,11 @@ pub enum LocateFlag {
     ColourOutOfRange,
     /// The red cells are smaller or larger (in pixels) than the model was checked on.
     ScaleOutOfRange,
+    /// The field's own red cells read well away from its folder's calibration (more than
+    /// [`crate::preprocess::UNLIKE_FOLDER`] times): the folder's scale sized the window. Most
+    /// such readings are noise (a crowded or zoomed field); a field from another objective
+    /// belongs in a folder of its own.
+    ScaleUnlikeFolder,
 }
 
 impl LocateFlag {
@@ -104,11 +109,12 @@ impl LocateFlag {
             LocateFlag::NoScale => "no-scale",
             LocateFlag::ColourOutOfRange => "colour-out-of-range",
             LocateFlag::ScaleOutOfRange => "scale-out-of-range",
+            LocateFlag::ScaleUnlikeFolder => "scale-unlike-folder",
         }
     }
 
     /// Every flag, in the order summaries list them.
-    pub const ALL: [LocateFlag; 9] = [
+    pub const ALL: [LocateFlag; 10] = [
         LocateFlag::NoStain,
         LocateFlag::Several,
         LocateFlag::Border,
@@ -118,6 +124,7 @@ impl LocateFlag {
         LocateFlag::NoScale,
         LocateFlag::ColourOutOfRange,
         LocateFlag::ScaleOutOfRange,
+        LocateFlag::ScaleUnlikeFolder,
     ];
 
     /// Flags that say the field is unlike what the model was trained on: its answer may be
@@ -144,6 +151,11 @@ pub struct Location {
     pub side: u32,
     /// Stained area of the chosen region, in source pixels (0 with `no-stain`).
     pub stain_px: u32,
+    /// The white cell's box in field pixels, `[x0, y0, x1, y1]` (exclusive ends): its stained
+    /// region grown by [`CYTOPLASM_MARGIN`] of the window and clipped to the field. Absent
+    /// with `no-stain` and in records written before boxes were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_box: Option<[u32; 4]>,
     /// Red-cell diameter measured in this field, px (absent: not measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbc_px: Option<f32>,
@@ -187,80 +199,165 @@ pub fn locate(img: &RgbImage, cfg: &LocateConfig) -> Location {
 /// window (`cfg.block / cfg.window` of it), so a field at another magnification is searched
 /// at the same detail.
 pub fn locate_sized(img: &RgbImage, cfg: &LocateConfig, side: u32) -> Location {
-    let (w, h) = img.dimensions();
-    let side = side.max(1);
-    let block = ((side as f32 * cfg.block / cfg.window).round() as u32).clamp(1, w.min(h).max(1));
-    let (gw, gh) = (w / block, h / block);
-    let mut score = vec![f32::NEG_INFINITY; (gw * gh) as usize];
-    for by in 0..gh {
-        for bx in 0..gw {
-            let (mut s, mut n) = (0f32, 0u32);
-            for y in by * block..(by + 1) * block {
-                for x in bx * block..(bx + 1) * block {
-                    let p = img.get_pixel(x, y).0;
-                    if p.iter().all(|&c| c < BLACK) {
-                        continue;
+    let grid = StainGrid::new(img, cfg, side);
+    let regions = grid.regions(cfg);
+    let Some(best) = regions.first().filter(|r| r.len() as u32 >= cfg.min_blocks) else {
+        let (w, h) = img.dimensions();
+        let mut loc = grid.window_at(w as f32 / 2.0, h as f32 / 2.0, 0);
+        loc.flags.insert(0, LocateFlag::NoStain);
+        return loc;
+    };
+    let mut loc = grid.location(best);
+    if regions
+        .get(1)
+        .is_some_and(|s| s.len() as f32 >= cfg.second_ratio * best.len() as f32)
+    {
+        loc.flags.insert(0, LocateFlag::Several);
+    }
+    loc
+}
+
+/// Every white cell of a field: one window of `side` pixels per stained region of at least
+/// [`CELL_BLOCKS`] blocks, largest first. A nucleus is a large fraction of a red cell's area
+/// and a platelet a small one: the blocks are a fixed fraction of the window, and the window
+/// a fixed number of red-cell diameters, so the threshold is one in red-cell areas, the same
+/// at every magnification. Empty when the field holds no white cell (a red-cell-only field,
+/// or one whose only stain is platelets).
+pub fn locate_all_sized(img: &RgbImage, cfg: &LocateConfig, side: u32) -> Vec<Location> {
+    let grid = StainGrid::new(img, cfg, side);
+    grid.regions(cfg)
+        .iter()
+        .take_while(|r| r.len() as u32 >= CELL_BLOCKS.max(cfg.min_blocks))
+        .map(|r| grid.location(r))
+        .collect()
+}
+
+/// Stained blocks a region needs to count as a white cell of its own in
+/// [`locate_all_sized`]: a 28-block window side is 2.33 red-cell diameters, so a red cell is
+/// ~110 blocks, the smallest lymphocyte nucleus ~60 and a platelet ~10.
+pub const CELL_BLOCKS: u32 = 40;
+
+/// How far a white cell's box reaches past its stained nucleus and granules, as a fraction of
+/// the window (the cytoplasm's rim).
+pub const CYTOPLASM_MARGIN: f32 = 0.08;
+
+/// A field's mean stain (blue minus green) per square block, and the window side it was
+/// measured for.
+struct StainGrid {
+    score: Vec<f32>,
+    gw: u32,
+    gh: u32,
+    block: u32,
+    side: u32,
+    threshold: f32,
+    size: (u32, u32),
+}
+
+impl StainGrid {
+    fn new(img: &RgbImage, cfg: &LocateConfig, side: u32) -> Self {
+        let (w, h) = img.dimensions();
+        let side = side.max(1);
+        let block =
+            ((side as f32 * cfg.block / cfg.window).round() as u32).clamp(1, w.min(h).max(1));
+        let (gw, gh) = (w / block, h / block);
+        let mut score = vec![f32::NEG_INFINITY; (gw * gh) as usize];
+        for by in 0..gh {
+            for bx in 0..gw {
+                let (mut s, mut n) = (0f32, 0u32);
+                for y in by * block..(by + 1) * block {
+                    for x in bx * block..(bx + 1) * block {
+                        let p = img.get_pixel(x, y).0;
+                        if p.iter().all(|&c| c < BLACK) {
+                            continue;
+                        }
+                        s += p[2] as f32 - p[1] as f32;
+                        n += 1;
                     }
-                    s += p[2] as f32 - p[1] as f32;
-                    n += 1;
+                }
+                // a block that is mostly padding is never stained
+                if n * 2 > block * block {
+                    score[(by * gw + bx) as usize] = s / n as f32;
                 }
             }
-            // a block that is mostly padding is never stained
-            if n * 2 > block * block {
-                score[(by * gw + bx) as usize] = s / n as f32;
-            }
+        }
+        StainGrid {
+            score,
+            gw,
+            gh,
+            block,
+            side,
+            threshold: cfg.stain_threshold,
+            size: (w, h),
         }
     }
-    let stained: Vec<bool> = score.iter().map(|&s| s > cfg.stain_threshold).collect();
-    let regions = regions(
-        &stained,
-        gw as usize,
-        gh as usize,
-        cfg.merge_blocks as usize,
-    );
-    let mut flags = Vec::new();
-    let best = regions.first().filter(|r| r.len() as u32 >= cfg.min_blocks);
-    let (cx, cy, stain_px) = match best {
-        None => {
-            flags.push(LocateFlag::NoStain);
-            (w as f32 / 2.0, h as f32 / 2.0, 0)
-        }
-        Some(r) => {
-            if regions
-                .get(1)
-                .is_some_and(|s| s.len() as f32 >= cfg.second_ratio * r.len() as f32)
-            {
-                flags.push(LocateFlag::Several);
-            }
-            let (mut sx, mut sy, mut sw) = (0f64, 0f64, 0f64);
-            let mut touches = false;
-            for &i in r {
-                let (bx, by) = ((i % gw as usize) as u32, (i / gw as usize) as u32);
-                let wgt = (score[i] - cfg.stain_threshold) as f64;
-                sx += wgt * ((bx * block) as f64 + block as f64 / 2.0);
-                sy += wgt * ((by * block) as f64 + block as f64 / 2.0);
-                sw += wgt;
-                touches |= bx == 0 || by == 0 || bx + 1 == gw || by + 1 == gh;
-            }
-            if touches {
-                flags.push(LocateFlag::Cut);
-            }
-            let area = r.len() as u32 * block * block;
-            ((sx / sw) as f32, (sy / sw) as f32, area)
-        }
-    };
-    let x = (cx - side as f32 / 2.0).round() as i32;
-    let y = (cy - side as f32 / 2.0).round() as i32;
-    if x < 0 || y < 0 || x + side as i32 > w as i32 || y + side as i32 > h as i32 {
-        flags.push(LocateFlag::Border);
+
+    /// The stained regions, largest first.
+    fn regions(&self, cfg: &LocateConfig) -> Vec<Vec<usize>> {
+        let stained: Vec<bool> = self.score.iter().map(|&s| s > self.threshold).collect();
+        regions(
+            &stained,
+            self.gw as usize,
+            self.gh as usize,
+            cfg.merge_blocks as usize,
+        )
     }
-    Location {
-        x,
-        y,
-        side,
-        stain_px,
-        rbc_px: None,
-        flags,
+
+    /// The window centred on a region's stain-weighted centre, flagged `cut` when the region
+    /// touches the field's edge.
+    fn location(&self, region: &[usize]) -> Location {
+        let (gw, block) = (self.gw, self.block);
+        let (mut sx, mut sy, mut sw) = (0f64, 0f64, 0f64);
+        let mut touches = false;
+        let mut extent = [u32::MAX, u32::MAX, 0, 0];
+        for &i in region {
+            let (bx, by) = ((i % gw as usize) as u32, (i / gw as usize) as u32);
+            extent = [
+                extent[0].min(bx),
+                extent[1].min(by),
+                extent[2].max(bx + 1),
+                extent[3].max(by + 1),
+            ];
+            let wgt = (self.score[i] - self.threshold) as f64;
+            sx += wgt * ((bx * block) as f64 + block as f64 / 2.0);
+            sy += wgt * ((by * block) as f64 + block as f64 / 2.0);
+            sw += wgt;
+            touches |= bx == 0 || by == 0 || bx + 1 == gw || by + 1 == self.gh;
+        }
+        let area = region.len() as u32 * block * block;
+        let mut loc = self.window_at((sx / sw) as f32, (sy / sw) as f32, area);
+        if touches {
+            loc.flags.insert(0, LocateFlag::Cut);
+        }
+        let grow = (CYTOPLASM_MARGIN * self.side as f32).round() as u32;
+        let (w, h) = self.size;
+        loc.cell_box = Some([
+            (extent[0] * block).saturating_sub(grow),
+            (extent[1] * block).saturating_sub(grow),
+            (extent[2] * block + grow).min(w),
+            (extent[3] * block + grow).min(h),
+        ]);
+        loc
+    }
+
+    /// The window centred on `(cx, cy)`, flagged `border` when it reaches past the field.
+    fn window_at(&self, cx: f32, cy: f32, stain_px: u32) -> Location {
+        let (w, h) = self.size;
+        let side = self.side;
+        let x = (cx - side as f32 / 2.0).round() as i32;
+        let y = (cy - side as f32 / 2.0).round() as i32;
+        let mut flags = Vec::new();
+        if x < 0 || y < 0 || x + side as i32 > w as i32 || y + side as i32 > h as i32 {
+            flags.push(LocateFlag::Border);
+        }
+        Location {
+            x,
+            y,
+            side,
+            stain_px,
+            cell_box: None,
+            rbc_px: None,
+            flags,
+        }
     }
 }
 
@@ -359,6 +456,52 @@ mod tests {
         let loc = locate(&two, &LocateConfig::default());
         assert!(loc.has(LocateFlag::Several), "{loc:?}");
         assert!((loc.x + 56 - 60).abs() <= 4, "{loc:?}");
+    }
+
+    #[test]
+    fn every_white_cell_is_found_with_its_box_and_platelets_are_not_cells() {
+        // two nuclei (radius 20 and 17: 0.8 and 0.7 of a 48 px red cell) and three platelets (radius 3) on red cells
+        let img = field(
+            320,
+            240,
+            &[
+                (70, 80, 20),
+                (240, 160, 17),
+                (160, 40, 3),
+                (30, 200, 3),
+                (200, 60, 3),
+            ],
+        );
+        let cfg = LocateConfig::default();
+        let cells = locate_all_sized(&img, &cfg, 112);
+        assert_eq!(cells.len(), 2, "{cells:?}");
+        let grow = (CYTOPLASM_MARGIN * 112.0).round() as i64;
+        for (loc, (cx, cy, r)) in cells.iter().zip([(70i64, 80i64, 20i64), (240, 160, 17)]) {
+            let [x0, y0, x1, y1] = loc.cell_box.expect("a box").map(i64::from);
+            // the box holds the nucleus, grown by the cytoplasm margin (within a block)
+            for (got, want) in [
+                (x0, cx - r - grow),
+                (y0, cy - r - grow),
+                (x1, cx + r + grow),
+                (y1, cy + r + grow),
+            ] {
+                assert!((got - want).abs() <= 6, "{loc:?}: {got} vs {want}");
+            }
+            assert!(!loc.has(LocateFlag::Several), "{loc:?}");
+        }
+        // the one-cell locator still takes the largest and flags the second
+        let one = locate_sized(&img, &cfg, 112);
+        assert!(
+            one.has(LocateFlag::Several) && (one.x + 56 - 70).abs() <= 4,
+            "{one:?}"
+        );
+        // platelets alone, or red cells alone: no white cell
+        let platelets = field(320, 240, &[(160, 40, 3), (30, 200, 3), (200, 60, 4)]);
+        assert!(locate_all_sized(&platelets, &cfg, 112).is_empty());
+        assert!(locate_all_sized(&field(320, 240, &[]), &cfg, 112).is_empty());
+        // the same field at twice the magnification: the same cells
+        let big = image::imageops::resize(&img, 640, 480, image::imageops::FilterType::Triangle);
+        assert_eq!(locate_all_sized(&big, &cfg, 224).len(), 2);
     }
 
     #[test]

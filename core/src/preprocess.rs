@@ -9,7 +9,7 @@ pub use crate::decode::{
     read_image_file,
 };
 use crate::field::FieldProblem;
-use crate::locate::{LocateConfig, LocateFlag, Location, crop, locate_sized};
+use crate::locate::{LocateConfig, LocateFlag, Location, crop, locate_all_sized, locate_sized};
 use crate::standardise::{ColourStandard, Method};
 use image::{RgbImage, imageops::FilterType};
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,20 @@ pub struct FieldView {
     pub image: RgbImage,
     pub rbc_px: Option<f32>,
     pub flags: Vec<LocateFlag>,
+}
+
+/// How far (as a ratio, either way) a field's own red-cell reading may lie from its folder's
+/// calibration before the field is flagged `scale-unlike-folder`: past the training band's
+/// outer edge (1.2², where a field alone would be sized by its own reading).
+pub const UNLIKE_FOLDER: f32 = 1.44;
+
+impl FieldView {
+    /// A window located in this view, carrying the field's scale and flags.
+    fn own(&self, mut loc: Location) -> Location {
+        loc.rbc_px = self.rbc_px;
+        loc.flags.extend(self.flags.iter().copied());
+        loc
+    }
 }
 
 impl Preprocess {
@@ -158,24 +172,69 @@ impl Preprocess {
         match &self.resize {
             ResizeRule::CenterSquareBilinear => (center_square(img), None),
             ResizeRule::CellWindow(cfg) => {
-                let view = self.field_view(img, cfg);
-                let short = img.width().min(img.height()).max(1) as f32;
-                let side = match (cfg.window_rbc, view.rbc_px) {
-                    (Some(k), Some(d)) => k * d,
-                    _ => cfg.window * short,
-                };
-                let mut loc = locate_sized(&view.image, cfg, side.round().max(1.0) as u32);
-                loc.rbc_px = view.rbc_px;
-                loc.flags.extend(view.flags);
+                let (view, side) = self.sized_view(img, cfg);
+                let loc = locate_sized(&view.image, cfg, side);
+                let loc = view.own(loc);
                 (crop(&view.image, &loc), Some(loc))
             }
         }
     }
 
+    /// Every white cell's window in the field ([`crate::locate::locate_all_sized`]), largest
+    /// first, each as [`Preprocess::window`] gives the one; empty when the field holds no
+    /// white cell. The centre-square rule gives its one window.
+    pub fn windows_all(&self, img: &RgbImage) -> Vec<(RgbImage, Option<Location>)> {
+        match &self.resize {
+            ResizeRule::CenterSquareBilinear => vec![(center_square(img), None)],
+            ResizeRule::CellWindow(cfg) => {
+                let (view, side) = self.sized_view(img, cfg);
+                locate_all_sized(&view.image, cfg, side)
+                    .into_iter()
+                    .map(|loc| {
+                        let loc = view.own(loc);
+                        (crop(&view.image, &loc), Some(loc))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// [`Preprocess::prepare_located`] for every white cell of the field
+    /// ([`Preprocess::windows_all`]), largest first. A field with one cell, or none found,
+    /// gives exactly the one input [`Preprocess::prepare_located`] gives, so a one-cell image
+    /// is prepared as it always was and a field without a clear cell still gets a window.
+    pub fn prepare_cells(&self, img: &RgbImage) -> Vec<(Vec<f32>, Option<Location>)> {
+        let ResizeRule::CellWindow(cfg) = &self.resize else {
+            return vec![self.prepare_located(img)];
+        };
+        let (view, side) = self.sized_view(img, cfg);
+        let mut locs = locate_all_sized(&view.image, cfg, side);
+        if locs.len() <= 1 {
+            locs = vec![locate_sized(&view.image, cfg, side)];
+        }
+        locs.into_iter()
+            .map(|loc| {
+                let loc = view.own(loc);
+                let window = crop(&view.image, &loc);
+                (self.normalize(&self.resize_window(window)), Some(loc))
+            })
+            .collect()
+    }
+
+    /// The field's view ([`Preprocess::field_view`]) and the window side in its pixels.
+    fn sized_view(&self, img: &RgbImage, cfg: &LocateConfig) -> (FieldView, u32) {
+        let view = self.field_view(img, cfg);
+        let short = img.width().min(img.height()).max(1) as f32;
+        let side = match (cfg.window_rbc, view.rbc_px) {
+            (Some(k), Some(d)) => k * d,
+            _ => cfg.window * short,
+        };
+        (view, side.round().max(1.0) as u32)
+    }
+
     /// Standardise a field's colour and measure its red-cell scale, as `cfg` asks; a model
-    /// without either gets the field as it is. The scale is the field's own, settled against
-    /// the folder's [`Calibration`] when there is one (else against the training fields'
-    /// band), or the calibration's alone when the field's cannot be measured.
+    /// without either gets the field as it is. The scale is the folder's [`Calibration`] when
+    /// there is one, else the field's own settled against the training fields' band.
     pub fn field_view(&self, img: &RgbImage, cfg: &LocateConfig) -> FieldView {
         if self.colour.is_none() && cfg.window_rbc.is_none() {
             return FieldView {
@@ -202,6 +261,11 @@ impl Preprocess {
                 }
                 Some(_) => {}
             }
+            let unlike =
+                |(d, c): (f32, &Calibration)| (d / c.rbc_px).ln().abs() > UNLIKE_FOLDER.ln();
+            if own.zip(self.calibration.as_ref()).is_some_and(unlike) {
+                flags.push(LocateFlag::ScaleUnlikeFolder);
+            }
         }
         FieldView {
             image,
@@ -222,25 +286,22 @@ impl Preprocess {
         raw_scale(&image, anchors.as_ref(), cfg)
     }
 
-    /// The diameter a window is sized by, from the field's own measurement `d`: within the
-    /// band of the folder's calibration, the calibration (a median over many fields, far less
-    /// noisy than one field); without a calibration, the training band; beyond the band, the
-    /// field's own (a field from another objective in the same folder).
-    /// A field whose own measurement lies outside what the model was trained and checked on
-    /// takes its calibrated folder's instead (a blurred or half-resolution field's red cells
-    /// read 5x too large in some; such a field is flagged `scale-out-of-range` either way).
+    /// The diameter a window is sized by, from the field's own measurement `d`. In a calibrated
+    /// folder, the calibration (a median over many fields, far less noisy than one field);
+    /// without one, the training band (see [`crate::scale::Band`]); the calibration alone
+    /// when the field's own cannot be measured.
+    ///
+    /// A calibrated folder's field is not sized by its own reading even when that lies far
+    /// from the folder's: measured under the robustness protocol, such readings were nearly
+    /// all noise (a third of the windows of a 2x-magnified folder, and one real BCCD field
+    /// with clumped red cells, read at half or twice the scale), and following them cost more
+    /// than the rare field from another objective gains. Those fields are flagged
+    /// (`scale-unlike-folder`, see [`Preprocess::field_view`]).
     fn settle(&self, d: Option<f32>, cfg: &LocateConfig) -> Option<f32> {
         match (d, &self.calibration) {
-            (Some(d), Some(c)) if beyond_range(cfg, d) => Some(c.rbc_px),
-            (Some(d), Some(c)) => Some(
-                crate::scale::Band {
-                    reference_px: c.rbc_px,
-                    ratio: cfg.rbc_band.map_or(1.0, |b| b.ratio),
-                }
-                .settle(d),
-            ),
+            (_, Some(c)) => Some(c.rbc_px),
             (Some(d), None) => Some(cfg.rbc_band.map_or(d, |b| b.settle(d))),
-            (None, c) => c.as_ref().map(|c| c.rbc_px),
+            (None, None) => None,
         }
     }
 

@@ -110,6 +110,17 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
                 ),
             ));
         }
+        if e.state.cells != e0.state.cells {
+            return Err(refuse(
+                d,
+                format!(
+                    "embedded with --cells {:?}, but {} with --cells {:?}: embed every shard alike",
+                    e.state.cells,
+                    first.display(),
+                    e0.state.cells
+                ),
+            ));
+        }
         if !e.state.scale.compatible(&e0.state.scale) {
             return Err(refuse(
                 d,
@@ -173,8 +184,11 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
             }
         }
     }
-    all.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    if let Some(w) = all.windows(2).find(|w| w[0].0.path == w[1].0.path) {
+    all.sort_by(|a, b| (&a.0.path, a.0.cell).cmp(&(&b.0.path, b.0.cell)));
+    if let Some(w) = all
+        .windows(2)
+        .find(|w| w[0].0.path == w[1].0.path && w[0].2 != w[1].2)
+    {
         return Err(refuse(
             w[1].2,
             format!(

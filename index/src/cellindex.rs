@@ -66,6 +66,10 @@ pub struct Row {
     /// The window around the white cell that was embedded (None: the whole field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<cellspace_core::locate::Location>,
+    /// Which white cell of its field the row is (0 = the largest), for a field embedded
+    /// with every cell (`runtime embed --cells all`) that holds several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<u32>,
     /// Any fields from a metadata sidecar (slide, patient, stain, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
@@ -75,9 +79,10 @@ pub struct Row {
 }
 
 impl Row {
-    /// What makes two rows the same cell: its source group where known, else its content.
-    pub fn cell_key(&self) -> &str {
-        self.group.as_deref().unwrap_or(&self.sha256)
+    /// What makes two rows the same cell: its source group where known, else its content,
+    /// and which cell of the field it is (the cells of one field are different cells).
+    pub fn cell_key(&self) -> (&str, Option<u32>) {
+        (self.group.as_deref().unwrap_or(&self.sha256), self.cell)
     }
 
     /// A field by name, for filters: `class`, `group`, `path`, `sha256`, else a sidecar field.

@@ -97,7 +97,7 @@ pub fn classify(index: &CellIndex, labels: &Labels, k: usize) -> Result<Classifi
         classes.push(class.clone());
         label_of.insert(*id, class.as_str());
     }
-    let keys: Vec<&str> = labels
+    let keys: Vec<(&str, Option<u32>)> = labels
         .ids
         .iter()
         .map(|(id, _)| index.rows()[*id].cell_key())

@@ -67,6 +67,10 @@ pub fn open_with_model(
 #[derive(Debug, Serialize)]
 pub struct QueryResult {
     pub image: String,
+    /// Which white cell of a field with several this list answers (1-based, largest first),
+    /// and how many the field holds; absent for a one-cell image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<CellOf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The window that was embedded: where, the red-cell scale, and its flags.
@@ -79,12 +83,20 @@ pub struct QueryResult {
     pub neighbours: Vec<Hit>,
 }
 
+/// A cell's place among the white cells of its field.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CellOf {
+    pub cell: usize,
+    pub of: usize,
+}
+
 /// The warning a query's window flags call for, if any.
 pub fn out_of_range_warning(window: Option<&cellspace_core::locate::Location>) -> Option<String> {
     window?.out_of_range_warning()
 }
 
-/// Search the index for each image.
+/// Search the index for each image: one answer list per white cell found in it (one for a
+/// one-cell image, or for an indexed file, which is answered as its row).
 pub fn query(
     index: &CellIndex,
     embedder: &Embedder,
@@ -95,36 +107,65 @@ pub fn query(
 ) -> Vec<QueryResult> {
     images
         .iter()
-        .map(|img| {
-            let r = (|| -> Result<(Vec<Hit>, Option<cellspace_core::locate::Location>)> {
-                let (sha, found) = image_query(index, embedder, img)?;
-                let (v, window) = match found {
-                    Found::Row(id) => (
-                        index.vector(id)?.into_owned(),
-                        index.rows()[id].window.clone(),
-                    ),
-                    Found::Embedded(v, window) => (v, window),
-                };
-                let hits = index.search(&v, &filter.for_query(index, Some(&sha)), k, ef)?;
-                Ok((hits, window))
-            })();
-            match r {
-                Ok((neighbours, window)) => QueryResult {
-                    image: img.display().to_string(),
-                    error: None,
-                    warning: out_of_range_warning(window.as_ref()),
-                    window,
-                    neighbours,
-                },
-                Err(e) => QueryResult {
-                    image: img.display().to_string(),
+        .flat_map(|img| {
+            let image = img.display().to_string();
+            match answer_cells(index, embedder, img, k, ef, filter) {
+                Ok(cells) => {
+                    let of = cells.len();
+                    cells
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (neighbours, window))| QueryResult {
+                            image: image.clone(),
+                            cell: (of > 1).then_some(CellOf { cell: i + 1, of }),
+                            error: None,
+                            warning: out_of_range_warning(window.as_ref()),
+                            window,
+                            neighbours,
+                        })
+                        .collect()
+                }
+                Err(e) => vec![QueryResult {
+                    image,
+                    cell: None,
                     error: Some(e.to_string()),
                     window: None,
                     warning: None,
                     neighbours: Vec::new(),
-                },
+                }],
             }
         })
+        .collect()
+}
+
+/// The neighbours and window of each cell of one query image.
+type CellAnswers = Vec<(Vec<Hit>, Option<cellspace_core::locate::Location>)>;
+
+fn answer_cells(
+    index: &CellIndex,
+    embedder: &Embedder,
+    img: &Path,
+    k: usize,
+    ef: Option<usize>,
+    filter: &QueryFilter,
+) -> Result<CellAnswers> {
+    let (sha, found) = image_query(index, embedder, img)?;
+    let cells = match found {
+        Found::Row(_) => crate::ops::indexed_cells(index, &sha)
+            .into_iter()
+            .map(|id| {
+                Ok((
+                    index.vector(id)?.into_owned(),
+                    index.rows()[id].window.clone(),
+                ))
+            })
+            .collect::<Result<_>>()?,
+        Found::Embedded(cells) => cells,
+    };
+    let filter = filter.for_query(index, Some(&sha));
+    cells
+        .into_iter()
+        .map(|(v, window)| Ok((index.search(&v, &filter, k, ef)?, window)))
         .collect()
 }
 
@@ -158,14 +199,16 @@ fn example(index: &CellIndex, embedder: &Embedder, named: &str) -> Result<Exampl
     }
     Ok(match image_query(index, embedder, Path::new(named))?.1 {
         Found::Row(id) => Example::Row(id),
-        Found::Embedded(v, _) => Example::Vector(v),
+        // a field of several cells is an example by its largest
+        Found::Embedded(mut cells) => Example::Vector(cells.swap_remove(0).0),
     })
 }
 
-/// What an image file is to a query: an indexed file's row, or its embedding (and window).
+/// What an image file is to a query: an indexed file's row, or the embedding and window of
+/// each white cell found in it (at least one, the largest first).
 enum Found {
     Row(usize),
-    Embedded(Vec<f32>, Option<cellspace_core::locate::Location>),
+    Embedded(Vec<(Vec<f32>, Option<cellspace_core::locate::Location>)>),
 }
 
 /// The file's sha256, and its row when the atlas holds it (answered as indexed, with its
@@ -182,8 +225,7 @@ fn image_query(index: &CellIndex, embedder: &Embedder, path: &Path) -> Result<(S
             reason,
         }
     })?;
-    let (v, window) = embedder.embed_image_located(&rgb)?;
-    Ok((sha, Found::Embedded(v, window)))
+    Ok((sha, Found::Embedded(embedder.embed_image_cells(&rgb)?)))
 }
 
 /// "More like these, less like those" ([`crate::examples`]): one answer list.
@@ -208,6 +250,7 @@ pub fn query_examples(
     };
     QueryResult {
         image: q.name(),
+        cell: None,
         error,
         window: None,
         warning: None,

@@ -37,6 +37,7 @@ fn rows_of(emb: &Embeddings, source: &EmbeddingsSource) -> Result<(Vec<Row>, Opt
                 (None, None) => None,
             },
             window: r.window.clone(),
+            cell: r.cell,
             ..Default::default()
         })
         .collect();
@@ -273,6 +274,16 @@ pub fn indexed_file(index: &CellIndex, sha: &str) -> Option<usize> {
         .rows()
         .iter()
         .position(|r| !r.removed && r.sha256 == sha)
+}
+
+/// Every live row of an indexed file (one per white cell of a field embedded with every
+/// cell), in the field's cell order.
+pub fn indexed_cells(index: &CellIndex, sha: &str) -> Vec<usize> {
+    let mut ids: Vec<usize> = (0..index.rows().len())
+        .filter(|&i| !index.rows()[i].removed && index.rows()[i].sha256 == sha)
+        .collect();
+    ids.sort_by_key(|&i| index.rows()[i].cell);
+    ids
 }
 
 /// Ids of the rows that are the same cell as an indexed file with content hash `sha`: its

@@ -259,6 +259,21 @@ impl Embedder {
         Ok((self.embed_prepared(&input, 1)?, loc))
     }
 
+    /// Every white cell of one decoded image, largest first, each embedded with its window
+    /// ([`cellspace_core::preprocess::Preprocess::windows_all`]). A field with one cell, or
+    /// none found, gives exactly what [`Embedder::embed_image_located`] gives, so a one-cell
+    /// image behaves as it always did and a field without a clear cell is still answered.
+    pub fn embed_image_cells(&self, img: &RgbImage) -> Result<Vec<(Vec<f32>, Option<Location>)>> {
+        let cells = self.card.preprocess.prepare_cells(img);
+        let flat: Vec<f32> = cells.iter().flat_map(|(v, _)| v.iter().copied()).collect();
+        let data = self.embed_prepared(&flat, cells.len())?;
+        Ok(data
+            .chunks(self.dim())
+            .map(<[f32]>::to_vec)
+            .zip(cells.into_iter().map(|(_, loc)| loc))
+            .collect())
+    }
+
     /// Embed many files; each result is the embedding or the reason the file failed.
     /// Decoding of batch k+1 overlaps inference of batch k; `progress` gets each batch's size.
     pub fn embed_paths(
@@ -302,20 +317,40 @@ impl Embedder {
         &self,
         pre: &Preprocess,
         paths: &[PathBuf],
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Vec<Located> {
+        self.embed_paths_cells(pre, paths, false, progress)
+            .into_iter()
+            .map(|r| r.map(|mut cells| cells.swap_remove(0)))
+            .collect()
+    }
+
+    /// [`Embedder::embed_paths_as`] with every white cell of each file (`all`, see
+    /// [`Preprocess::prepare_cells`]: at least one per file, the largest first), or each
+    /// file's one window.
+    pub fn embed_paths_cells(
+        &self,
+        pre: &Preprocess,
+        paths: &[PathBuf],
+        all: bool,
+        mut progress: impl FnMut(usize),
+    ) -> Vec<LocatedCells> {
         debug_assert_eq!(pre.fingerprint(), self.card.preprocess.fingerprint());
-        let mut results: Vec<Located> = Vec::with_capacity(paths.len());
+        type Prepared = Result<Vec<(Vec<f32>, Option<Location>)>, String>;
+        let mut results: Vec<LocatedCells> = Vec::with_capacity(paths.len());
         std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Located>>(1);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
             scope.spawn(move || {
                 for chunk in paths.chunks(self.batch_size) {
-                    let prepared: Vec<Located> = chunk
+                    let prepared: Vec<Prepared> = chunk
                         .par_iter()
                         .map(|p| {
-                            load_rgb(p)
-                                .map(|img| pre.prepare_located(&img))
-                                .map_err(|e| e.to_string())
+                            let img = load_rgb(p).map_err(|e| e.to_string())?;
+                            Ok(if all {
+                                pre.prepare_cells(&img)
+                            } else {
+                                vec![pre.prepare_located(&img)]
+                            })
                         })
                         .collect();
                     if tx.send(prepared).is_err() {
@@ -324,12 +359,9 @@ impl Embedder {
                 }
             });
             for prepared in rx {
-                let n_ok = prepared.iter().filter(|r| r.is_ok()).count();
-                let flat: Vec<f32> = prepared
-                    .iter()
-                    .filter_map(|r| r.as_ref().ok())
-                    .flat_map(|(v, _)| v.iter().copied())
-                    .collect();
+                let ok = prepared.iter().filter_map(|r| r.as_ref().ok()).flatten();
+                let n_ok = ok.clone().count();
+                let flat: Vec<f32> = ok.flat_map(|(v, _)| v.iter().copied()).collect();
                 let batch = if n_ok > 0 {
                     self.embed_prepared(&flat, n_ok)
                 } else {
@@ -340,8 +372,15 @@ impl Embedder {
                     Ok(emb) => {
                         let mut rows = emb.chunks_exact(self.dim().max(1));
                         for r in prepared {
-                            results.push(r.map(|(_, loc)| {
-                                (rows.next().map(<[f32]>::to_vec).unwrap_or_default(), loc)
+                            results.push(r.map(|cells| {
+                                cells
+                                    .into_iter()
+                                    .map(|(_, loc)| {
+                                        let v =
+                                            rows.next().map(<[f32]>::to_vec).unwrap_or_default();
+                                        (v, loc)
+                                    })
+                                    .collect()
                             }));
                         }
                     }
@@ -358,6 +397,9 @@ impl Embedder {
 
 /// One file's embedding and where its white cell was found, or why the file failed.
 pub type Located = Result<(Vec<f32>, Option<Location>), String>;
+
+/// Every white cell's embedding and window in one file (at least one), or why it failed.
+pub type LocatedCells = Result<Vec<(Vec<f32>, Option<Location>)>, String>;
 
 fn build_session(
     env: &ort::environment::Environment,

@@ -8,7 +8,6 @@ pub use cellspace_core::shard::Shard;
 
 use crate::{Embedder, Error, Result};
 use cellspace_core::dataset::list_images;
-use cellspace_core::locate::Location;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -24,6 +23,8 @@ pub struct EmbedSummary {
     pub out_dir: PathBuf,
     pub total: usize,
     pub embedded: usize,
+    /// Rows written: one per image, or one per white cell with [`Cells::All`].
+    pub rows: usize,
     /// Unchanged files whose previous rows were reused.
     pub reused: usize,
     pub failed: usize,
@@ -43,16 +44,18 @@ pub fn embed_dir(
     out: &Path,
     show_progress: bool,
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
-    embed_shard(emb, root, out, show_progress, None)
+    embed_shard(emb, root, out, show_progress, None, Cells::Largest)
 }
 
-/// [`embed_dir`] of one shard of the images ([`Shard::contains`]), or all with None.
+/// [`embed_dir`] of one shard of the images ([`Shard::contains`]), or all with None, with
+/// one row per image or per white cell (`cells`).
 pub fn embed_shard(
     emb: &Embedder,
     root: &Path,
     out: &Path,
     show_progress: bool,
     shard: Option<Shard>,
+    cells: Cells,
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
     let started = Instant::now();
     // the folder is identified by its canonical path, never by how it was typed
@@ -91,24 +94,26 @@ pub fn embed_shard(
         }
         r => r,
     };
-    type Previous = HashMap<(String, String), (Vec<f32>, Option<Location>)>;
-    let previous: Previous = match loaded {
+    // each file's rows (one per cell) in order
+    type Previous = HashMap<(String, String), Vec<(Vec<f32>, ManifestRow)>>;
+    let mut previous: Previous = HashMap::new();
+    match loaded {
         Ok(prev)
             if prev.state.model_sha256 == emb.card().onnx_sha256
                 && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint()
-                && prev.state.scale.compatible(&scale) =>
+                && prev.state.scale.compatible(&scale)
+                && prev.state.cells == cells =>
         {
-            prev.rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let key = (r.path.clone(), r.sha256.clone());
-                    (key, (prev.row(i).to_vec(), r.window.clone()))
-                })
-                .collect()
+            for (i, r) in prev.rows.iter().enumerate() {
+                let key = (r.path.clone(), r.sha256.clone());
+                previous
+                    .entry(key)
+                    .or_default()
+                    .push((prev.row(i).to_vec(), r.clone()));
+            }
         }
-        _ => HashMap::new(),
-    };
+        _ => {}
+    }
     let hashed: Vec<std::result::Result<ManifestRow, String>> = entries
         .par_iter()
         .map(|e| {
@@ -120,10 +125,12 @@ pub fn embed_shard(
                 size: bytes.len() as u64,
                 sha256: cellspace_core::sha256_hex(&bytes),
                 window: None,
+                cell: None,
             })
         })
         .collect();
     let mut done: Vec<(ManifestRow, Vec<f32>)> = Vec::new();
+    let mut reused = 0usize;
     let mut todo: Vec<(ManifestRow, PathBuf)> = Vec::new();
     for (e, h) in entries.iter().zip(hashed) {
         match h {
@@ -131,19 +138,22 @@ pub fn embed_shard(
                 path: e.rel.clone(),
                 reason,
             }),
-            Ok(row) => match previous.get(&(row.path.clone(), row.sha256.clone())) {
-                Some((v, window)) => done.push((
-                    ManifestRow {
-                        window: window.clone(),
-                        ..row
-                    },
-                    v.clone(),
-                )),
+            Ok(row) => match previous.remove(&(row.path.clone(), row.sha256.clone())) {
+                Some(rows) => {
+                    reused += 1;
+                    done.extend(rows.into_iter().map(|(v, r)| {
+                        let row = ManifestRow {
+                            window: r.window,
+                            cell: r.cell,
+                            ..row.clone()
+                        };
+                        (row, v)
+                    }))
+                }
                 None => todo.push((row, e.path.clone())),
             },
         }
     }
-    let reused = done.len();
     let bar = if show_progress {
         ProgressBar::new(todo.len() as u64)
     } else {
@@ -158,16 +168,21 @@ pub fn embed_shard(
     let mut embedded = 0usize;
     for chunk in todo.chunks(SAVE_EVERY) {
         let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
-        let results = emb.embed_paths_as(&pre, &paths, |n| bar.inc(n as u64));
+        let all = cells == Cells::All;
+        let results = emb.embed_paths_cells(&pre, &paths, all, |n| bar.inc(n as u64));
         for ((row, _), r) in chunk.iter().zip(results) {
             match r {
-                Ok((v, window)) => {
+                Ok(found) => {
                     embedded += 1;
-                    let row = ManifestRow {
-                        window,
-                        ..row.clone()
-                    };
-                    done.push((row, v));
+                    let several = found.len() > 1;
+                    done.extend(found.into_iter().enumerate().map(|(i, (v, window))| {
+                        let row = ManifestRow {
+                            window,
+                            cell: several.then_some(i as u32),
+                            ..row.clone()
+                        };
+                        (row, v)
+                    }));
                 }
                 Err(reason) => failures.push(Failure {
                     path: row.path.clone(),
@@ -181,7 +196,7 @@ pub fn embed_shard(
             out,
             &mut done,
             &failures,
-            (false, shard),
+            (false, shard, cells),
         )?;
     }
     bar.finish_and_clear();
@@ -191,7 +206,7 @@ pub fn embed_shard(
         out,
         &mut done,
         &failures,
-        (true, shard),
+        (true, shard, cells),
     )?;
     let secs = infer_start.elapsed().as_secs_f64();
     let mut flagged = std::collections::BTreeMap::new();
@@ -204,6 +219,7 @@ pub fn embed_shard(
         out_dir: out.to_path_buf(),
         total: entries.len(),
         embedded,
+        rows: done.len(),
         reused,
         failed: failures.len(),
         flagged,
@@ -230,9 +246,9 @@ fn write_outputs(
     out: &Path,
     done: &mut [(ManifestRow, Vec<f32>)],
     failures: &[Failure],
-    (complete, shard): (bool, Option<Shard>),
+    (complete, shard, cells): (bool, Option<Shard>, Cells),
 ) -> Result<()> {
-    done.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    done.sort_by(|a, b| (&a.0.path, a.0.cell).cmp(&(&b.0.path, b.0.cell)));
     let rows: Vec<ManifestRow> = done.iter().map(|(r, _)| r.clone()).collect();
     let data: Vec<f32> = done.iter().flat_map(|(_, v)| v.iter().copied()).collect();
     let state = EmbedState {
@@ -247,6 +263,7 @@ fn write_outputs(
         complete,
         shard,
         scale: scale.clone(),
+        cells,
     };
     save_folder(out, &rows, &data, failures, &state).map_err(|e| match e {
         cellspace_core::Error::Io { path, err } if err.raw_os_error() == Some(28) => {

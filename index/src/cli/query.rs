@@ -100,7 +100,17 @@ fn as_text(results: &[embed::QueryResult]) -> Result<String> {
     use std::fmt::Write;
     let mut text = String::new();
     for r in results {
-        writeln!(text, "{}", shown(&r.image))?;
+        match (&r.cell, r.window.as_ref().and_then(|w| w.cell_box)) {
+            (Some(c), Some([x0, y0, x1, y1])) => writeln!(
+                text,
+                "{} cell {} of {} (box {x0},{y0} to {x1},{y1})",
+                shown(&r.image),
+                c.cell,
+                c.of
+            )?,
+            (Some(c), None) => writeln!(text, "{} cell {} of {}", shown(&r.image), c.cell, c.of)?,
+            (None, _) => writeln!(text, "{}", shown(&r.image))?,
+        }
         if let Some(e) = &r.error {
             writeln!(text, "  error: {}", shown(&e.to_string()))?;
         }

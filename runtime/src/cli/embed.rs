@@ -22,6 +22,11 @@ pub struct EmbedArgs {
     /// DIR.shard-I-of-N.embeddings); `runtime merge` puts the shards together.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<cellspace_core::shard::Shard>,
+    /// Which white cells of each field become rows: the largest (one row per image), or
+    /// all of them (one row per cell, with its number and box; a one-cell image is one row
+    /// as before).
+    #[arg(long, value_enum, default_value_t = cellspace_core::embeddings::Cells::Largest)]
+    pub cells: cellspace_core::embeddings::Cells,
 }
 
 /// Run `runtime embed`.
@@ -32,13 +37,14 @@ pub fn embed(args: EmbedArgs) -> Result<u8> {
         model,
         json,
         shard,
+        cells,
     } = args;
     let e = load(&model)?;
     let out = out.unwrap_or_else(|| match shard {
         Some(s) => runtime::folder::default_shard_out(&dir, s),
         None => runtime::folder::default_out(&dir),
     });
-    let (s, failures) = runtime::folder::embed_shard(&e, &dir, &out, !json, shard)?;
+    let (s, failures) = runtime::folder::embed_shard(&e, &dir, &out, !json, shard, cells)?;
     for f in &failures {
         eprintln!(
             "failed: {}: {}",
@@ -55,9 +61,15 @@ pub fn embed(args: EmbedArgs) -> Result<u8> {
         s.provider,
         s.out_dir.display()
     );
+    if s.rows != s.embedded + s.reused {
+        eprintln!(
+            "{} rows: every white cell of each field (manifest `cell`, `window.cell_box`)",
+            s.rows
+        );
+    }
     if let Some(c) = &s.scale.calibration {
         eprintln!(
-            "red-cell scale of the folder: {:.1} px (median of {} of {} fields measured); each window is sized by it unless its own field measures clearly otherwise",
+            "red-cell scale of the folder: {:.1} px (median of {} of {} fields measured); every window is sized by it (fields whose own red cells read unlike it are flagged scale-unlike-folder)",
             c.rbc_px, c.measured, c.fields
         );
     }
@@ -67,7 +79,7 @@ pub fn embed(args: EmbedArgs) -> Result<u8> {
     if !s.flagged.is_empty() {
         let flags: Vec<String> = s.flagged.iter().map(|(f, n)| format!("{n} {f}")).collect();
         eprintln!(
-            "white-cell windows flagged: {} (see window.flags in the manifest; no-stain: the field's centre was used, several: the largest stained cell, border: window padded past the field's edge, cut: the nucleus touches the edge; no-background, no-red-cells: colour could not be standardised; no-scale: the red-cell scale could not be measured; colour-out-of-range, scale-out-of-range: unlike the fields the model was trained and checked on)",
+            "white-cell windows flagged: {} (see window.flags in the manifest; no-stain: the field's centre was used, several: the largest stained cell, border: window padded past the field's edge, cut: the nucleus touches the edge; no-background, no-red-cells: colour could not be standardised; no-scale: the red-cell scale could not be measured; colour-out-of-range, scale-out-of-range: unlike the fields the model was trained and checked on; scale-unlike-folder: the field's own red cells read far from the folder's scale, which sized the window)",
             flags.join(", ")
         );
         let odd: usize = s

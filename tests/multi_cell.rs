@@ -1,0 +1,162 @@
+//! Every white cell of a field, end to end on real BCCD fields with the shipped model:
+//! `runtime embed --cells all` writes one row per cell with its number and box, `index build`
+//! keeps them, and `index query` answers each cell of a field, indexed or not; a one-cell
+//! image is one row and one answer, as before.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The BCCD fields folder, or None with an honest skip.
+fn bccd_fields(test: &str) -> Option<PathBuf> {
+    let p = util::root().join("../shared/data/bccd/fields");
+    if p.join("BloodImage_00010.jpg").is_file() {
+        Some(p)
+    } else {
+        println!(
+            "SKIPPED {test}: BCCD fields not found at {} (see README: Data)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// The white-cell boxes `[x0, y0, x1, y1]` of a BCCD field.
+fn wbc_boxes(name: &str) -> Vec<[f32; 4]> {
+    let text = std::fs::read_to_string(util::root().join("../shared/data/bccd/boxes.csv")).unwrap();
+    text.lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f[0] == name && f[1] == "WBC")
+        .map(|f| {
+            let n = |i: usize| f[i].parse::<f32>().unwrap();
+            [n(2), n(4), n(3), n(5)]
+        })
+        .collect()
+}
+
+fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let i = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let area = |r: [f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    i / (area(a) + area(b) - i)
+}
+
+fn cell_box(window: &serde_json::Value) -> [f32; 4] {
+    let b = window["cell_box"].as_array().expect("a cell box");
+    std::array::from_fn(|i| b[i].as_f64().unwrap() as f32)
+}
+
+/// Each box found by one of `got` at IoU >= 0.5.
+fn all_found(name: &str, got: &[[f32; 4]]) {
+    for b in wbc_boxes(name) {
+        let best = got.iter().map(|g| iou(*g, b)).fold(0.0, f32::max);
+        assert!(best >= 0.5, "{name}: box {b:?} best IoU {best} of {got:?}");
+    }
+}
+
+fn query(index: &Path, image: &Path) -> Vec<serde_json::Value> {
+    let out = util::run_ok(
+        Command::new(util::bin("index"))
+            .arg("query")
+            .arg(image)
+            .arg("-i")
+            .arg(index)
+            .args(["-k", "3", "--json"]),
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn every_cell_of_a_field_is_a_row_and_an_answer() {
+    let Some(fields) = bccd_fields("every_cell_of_a_field_is_a_row_and_an_answer") else {
+        return;
+    };
+    let dir = util::tempdir();
+    let folder = dir.path().join("fields");
+    std::fs::create_dir_all(&folder).unwrap();
+    // two fields of two white cells, two of one; more than 8 fields give a calibration
+    let names = [
+        "BloodImage_00010.jpg",
+        "BloodImage_00034.jpg",
+        "BloodImage_00000.jpg",
+        "BloodImage_00001.jpg",
+        "BloodImage_00003.jpg",
+        "BloodImage_00005.jpg",
+        "BloodImage_00006.jpg",
+        "BloodImage_00007.jpg",
+        "BloodImage_00008.jpg",
+        "BloodImage_00009.jpg",
+    ];
+    for n in names {
+        std::fs::copy(fields.join(n), folder.join(n)).unwrap();
+    }
+    let model = util::root().join("models/cellspace.onnx");
+    let emb = dir.path().join("fields.embeddings");
+    util::run_ok(
+        Command::new(util::bin("runtime"))
+            .arg("embed")
+            .arg(&folder)
+            .args(["--cells", "all", "--json", "-o"])
+            .arg(&emb)
+            .arg("--model")
+            .arg(&model),
+    );
+    let manifest = std::fs::read_to_string(emb.join("manifest.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = manifest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |name: &str| -> Vec<&serde_json::Value> {
+        rows.iter().filter(|r| r["path"] == name).collect()
+    };
+    for two in ["BloodImage_00010.jpg", "BloodImage_00034.jpg"] {
+        let r = of(two);
+        assert_eq!(r.len(), 2, "{two}: {r:?}");
+        assert_eq!(
+            (r[0]["cell"].as_u64(), r[1]["cell"].as_u64()),
+            (Some(0), Some(1))
+        );
+        let boxes: Vec<[f32; 4]> = r.iter().map(|r| cell_box(&r["window"])).collect();
+        all_found(two, &boxes);
+    }
+    let one = of("BloodImage_00000.jpg");
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert!(
+        one[0].get("cell").is_none(),
+        "a one-cell field has no cell number"
+    );
+    all_found("BloodImage_00000.jpg", &[cell_box(&one[0]["window"])]);
+
+    let index = dir.path().join("fields.index");
+    util::run_ok(
+        Command::new(util::bin("index"))
+            .arg("build")
+            .arg(&emb)
+            .arg("--model")
+            .arg(&model)
+            .arg("-o")
+            .arg(&index),
+    );
+    // an indexed two-cell field: its two rows, each answered
+    let answers = query(&index, &folder.join("BloodImage_00010.jpg"));
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a["cell"]["cell"].as_u64(), Some(i as u64 + 1), "{a}");
+        assert_eq!(a["cell"]["of"].as_u64(), Some(2), "{a}");
+        assert!(!a["neighbours"].as_array().unwrap().is_empty(), "{a}");
+    }
+    // a field that is not indexed: embedded, every cell answered
+    let outside = fields.join("BloodImage_00043.jpg");
+    let answers = query(&index, &outside);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let boxes: Vec<[f32; 4]> = answers.iter().map(|a| cell_box(&a["window"])).collect();
+    all_found("BloodImage_00043.jpg", &boxes);
+    // a one-cell image: one answer without a cell number, as before
+    let answers = query(&index, &fields.join("BloodImage_00002.jpg"));
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0].get("cell").is_none(), "{:?}", answers[0]);
+}
