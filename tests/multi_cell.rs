@@ -160,3 +160,162 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert!(answers[0].get("cell").is_none(), "{:?}", answers[0]);
 }
+
+/// A lab page over an atlas of the first 12 BCCD fields with the shipped model (the temp dir
+/// holding them, and the address).
+fn serve_fields(fields: &Path) -> (tempfile::TempDir, std::net::SocketAddr) {
+    let dir = util::tempdir();
+    let folder = dir.path().join("fields");
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..12 {
+        let n = format!("BloodImage_{i:05}.jpg");
+        if fields.join(&n).is_file() {
+            std::fs::copy(fields.join(&n), folder.join(&n)).unwrap();
+        }
+    }
+    let embedder = runtime::Embedder::new(
+        &util::root().join("models/cellspace.onnx"),
+        &runtime::EmbedOptions {
+            device: runtime::Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (index, _) = index::embed::build_from_images(
+        &folder,
+        &embedder,
+        index::HnswParams::default(),
+        false,
+        None,
+    )
+    .unwrap();
+    let addr = index::serve::spawn_with(
+        index::serve::AppState::new(index, embedder, 5),
+        "127.0.0.1:0".parse().unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    (dir, addr)
+}
+
+/// The lab page's API on an uploaded field of two white cells: the answer carries the field
+/// and both boxes, `cell=1` answers the other cell, and a cell the field does not hold is a
+/// 400 naming the count.
+#[test]
+fn the_page_answers_each_cell_of_an_uploaded_field() {
+    let Some(fields) = bccd_fields("the_page_answers_each_cell_of_an_uploaded_field") else {
+        return;
+    };
+    let (_dir, addr) = serve_fields(&fields);
+    let name = "BloodImage_00043.jpg";
+    let body = std::fs::read(fields.join(name)).unwrap();
+    let ask = |cell: usize| {
+        let (st, out) = util::http(addr, "POST", &format!("/api/query?cell={cell}"), &body);
+        (
+            st,
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap(),
+        )
+    };
+    let (st, first) = ask(0);
+    assert_eq!(st, 200, "{first}");
+    let field = &first["field"];
+    assert!(
+        field["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:image/png;base64,"),
+        "the field is drawn"
+    );
+    assert_eq!(field["size"], serde_json::json!([640, 480]));
+    assert_eq!(field["cell"], 0);
+    let boxes: Vec<[f32; 4]> = field["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| std::array::from_fn(|i| b[i].as_f64().unwrap() as f32))
+        .collect();
+    assert_eq!(boxes.len(), 2, "{field}");
+    all_found(name, &boxes);
+    let (st, second) = ask(1);
+    assert_eq!(st, 200, "{second}");
+    assert_eq!(second["field"]["cell"], 1);
+    assert_eq!(cell_box(&second["query_window"]), boxes[1]);
+    assert_ne!(
+        first["query_crop"], second["query_crop"],
+        "each cell's own window"
+    );
+    let (st, none) = ask(2);
+    assert_eq!(st, 400, "{none}");
+    assert!(
+        none["error"]
+            .as_str()
+            .unwrap()
+            .contains("holds 2 white cell"),
+        "{none}"
+    );
+    // a one-cell field: no field drawing, answered as before
+    let one = std::fs::read(fields.join("BloodImage_00002.jpg")).unwrap();
+    let (st, out) = util::http(addr, "POST", "/api/query", &one);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert!(v.get("field").is_none(), "{v}");
+    assert!(!v["neighbours"].as_array().unwrap().is_empty());
+}
+
+/// The page in headless Chromium: an uploaded two-cell field is drawn with a box per cell,
+/// the first answered; a click on the second box answers that cell.
+#[test]
+fn the_page_draws_a_box_per_cell_and_a_click_answers_that_cell() {
+    let test = "the_page_draws_a_box_per_cell_and_a_click_answers_that_cell";
+    let Some(fields) = bccd_fields(test) else {
+        return;
+    };
+    let Some(b) = util::Browser::start(test) else {
+        return;
+    };
+    let (_dir, addr) = serve_fields(&fields);
+    b.wd(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{addr}/")}),
+    );
+    let input = b.find("#file", 1);
+    let upload = std::fs::canonicalize(fields.join("BloodImage_00043.jpg")).unwrap();
+    b.wd(
+        "POST",
+        &format!("/element/{}/value", input[0]),
+        serde_json::json!({"text": upload.display().to_string()}),
+    );
+    let boxes = b.find(".cellbox", 2);
+    assert_eq!(boxes.len(), 2, "a box per white cell");
+    let current = |b: &util::Browser| -> Option<String> {
+        b.find(".cellbox.current", 1)
+            .first()
+            .and_then(|id| b.attribute(id, "data-cell"))
+    };
+    assert_eq!(
+        current(&b).as_deref(),
+        Some("0"),
+        "the largest cell answered first"
+    );
+    assert!(!b.find(".hit", 1).is_empty(), "neighbours shown");
+    let crop = |b: &util::Browser| b.attribute(&b.find("#query-img", 1)[0], "src");
+    let first_crop = crop(&b);
+    b.wd(
+        "POST",
+        &format!("/element/{}/click", boxes[1]),
+        serde_json::json!({}),
+    );
+    let mut now = None;
+    for _ in 0..100 {
+        now = current(&b);
+        if now.as_deref() == Some("1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(now.as_deref(), Some("1"), "the clicked cell is answered");
+    assert!(crop(&b).is_some_and(|c| c.starts_with("data:image/png")));
+    assert_ne!(crop(&b), first_crop, "its own window is shown");
+    assert!(!b.find(".hit", 1).is_empty(), "its neighbours shown");
+}

@@ -221,3 +221,132 @@ pub fn http_full(
     }
     (status, head, body)
 }
+
+/// A headless Chromium session driven over WebDriver (chromedriver on a free port); the
+/// session is deleted and the driver stopped when dropped, a failed assertion included.
+pub struct Browser {
+    driver: std::process::Child,
+    addr: std::net::SocketAddr,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// A browser, or None with the skip printed when Chromium or chromedriver is missing.
+    pub fn start(test: &str) -> Option<Browser> {
+        let (chromium, driver) = (
+            Path::new("/usr/bin/chromium"),
+            Path::new("/usr/bin/chromedriver"),
+        );
+        if !chromium.is_file() || !driver.is_file() {
+            println!(
+                "SKIPPED {test}: /usr/bin/chromium or /usr/bin/chromedriver missing (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let ready = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        assert!(ready, "chromedriver did not start");
+        let profile = tempdir();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]}}}});
+        let mut b = Browser {
+            driver: child,
+            addr,
+            session: String::new(),
+            _profile: profile,
+        };
+        b.session = b.call("POST", "/session", caps)["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Some(b)
+    }
+
+    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let text = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (st, out) = http(self.addr, method, path, text.as_bytes());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        assert!(st == 200, "webdriver {method} {path}: {st} {v}");
+        v["value"].clone()
+    }
+
+    /// A WebDriver command of this session (`path` after `/session/ID`).
+    pub fn wd(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    /// The ids of the elements matching a CSS selector, waiting up to 10 s for at least
+    /// `min` of them.
+    pub fn find(&self, css: &str, min: usize) -> Vec<String> {
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            let v = self.wd(
+                "POST",
+                "/elements",
+                serde_json::json!({"using": "css selector", "value": css}),
+            );
+            found = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    e.as_object()
+                        .and_then(|o| o.values().next())
+                        .and_then(|x| x.as_str())
+                        .expect("element reference")
+                        .to_string()
+                })
+                .collect();
+            if found.len() >= min {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        found
+    }
+
+    /// An element's attribute (None when it has none).
+    pub fn attribute(&self, id: &str, name: &str) -> Option<String> {
+        self.wd(
+            "GET",
+            &format!("/element/{id}/attribute/{name}"),
+            serde_json::Value::Null,
+        )
+        .as_str()
+        .map(str::to_string)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = http(
+            self.addr,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            b"",
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}

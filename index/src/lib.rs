@@ -40,6 +40,8 @@ pub mod store_file;
 pub mod swap;
 #[cfg(feature = "serve")]
 pub mod thumbs;
+#[cfg(feature = "serve")]
+pub mod upload;
 
 pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};
 pub use filter::{Condition, Filter};

@@ -75,6 +75,8 @@ impl AppState {
 struct KParam {
     k: Option<usize>,
     path: Option<String>,
+    /// Which white cell of an uploaded field to answer (0 = the largest).
+    cell: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +94,10 @@ struct QueryAnswer {
     /// Set when the query field is outside what the model was trained and checked on.
     #[serde(skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// An uploaded field of several white cells: the field, every cell's box, and which cell
+    /// this answer is for ([`crate::upload`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<crate::upload::FieldCells>,
 }
 
 /// The `where=FIELD=VALUE` parameters of a query string. A `path` is the path as the API shows
@@ -139,7 +145,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn answer(neighbours: Vec<Hit>, query_id: Option<usize>) -> Response {
-    answer_with(neighbours, query_id, None, None)
+    answer_with(neighbours, query_id, None, None, None)
 }
 
 fn answer_with(
@@ -147,6 +153,7 @@ fn answer_with(
     query_id: Option<usize>,
     query_crop: Option<String>,
     query_window: Option<cellspace_core::locate::Location>,
+    field: Option<crate::upload::FieldCells>,
 ) -> Response {
     let mut votes = BTreeMap::new();
     for h in &neighbours {
@@ -161,6 +168,7 @@ fn answer_with(
         query_crop,
         warning: crate::embed::out_of_range_warning(query_window.as_ref()),
         query_window,
+        field,
     })
     .into_response()
 }
@@ -255,22 +263,22 @@ async fn query(
                 format!("not a readable image: {e}"),
             )
         })?;
-        let (v, window) = s
-            .embedder
-            .embed_image_located(&img)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let up =
+            crate::upload::embed_cell(&s.embedder, &img, p.cell.unwrap_or(0)).map_err(|e| {
+                let status = match e {
+                    crate::upload::UploadError::NoSuchCell { .. } => StatusCode::BAD_REQUEST,
+                    crate::upload::UploadError::Embed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (status, e.to_string())
+            })?;
         let sha = cellspace_core::sha256_hex(&body);
-        let crop = crate::thumbs::png_data_url(&crate::thumbs::window_png(
-            &s.embedder.card().preprocess,
-            &img,
-        ));
-        other_cells(&a, &v, k, Some(&sha), conditions)
-            .map(|hits| (hits, crop, window))
+        other_cells(&a, &up.vector, k, Some(&sha), conditions)
+            .map(|hits| (hits, up))
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await;
     match r {
-        Ok(Ok((hits, crop, window))) => answer_with(hits, None, Some(crop), window),
+        Ok(Ok((hits, up))) => answer_with(hits, None, Some(up.crop), up.window, up.field),
         Ok(Err((status, msg))) => error(status, msg),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

@@ -10,15 +10,37 @@ pub const THUMB_SIDE: u32 = 128;
 
 /// The embedded window of `img`, as PNG bytes `THUMB_SIDE` pixels wide.
 pub fn window_png(pre: &Preprocess, img: &RgbImage) -> Vec<u8> {
-    let (window, _) = pre.window(img);
-    let thumb = image::imageops::resize(
-        &window,
+    thumb_png(&pre.window(img).0)
+}
+
+/// A window as a [`THUMB_SIDE`] px square PNG.
+pub fn thumb_png(window: &RgbImage) -> Vec<u8> {
+    png(&image::imageops::resize(
+        window,
         THUMB_SIDE,
         THUMB_SIDE,
         image::imageops::FilterType::Triangle,
+    ))
+}
+
+/// A whole field as a PNG whose longer side is at most `side` px (never enlarged).
+pub fn scaled_png(img: &RgbImage, side: u32) -> Vec<u8> {
+    let f = (side as f32 / img.width().max(img.height()).max(1) as f32).min(1.0);
+    let (w, h) = (
+        ((img.width() as f32 * f).round() as u32).max(1),
+        ((img.height() as f32 * f).round() as u32).max(1),
     );
+    png(&image::imageops::resize(
+        img,
+        w,
+        h,
+        image::imageops::FilterType::Triangle,
+    ))
+}
+
+fn png(img: &RgbImage) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(thumb)
+    image::DynamicImage::ImageRgb8(img.clone())
         .write_to(&mut out, image::ImageFormat::Png)
         .expect("PNG encoding of an in-memory image");
     out.into_inner()
