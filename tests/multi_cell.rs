@@ -94,6 +94,12 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
     for n in names {
         std::fs::copy(fields.join(n), folder.join(n)).unwrap();
     }
+    // a copy of a one-cell field under another name: a copy, not another cell
+    std::fs::copy(
+        fields.join("BloodImage_00000.jpg"),
+        folder.join("copy_of_00000.jpg"),
+    )
+    .unwrap();
     let model = util::root().join("models/cellspace.onnx");
     let emb = dir.path().join("fields.embeddings");
     util::run_ok(
@@ -145,10 +151,58 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
     let answers = query(&index, &folder.join("BloodImage_00010.jpg"));
     assert_eq!(answers.len(), 2, "{answers:?}");
     for (i, a) in answers.iter().enumerate() {
-        assert_eq!(a["cell"]["cell"].as_u64(), Some(i as u64 + 1), "{a}");
+        assert_eq!(a["cell"]["cell"].as_u64(), Some(i as u64), "{a}");
         assert_eq!(a["cell"]["of"].as_u64(), Some(2), "{a}");
         assert!(!a["neighbours"].as_array().unwrap().is_empty(), "{a}");
     }
+    // an indexed one-cell field with a copy in the atlas: one answer, not one per copy
+    let answers = query(&index, &folder.join("BloodImage_00000.jpg"));
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    // each cell's thumbnail is its own window, and its own ETag
+    let atlas = index::CellIndex::open(&index).unwrap();
+    let ids: Vec<usize> = (0..atlas.rows().len())
+        .filter(|&i| atlas.rows()[i].path.ends_with("BloodImage_00010.jpg"))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let embedder = runtime::Embedder::new(&model, &Default::default()).unwrap();
+    let addr = index::serve::spawn_with(
+        index::serve::AppState::new(atlas, embedder, 5),
+        "127.0.0.1:0".parse().unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    let thumb = |id: usize| util::http_full(addr, "GET", &format!("/thumb/{id}"), "", b"");
+    let (t0, t1) = (thumb(ids[0]), thumb(ids[1]));
+    assert_eq!((t0.0, t1.0), (200, 200));
+    assert_ne!(t0.2, t1.2, "two cells, two windows");
+    let etag = |head: &str| {
+        head.lines()
+            .find(|l| l.starts_with("etag:"))
+            .map(str::to_string)
+    };
+    assert_ne!(etag(&t0.1), etag(&t1.1));
+    // rows placed by an earlier version of the window rule are embedded again, not reused
+    let state_path = emb.join("embed.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["window_rule"] = serde_json::json!(1);
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let again = util::run_ok(
+        Command::new(util::bin("runtime"))
+            .arg("embed")
+            .arg(&folder)
+            .args(["--cells", "all", "--json", "-o"])
+            .arg(&emb)
+            .arg("--model")
+            .arg(&model),
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["reused"], 0, "{summary}");
+    assert_eq!(
+        summary["rows"].as_u64(),
+        Some(rows.len() as u64),
+        "{summary}"
+    );
     // a field that is not indexed: embedded, every cell answered
     let outside = fields.join("BloodImage_00043.jpg");
     let answers = query(&index, &outside);

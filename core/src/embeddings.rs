@@ -36,6 +36,16 @@ pub struct ManifestRow {
     pub cell: Option<u32>,
 }
 
+/// The version of the code that sizes and places windows, which the card's preprocessing does
+/// not describe: 1, a calibrated folder's field whose own red cells read beyond 20% of the
+/// folder's was sized (in part, in full beyond 44%) by its own reading; 2, every field of a
+/// calibrated folder is sized by the calibration, and windows carry the cell's box.
+pub const WINDOW_RULE: u32 = 2;
+
+fn first_window_rule() -> u32 {
+    1
+}
+
 /// Which white cells of a field become rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -79,6 +89,10 @@ pub struct EmbedState {
     /// Which white cells of each field are rows; rows are reused only under the same choice.
     #[serde(default)]
     pub cells: Cells,
+    /// The version of the window-sizing code the rows were prepared by ([`WINDOW_RULE`]);
+    /// rows are reused, and shards merged, only under the same one.
+    #[serde(default = "first_window_rule")]
+    pub window_rule: u32,
     /// How the windows were sized.
     #[serde(flatten)]
     pub scale: FolderScale,

@@ -110,6 +110,17 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
                 ),
             ));
         }
+        if e.state.window_rule != e0.state.window_rule {
+            return Err(refuse(
+                d,
+                format!(
+                    "its windows were placed by another version of the window rule ({}) than {}'s ({}): embed every shard with one version",
+                    e.state.window_rule,
+                    first.display(),
+                    e0.state.window_rule
+                ),
+            ));
+        }
         if e.state.cells != e0.state.cells {
             return Err(refuse(
                 d,
@@ -187,7 +198,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
     all.sort_by(|a, b| (&a.0.path, a.0.cell).cmp(&(&b.0.path, b.0.cell)));
     if let Some(w) = all
         .windows(2)
-        .find(|w| w[0].0.path == w[1].0.path && w[0].2 != w[1].2)
+        .find(|w| w[0].0.path == w[1].0.path && (w[0].2 != w[1].2 || w[0].0.cell == w[1].0.cell))
     {
         return Err(refuse(
             w[1].2,

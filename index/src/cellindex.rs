@@ -82,7 +82,13 @@ impl Row {
     /// What makes two rows the same cell: its source group where known, else its content,
     /// and which cell of the field it is (the cells of one field are different cells).
     pub fn cell_key(&self) -> (&str, Option<u32>) {
-        (self.group.as_deref().unwrap_or(&self.sha256), self.cell)
+        (self.original_key(), self.cell)
+    }
+
+    /// What makes two rows the same original image: its source group where known, else its
+    /// content (every cell of a field, and every copy of it).
+    pub fn original_key(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.sha256)
     }
 
     /// A field by name, for filters: `class`, `group`, `path`, `sha256`, else a sidecar field.
@@ -109,6 +115,10 @@ pub struct Hit {
     /// The original cell (source group) of the hit, where known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Which white cell of its field the hit is (0 = the largest), for a field embedded with
+    /// every cell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<u32>,
     /// The row's sidecar fields.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,

@@ -97,10 +97,10 @@ pub fn classify(index: &CellIndex, labels: &Labels, k: usize) -> Result<Classifi
         classes.push(class.clone());
         label_of.insert(*id, class.as_str());
     }
-    let keys: Vec<(&str, Option<u32>)> = labels
+    let keys: Vec<&str> = labels
         .ids
         .iter()
-        .map(|(id, _)| index.rows()[*id].cell_key())
+        .map(|(id, _)| index.rows()[*id].original_key())
         .collect();
     let labelled = Labeled {
         emb: &emb,
@@ -117,8 +117,9 @@ pub fn classify(index: &CellIndex, labels: &Labels, k: usize) -> Result<Classifi
         let v = index.vector(id)?;
         let p = match label_of.get(&id) {
             Some(&label) => {
-                // voted on by the labelled cells of the other originals only
-                let own = row.cell_key();
+                // voted on by the labelled cells of the other originals only (not another cell of the
+                // same field or its copies either)
+                let own = row.original_key();
                 if let Some(vote) = predict(&v, &labelled, k, |j| keys[j] != own) {
                     voted += 1;
                     agree += (vote.class == label) as usize;

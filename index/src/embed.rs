@@ -67,8 +67,9 @@ pub fn open_with_model(
 #[derive(Debug, Serialize)]
 pub struct QueryResult {
     pub image: String,
-    /// Which white cell of a field with several this list answers (1-based, largest first),
-    /// and how many the field holds; absent for a one-cell image.
+    /// Which white cell of a field with several this list answers (0 = the largest, as in
+    /// the manifest's `cell` and the page's `?cell=N`), and how many the field holds; absent
+    /// for a one-cell image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cell: Option<CellOf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,7 +118,7 @@ pub fn query(
                         .enumerate()
                         .map(|(i, (neighbours, window))| QueryResult {
                             image: image.clone(),
-                            cell: (of > 1).then_some(CellOf { cell: i + 1, of }),
+                            cell: (of > 1).then_some(CellOf { cell: i, of }),
                             error: None,
                             warning: out_of_range_warning(window.as_ref()),
                             window,

@@ -208,16 +208,16 @@ pub fn add_embeddings(
     // the sidecar updates the rows already indexed and gives the new ones their fields: it is
     // reported once, over both
     let indexed = meta.map(|m| index.edit_rows(|rows| m.apply(rows, Some(&root))));
-    let known: std::collections::HashSet<(String, String)> = index
+    let known: std::collections::HashSet<(String, String, Option<u32>)> = index
         .rows()
         .iter()
-        .map(|r| (r.path.clone(), r.sha256.clone()))
+        .map(|r| (r.path.clone(), r.sha256.clone(), r.cell))
         .collect();
     let mut rows = Vec::new();
     let mut vectors = Vec::new();
     let (new_rows, _) = rows_of(&emb, &EmbeddingsSource::default())?;
     for (i, row) in new_rows.into_iter().enumerate() {
-        if !known.contains(&(row.path.clone(), row.sha256.clone())) {
+        if !known.contains(&(row.path.clone(), row.sha256.clone(), row.cell)) {
             vectors.extend_from_slice(emb.row(i));
             rows.push(row);
         }
@@ -277,10 +277,15 @@ pub fn indexed_file(index: &CellIndex, sha: &str) -> Option<usize> {
 }
 
 /// Every live row of an indexed file (one per white cell of a field embedded with every
-/// cell), in the field's cell order.
+/// cell), in the field's cell order: the rows of the first path it is indexed under (a copy
+/// of the file elsewhere in the atlas is not another cell).
 pub fn indexed_cells(index: &CellIndex, sha: &str) -> Vec<usize> {
-    let mut ids: Vec<usize> = (0..index.rows().len())
-        .filter(|&i| !index.rows()[i].removed && index.rows()[i].sha256 == sha)
+    let Some(first) = indexed_file(index, sha) else {
+        return Vec::new();
+    };
+    let rows = index.rows();
+    let mut ids: Vec<usize> = (0..rows.len())
+        .filter(|&i| !rows[i].removed && rows[i].sha256 == sha && rows[i].path == rows[first].path)
         .collect();
     ids.sort_by_key(|&i| index.rows()[i].cell);
     ids

@@ -161,6 +161,7 @@ impl CellIndex {
                     path: r.path.clone(),
                     class: r.class.clone(),
                     group: r.group.clone(),
+                    cell: r.cell,
                     meta: r.meta.clone(),
                 }
             })

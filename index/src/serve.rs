@@ -420,7 +420,10 @@ async fn thumb(
     let Some(row) = a.index.rows().get(id).filter(|r| !r.removed).cloned() else {
         return error(StatusCode::NOT_FOUND, "no such cell");
     };
-    let etag = format!("\"{}\"", row.sha256);
+    let etag = match row.cell {
+        Some(c) => format!("\"{}-{c}\"", row.sha256),
+        None => format!("\"{}\"", row.sha256),
+    };
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -437,10 +440,16 @@ async fn thumb(
         }
         let img = cellspace_core::preprocess::decode_rgb(&bytes)
             .map_err(|_| "the indexed file is no longer a readable image")?;
-        Ok(crate::thumbs::window_png(
-            &s.embedder.card().preprocess,
-            &img,
-        ))
+        let pre = &s.embedder.card().preprocess;
+        match row.cell {
+            // cell N of a field embedded with every cell: that cell's window
+            Some(c) => pre
+                .windows_all(&img)
+                .get(c as usize)
+                .map(|(w, _)| crate::thumbs::thumb_png(w))
+                .ok_or("the indexed field no longer shows that cell"),
+            None => Ok(crate::thumbs::window_png(pre, &img)),
+        }
     })
     .await;
     match r {

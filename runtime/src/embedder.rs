@@ -260,7 +260,7 @@ impl Embedder {
     }
 
     /// Every white cell of one decoded image, largest first, each embedded with its window
-    /// ([`cellspace_core::preprocess::Preprocess::windows_all`]). A field with one cell, or
+    /// ([`cellspace_core::preprocess::Preprocess::prepare_cells`]). A field with one cell, or
     /// none found, gives exactly what [`Embedder::embed_image_located`] gives, so a one-cell
     /// image behaves as it always did and a field without a clear cell is still answered.
     pub fn embed_image_cells(&self, img: &RgbImage) -> Result<Vec<(Vec<f32>, Option<Location>)>> {
@@ -362,11 +362,14 @@ impl Embedder {
                 let ok = prepared.iter().filter_map(|r| r.as_ref().ok()).flatten();
                 let n_ok = ok.clone().count();
                 let flat: Vec<f32> = ok.flat_map(|(v, _)| v.iter().copied()).collect();
-                let batch = if n_ok > 0 {
-                    self.embed_prepared(&flat, n_ok)
-                } else {
-                    Ok(Vec::new())
-                };
+                // at most `batch_size` windows per inference, however many cells the files hold
+                let per = pre.len().max(1);
+                let batch = flat
+                    .chunks(self.batch_size.max(1) * per)
+                    .map(|c| self.embed_prepared(c, c.len() / per))
+                    .collect::<Result<Vec<_>>>()
+                    .map(|parts| parts.concat());
+                debug_assert!(n_ok * per == flat.len());
                 let len = prepared.len();
                 match batch {
                     Ok(emb) => {

@@ -102,7 +102,8 @@ pub fn embed_shard(
             if prev.state.model_sha256 == emb.card().onnx_sha256
                 && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint()
                 && prev.state.scale.compatible(&scale)
-                && prev.state.cells == cells =>
+                && prev.state.cells == cells
+                && prev.state.window_rule == WINDOW_RULE =>
         {
             for (i, r) in prev.rows.iter().enumerate() {
                 let key = (r.path.clone(), r.sha256.clone());
@@ -264,6 +265,7 @@ fn write_outputs(
         shard,
         scale: scale.clone(),
         cells,
+        window_rule: WINDOW_RULE,
     };
     save_folder(out, &rows, &data, failures, &state).map_err(|e| match e {
         cellspace_core::Error::Io { path, err } if err.raw_os_error() == Some(28) => {

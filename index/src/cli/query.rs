@@ -105,10 +105,12 @@ fn as_text(results: &[embed::QueryResult]) -> Result<String> {
                 text,
                 "{} cell {} of {} (box {x0},{y0} to {x1},{y1})",
                 shown(&r.image),
-                c.cell,
+                c.cell + 1,
                 c.of
             )?,
-            (Some(c), None) => writeln!(text, "{} cell {} of {}", shown(&r.image), c.cell, c.of)?,
+            (Some(c), None) => {
+                writeln!(text, "{} cell {} of {}", shown(&r.image), c.cell + 1, c.of)?
+            }
             (None, _) => writeln!(text, "{}", shown(&r.image))?,
         }
         if let Some(e) = &r.error {
