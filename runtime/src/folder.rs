@@ -69,71 +69,12 @@ pub fn embed_shard(
     let scale = FolderScale::of(&pre);
     let mine = |rel: &str| shard.is_none_or(|s| s.contains(rel));
     entries.retain(|e| mine(&e.rel));
-    let mut failures: Vec<Failure> = problems
-        .into_iter()
-        .map(|p| Failure {
-            // like every other failure and manifest row: relative to the folder, `/`-separated
-            path: p
-                .path
-                .strip_prefix(root)
-                .unwrap_or(&p.path)
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/"),
-            reason: p.reason,
-        })
-        .filter(|f| mine(&f.path))
-        .collect();
-    // previous rows with the same model, by (path, content hash); a damaged folder is said
-    // so and embedded again, never reused
-    let loaded = match Embeddings::load(out) {
-        Err(e) if out.join(STATE_FILE).exists() => {
-            eprintln!("not reusing {}: {e}", out.display());
-            Err(e)
-        }
-        r => r,
-    };
-    // each file's rows (one per cell) in order
-    type Previous = HashMap<(String, String), Vec<(Vec<f32>, ManifestRow)>>;
-    let mut previous: Previous = HashMap::new();
-    match loaded {
-        Ok(prev)
-            if prev.state.model_sha256 == emb.card().onnx_sha256
-                && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint()
-                && prev.state.scale.compatible(&scale)
-                && prev.state.cells == cells
-                && prev.state.window_rule == WINDOW_RULE =>
-        {
-            for (i, r) in prev.rows.iter().enumerate() {
-                let key = (r.path.clone(), r.sha256.clone());
-                previous
-                    .entry(key)
-                    .or_default()
-                    .push((prev.row(i).to_vec(), r.clone()));
-            }
-        }
-        _ => {}
-    }
-    let hashed: Vec<std::result::Result<ManifestRow, String>> = entries
-        .par_iter()
-        .map(|e| {
-            let bytes = cellspace_core::preprocess::read_image_file(&e.path)
-                .map_err(|err| err.to_string())?;
-            Ok(ManifestRow {
-                path: e.rel.clone(),
-                class: e.class.clone(),
-                size: bytes.len() as u64,
-                sha256: cellspace_core::sha256_hex(&bytes),
-                window: None,
-                cell: None,
-            })
-        })
-        .collect();
+    let mut failures = listing_failures(problems, root, &mine);
+    let mut previous = previous_rows(emb, out, &scale, cells);
     let mut done: Vec<(ManifestRow, Vec<f32>)> = Vec::new();
-    let mut reused = 0usize;
     let mut todo: Vec<(ManifestRow, PathBuf)> = Vec::new();
-    for (e, h) in entries.iter().zip(hashed) {
+    let mut reused = 0usize;
+    for (e, h) in entries.iter().zip(hashed_rows(&entries)) {
         match h {
             Err(reason) => failures.push(Failure {
                 path: e.rel.clone(),
@@ -155,60 +96,18 @@ pub fn embed_shard(
             },
         }
     }
-    let bar = if show_progress {
-        ProgressBar::new(todo.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    let infer_start = Instant::now();
-    let mut embedded = 0usize;
-    for chunk in todo.chunks(SAVE_EVERY) {
-        let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
-        let all = cells == Cells::All;
-        let results = emb.embed_paths_cells(&pre, &paths, all, |n| bar.inc(n as u64));
-        for ((row, _), r) in chunk.iter().zip(results) {
-            match r {
-                Ok(found) => {
-                    embedded += 1;
-                    let several = found.len() > 1;
-                    done.extend(found.into_iter().enumerate().map(|(i, (v, window))| {
-                        let row = ManifestRow {
-                            window,
-                            cell: several.then_some(i as u32),
-                            ..row.clone()
-                        };
-                        (row, v)
-                    }));
-                }
-                Err(reason) => failures.push(Failure {
-                    path: row.path.clone(),
-                    reason,
-                }),
-            }
-        }
-        write_outputs(
-            emb,
-            (root, &scale),
-            out,
-            &mut done,
-            &failures,
-            (false, shard, cells),
-        )?;
-    }
-    bar.finish_and_clear();
-    write_outputs(
+    let run = Run {
         emb,
-        (root, &scale),
+        pre: &pre,
+        root,
+        scale: &scale,
         out,
-        &mut done,
-        &failures,
-        (true, shard, cells),
-    )?;
+        shard,
+        cells,
+    };
+    let infer_start = Instant::now();
+    let embedded = run.embed_todo(&todo, &mut done, &mut failures, show_progress)?;
+    run.save(&mut done, &failures, true)?;
     let secs = infer_start.elapsed().as_secs_f64();
     let mut flagged = std::collections::BTreeMap::new();
     for (row, _) in &done {
@@ -236,8 +135,170 @@ pub fn embed_shard(
     Ok((summary, failures))
 }
 
+/// The listing's problems as failures, relative to the folder like every other failure and
+/// manifest row (`/`-separated), for the files of this shard.
+fn listing_failures(
+    problems: Vec<cellspace_core::dataset::ListingProblem>,
+    root: &Path,
+    mine: &dyn Fn(&str) -> bool,
+) -> Vec<Failure> {
+    problems
+        .into_iter()
+        .map(|p| Failure {
+            path: p
+                .path
+                .strip_prefix(root)
+                .unwrap_or(&p.path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/"),
+            reason: p.reason,
+        })
+        .filter(|f| mine(&f.path))
+        .collect()
+}
+
+/// Each file's rows (one per cell, in order) saved earlier in `out`, by (path, content hash):
+/// only when they were made with this model, preprocessing, scale, choice of cells and window
+/// rule. A damaged folder is said so and embedded again, never reused.
+type Previous = HashMap<(String, String), Vec<(Vec<f32>, ManifestRow)>>;
+
+fn previous_rows(emb: &Embedder, out: &Path, scale: &FolderScale, cells: Cells) -> Previous {
+    let loaded = match Embeddings::load(out) {
+        Err(e) if out.join(STATE_FILE).exists() => {
+            eprintln!("not reusing {}: {e}", out.display());
+            Err(e)
+        }
+        r => r,
+    };
+    let mut previous: Previous = HashMap::new();
+    match loaded {
+        Ok(prev)
+            if prev.state.model_sha256 == emb.card().onnx_sha256
+                && prev.state.preprocess_sha256 == emb.card().preprocess.fingerprint()
+                && prev.state.scale.compatible(scale)
+                && prev.state.cells == cells
+                && prev.state.window_rule == WINDOW_RULE =>
+        {
+            for (i, r) in prev.rows.iter().enumerate() {
+                let key = (r.path.clone(), r.sha256.clone());
+                previous
+                    .entry(key)
+                    .or_default()
+                    .push((prev.row(i).to_vec(), r.clone()));
+            }
+        }
+        _ => {}
+    }
+    previous
+}
+
+/// Each file's manifest row without its window (size and content hash), or why it could not
+/// be read.
+fn hashed_rows(
+    entries: &[cellspace_core::dataset::ImageEntry],
+) -> Vec<std::result::Result<ManifestRow, String>> {
+    entries
+        .par_iter()
+        .map(|e| {
+            let bytes = cellspace_core::preprocess::read_image_file(&e.path)
+                .map_err(|err| err.to_string())?;
+            Ok(ManifestRow {
+                path: e.rel.clone(),
+                class: e.class.clone(),
+                size: bytes.len() as u64,
+                sha256: cellspace_core::sha256_hex(&bytes),
+                window: None,
+                cell: None,
+            })
+        })
+        .collect()
+}
+
+/// What one `runtime embed` run writes with.
+struct Run<'a> {
+    emb: &'a Embedder,
+    pre: &'a cellspace_core::preprocess::Preprocess,
+    root: &'a Path,
+    scale: &'a FolderScale,
+    out: &'a Path,
+    shard: Option<Shard>,
+    cells: Cells,
+}
+
+impl Run<'_> {
+    /// Embed the files `todo` into `done` (one row per cell found with [`Cells::All`]),
+    /// saving partial results every [`SAVE_EVERY`] files; the number of files embedded.
+    fn embed_todo(
+        &self,
+        todo: &[(ManifestRow, PathBuf)],
+        done: &mut Vec<(ManifestRow, Vec<f32>)>,
+        failures: &mut Vec<Failure>,
+        show_progress: bool,
+    ) -> Result<usize> {
+        let bar = if show_progress {
+            ProgressBar::new(todo.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        let all = self.cells == Cells::All;
+        let mut embedded = 0usize;
+        for chunk in todo.chunks(SAVE_EVERY) {
+            let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
+            let results = self
+                .emb
+                .embed_paths_cells(self.pre, &paths, all, |n| bar.inc(n as u64));
+            for ((row, _), r) in chunk.iter().zip(results) {
+                match r {
+                    Ok(found) => {
+                        embedded += 1;
+                        let several = found.len() > 1;
+                        done.extend(found.into_iter().enumerate().map(|(i, (v, window))| {
+                            let row = ManifestRow {
+                                window,
+                                cell: several.then_some(i as u32),
+                                ..row.clone()
+                            };
+                            (row, v)
+                        }));
+                    }
+                    Err(reason) => failures.push(Failure {
+                        path: row.path.clone(),
+                        reason,
+                    }),
+                }
+            }
+            self.save(done, failures, false)?;
+        }
+        bar.finish_and_clear();
+        Ok(embedded)
+    }
+
+    fn save(
+        &self,
+        done: &mut [(ManifestRow, Vec<f32>)],
+        failures: &[Failure],
+        complete: bool,
+    ) -> Result<()> {
+        write_outputs(
+            self.emb,
+            (self.root, self.scale),
+            self.out,
+            done,
+            failures,
+            (complete, self.shard, self.cells),
+        )
+    }
+}
+
 /// Rows of the last consistent save in `out` (0 when there is none).
-fn previous_rows(out: &Path) -> usize {
+fn saved_rows(out: &Path) -> usize {
     Embeddings::load(out).map_or(0, |e| e.rows.len())
 }
 
@@ -273,7 +334,7 @@ fn write_outputs(
                 path,
                 reason: format!(
                     "no space left on the device: free some and run again; the {} images embedded before this save are kept and reused",
-                    previous_rows(out)
+                    saved_rows(out)
                 ),
             }
         }
