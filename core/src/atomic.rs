@@ -1,5 +1,7 @@
 //! Atomic file writes: a half-written model, card, index or embedding file never replaces a
-//! good one. Every writer in the workspace goes through [`write_atomic`].
+//! good one. Every file the workspace writes goes through this module: [`write_atomic`] and
+//! [`write_json`] for one file, [`write_all_atomic`] for files that must change together (an
+//! embeddings folder); a whole index directory is replaced by `index::swap`.
 
 use crate::{Error, Result};
 use std::io::Write;

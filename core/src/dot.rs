@@ -1,9 +1,8 @@
 //! The dot product behind every similarity in cellspace: HNSW distances, exact search, kNN
-//! metrics, near-duplicate groups. A profile of `index bench` on the 640-d embeddings (perf, one
-//! thread) put 76% of search time in the scalar `zip().sum()` this replaces: an in-order float
-//! sum cannot be vectorised by the compiler. Here x86-64 machines with AVX2 and FMA (checked at
-//! run time, so one binary runs everywhere) use four 8-lane FMA accumulators; elsewhere eight
-//! independent accumulators let the compiler vectorise.
+//! metrics, near-duplicate groups. It is most of a search's time, and an in-order float sum
+//! cannot be vectorised by the compiler, so x86-64 machines with AVX-512 or AVX2 and FMA
+//! (checked at run time, so one binary runs everywhere) use several FMA accumulators;
+//! elsewhere eight independent accumulators let the compiler vectorise.
 
 /// Dot product of two equally long vectors (extra elements of the longer one are ignored).
 #[inline]

@@ -1,15 +1,12 @@
 //! The HNSW graph of an index: built, searched and stored in flat arrays.
 //!
-//! Until format 2 the graph was hnsw_rs's. Profiles (perf, one thread) showed where the time
-//! went once the distance kernel was vectorised ([`cellspace_core::dot`]): in the search, half
-//! was hnsw_rs walking `Arc<Point>`s behind read locks and allocating per visit; in the build,
-//! 60% was hnsw_rs's own bookkeeping (heaps, `Arc` drops, hash maps, malloc) and 25% distances.
-//! So hnsw_rs was the bottleneck, and this module replaces it with hnswlib's layout and
-//! algorithm: every node's layer-0 links in one `u32` array with `2 M` slots per node, the few
-//! upper-layer lists beside it, the index's own vector slice (no second copy), a visited list
-//! reused across queries by a generation stamp, the next vector prefetched while the current
-//! one is scored, and hnswlib's neighbour-selection heuristic. hnsw_rs remains the reader of
-//! format-1 and -2 indexes ([`Graph::from_hnsw`]).
+//! hnswlib's layout and algorithm: every node's layer-0 links in one `u32` array with `2 M`
+//! slots per node, the few upper-layer lists beside it, the index's own vector slice (no
+//! second copy), a visited list reused across queries by a generation stamp, the next vector
+//! prefetched while the current one is scored, and hnswlib's neighbour-selection heuristic.
+//! It replaced hnsw_rs (formats 1 and 2), whose per-visit locking, `Arc`s and allocation were
+//! most of the search and build time once distances were vectorised; hnsw_rs remains only the
+//! reader of those old indexes ([`Graph::from_hnsw`]).
 
 use crate::search_layer::{Scored, Visited, greedy, search_layer};
 use crate::store::Vectors;

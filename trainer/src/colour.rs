@@ -1,8 +1,9 @@
 //! A fixed (never trained) soft colour histogram computed inside the model graph, so it is
 //! exported to ONNX with the encoder. Colour carries class information in stained cells (a
 //! plain 8x8x8 histogram beats every self-supervised CNN of the reference runs), so the served
-//! embedding may be the learned one, the histogram, or a weighted blend chosen on held-out
-//! groups: cos(blend) = (1 - w²) cos(learned) + w² cos(histogram).
+//! embedding may be the learned one, the histogram, or a weighted blend (fixed by the
+//! configuration, or chosen at export from a `trainer cv` table over source groups):
+//! cos(blend) = (1 - w²) cos(learned) + w² cos(histogram).
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
