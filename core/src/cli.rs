@@ -6,6 +6,57 @@ use crate::outcome;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The exit of a command that ran: its own code, or [`outcome::ERROR`] with the error (and its
+/// causes, `{:#}`) on stderr.
+pub fn finish<E: std::fmt::Display>(result: std::result::Result<u8, E>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(outcome::ERROR)
+        }
+    }
+}
+
+/// What the libraries report (they never print): each message on stderr as it is, a warning
+/// prefixed `warning: `. `CELLSPACE_LOG=warn` (or `error`, `off`) quiets the progress.
+struct StderrLog;
+
+impl StderrLog {
+    fn install() {
+        static LOG: StderrLog = StderrLog;
+        let level = match std::env::var("CELLSPACE_LOG").as_deref() {
+            Ok("off") => log::LevelFilter::Off,
+            Ok("error") => log::LevelFilter::Error,
+            Ok("warn") => log::LevelFilter::Warn,
+            Ok("debug") => log::LevelFilter::Debug,
+            _ => log::LevelFilter::Info,
+        };
+        if log::set_logger(&LOG).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        match r.level() {
+            log::Level::Warn => eprintln!("warning: {}", r.args()),
+            log::Level::Error => eprintln!("error: {}", r.args()),
+            _ => eprintln!("{}", r.args()),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 /// Where a command's result goes (the same on every command that prints one).
 #[derive(clap::Args, Debug)]
 pub struct Report {
@@ -19,11 +70,13 @@ pub struct Report {
 
 /// A tool's `main`: parse the command line once into `C`, run it, and exit by the policy of
 /// [`outcome`] (a command line that does not parse is [`outcome::USAGE`]; `--help` is OK).
+/// The libraries' progress and warnings (the `log` facade) are printed on stderr.
 pub fn main<C: clap::Parser, E: std::fmt::Display>(
     run: impl FnOnce(C) -> std::result::Result<u8, E>,
 ) -> ExitCode {
+    StderrLog::install();
     match C::try_parse() {
-        Ok(cli) => outcome::finish(run(cli)),
+        Ok(cli) => finish(run(cli)),
         Err(e) => {
             let _ = e.print();
             outcome::usage(e.use_stderr())

@@ -19,18 +19,6 @@ pub const PARTIAL: u8 = 2;
 /// BSD's `EX_USAGE`: not 2, which is [`PARTIAL`].
 pub const USAGE: u8 = 64;
 
-/// The exit of a command that ran: its own code, or [`ERROR`] with the error (and its causes,
-/// `{:#}`) on stderr.
-pub fn finish<E: std::fmt::Display>(result: std::result::Result<u8, E>) -> std::process::ExitCode {
-    match result {
-        Ok(code) => std::process::ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::from(ERROR)
-        }
-    }
-}
-
 /// The exit of a command line that did not parse: [`USAGE`], or [`OK`] for `--help` and
 /// `--version` (which "fail" to parse by design).
 pub fn usage(is_error: bool) -> std::process::ExitCode {

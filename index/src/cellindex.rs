@@ -323,7 +323,7 @@ impl CellIndex {
                     .is_ok()
             {
                 std::fs::rename(&p, dir).map_err(|e| cellspace_core::Error::io(dir, e))?;
-                eprintln!(
+                log::info!(
                     "{}: recovered the index from {} (a save was interrupted)",
                     dir.display(),
                     p.display()

@@ -55,7 +55,7 @@ fn estimated_groups(root: &Path) -> Option<std::collections::HashMap<String, Str
     // the comparison is of every pair: minutes at 10^5 images, hopeless at 10^6
     let (listed, problems) = cellspace_core::dataset::list_images(root).ok()?;
     if listed.len() > MAX_ESTIMATED_GROUPS {
-        eprintln!(
+        log::warn!(
             "no {} for {}: {} images are too many to compare pairwise for copies of one original (at most {MAX_ESTIMATED_GROUPS}); pass --groups FILE (`trainer groups` on a sample, or your own) for --distinct and --exclude-self to know originals",
             cellspace_core::dataset::GROUPS_FILE,
             root.display(),
@@ -81,7 +81,7 @@ fn estimated_groups(root: &Path) -> Option<std::collections::HashMap<String, Str
         .as_bytes(),
     )[..8];
     let n = est.groups.iter().max().map_or(0, |m| m + 1);
-    eprintln!(
+    log::info!(
         "no {} for {}: {} images in {n} groups of near-duplicates ({:.1}s)",
         cellspace_core::dataset::GROUPS_FILE,
         root.display(),
@@ -181,7 +181,7 @@ fn report_sidecar(meta: Option<&Sidecar>, applied: Option<&Applied>) {
     let (Some(m), Some(a)) = (meta, applied) else {
         return;
     };
-    eprintln!(
+    log::warn!(
         "{}: fields for {} cells; {} of its {} paths name no embedded image{}",
         m.file.display(),
         a.rows,

@@ -167,7 +167,7 @@ type Previous = HashMap<(String, String), Vec<(Vec<f32>, ManifestRow)>>;
 fn previous_rows(emb: &Embedder, out: &Path, scale: &FolderScale, cells: Cells) -> Previous {
     let loaded = match Embeddings::load(out) {
         Err(e) if out.join(STATE_FILE).exists() => {
-            eprintln!("not reusing {}: {e}", out.display());
+            log::warn!("not reusing {}: {e}", out.display());
             Err(e)
         }
         r => r,

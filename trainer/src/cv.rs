@@ -121,13 +121,13 @@ pub fn cross_validate(
         if let Ok(text) = std::fs::read_to_string(&done)
             && let Ok(r) = serde_json::from_str::<FoldResult>(&text)
         {
-            eprintln!("fold {}/{folds}: finished before, reused", k + 1);
+            log::info!("fold {}/{folds}: finished before, reused", k + 1);
             results.push(r);
             continue;
         }
         let fold_cfg = cfg.clone().with_fold(Some([k, folds]));
         let resume = run.join(crate::train::CHECKPOINT_DIR).exists();
-        eprintln!(
+        log::info!(
             "fold {}/{folds}: training on the other folds -> {}",
             k + 1,
             run.display()
@@ -143,7 +143,7 @@ pub fn cross_validate(
             },
         )?;
         if summary.interrupted {
-            eprintln!(
+            log::info!(
                 "interrupted: run the same command again to resume fold {}",
                 k + 1
             );
@@ -244,7 +244,7 @@ fn print_fold(r: &FoldResult, cfg: &TrainConfig) {
         .validation
         .candidate(cfg.output, cfg.colour_weight)
         .map_or(f64::NAN, |c| c.report.knn200_acc);
-    eprintln!(
+    log::info!(
         "fold {}/{}: {} query cells of {} originals, kNN-200 served {:.3}, histogram {:.3}",
         r.fold,
         r.folds,

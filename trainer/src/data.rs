@@ -110,7 +110,7 @@ impl CellImages {
                     signatures.extend(d.signature.into_iter().flatten());
                 }
                 Err(reason) => {
-                    eprintln!("skipped {}: {reason}", e.path.display());
+                    log::warn!("skipped {}: {reason}", e.path.display());
                     failed.push((e.path.display().to_string(), reason));
                 }
             }
@@ -128,7 +128,7 @@ impl CellImages {
                     &signatures,
                     cellspace_core::duplicates::DEFAULT_THRESHOLD,
                 );
-                eprintln!(
+                log::info!(
                     "no {} in or beside {}: estimated {} source groups of near-duplicate images",
                     cellspace_core::dataset::GROUPS_FILE,
                     root.display(),
@@ -152,13 +152,15 @@ impl CellImages {
             calibration,
         };
         if let Some(c) = &data.calibration {
-            eprintln!(
+            log::info!(
                 "red-cell scale of the folder: {:.1} px (median of {} of {} fields measured)",
-                c.rbc_px, c.measured, c.fields
+                c.rbc_px,
+                c.measured,
+                c.fields
             );
         }
         if let Some(s) = pre.folder_stain_shift() {
-            eprintln!("stain shift of the folder: {}", s.describe());
+            log::info!("stain shift of the folder: {}", s.describe());
         }
         let flags = data.flag_counts();
         if !flags.is_empty() {
@@ -166,7 +168,7 @@ impl CellImages {
                 .iter()
                 .map(|(f, n)| format!("{n} {}", f.name()))
                 .collect();
-            eprintln!(
+            log::info!(
                 "white cell located in {} images; flagged: {}",
                 data.len(),
                 text.join(", ")

@@ -172,7 +172,7 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
                 *row.flags.entry(f.name().to_string()).or_default() += 1;
             }
         }
-        eprintln!(
+        log::info!(
             "fold {}/{folds}: {} query cells under {} shifts; clean kNN-200 {} (histogram {:.3})",
             k + 1,
             queries.len(),

@@ -211,7 +211,7 @@ impl TrainConfig {
     pub fn with_measured_reference(mut self, data_dir: &Path) -> Result<Self> {
         if self.needs_reference() {
             let r = crate::data::measure_reference(data_dir)?;
-            eprintln!(
+            log::info!(
                 "reference of {} fields ({} without anchors or scale): background {:.0?}, red cells {:.0?}, red cell {:.1} px, window {:.2} red-cell diameters",
                 r.fields,
                 r.unmeasured,
@@ -315,7 +315,7 @@ pub fn install_ctrlc() {
         if STOP.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!(
+        log::info!(
             "\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit now)"
         );
     });
@@ -375,7 +375,7 @@ fn open_run(cfg: &TrainConfig, run_dir: &Path, resume: bool) -> Result<(TrainCon
         let cfg = load_config(run_dir)?;
         let state = load_state(run_dir)?;
         crate::checkpoint::keep_metrics_of(run_dir, state.epoch)?;
-        eprintln!(
+        log::info!(
             "resuming {} at epoch {}, batch {}",
             run_dir.display(),
             state.epoch + 1,
@@ -418,7 +418,7 @@ fn fit_with(
 ) -> Result<FitSummary> {
     let resume = opts.resume;
     if state.finished {
-        eprintln!("run {} is already finished", run_dir.display());
+        log::info!("run {} is already finished", run_dir.display());
     }
     let pre = cfg.preprocess();
     device.seed(cfg.seed);
@@ -430,7 +430,7 @@ fn fit_with(
             cfg.batch_size
         )));
     }
-    eprintln!(
+    log::info!(
         "{} images ({} skipped): {} train, {} held-out validation ({} source groups known)",
         data.len(),
         data.failed.len(),
@@ -450,7 +450,7 @@ fn fit_with(
         match &cfg.init {
             Some(w) => {
                 let (m, report) = crate::init::load_pretrained(fresh, Path::new(w))?;
-                eprintln!(
+                log::info!(
                     "initialised from {w}: {} tensors loaded, {} left fresh",
                     report.applied,
                     report.missing.len()
@@ -462,9 +462,11 @@ fn fit_with(
     };
     if !resume && !split.val.is_empty() {
         let base = crate::eval::histogram_baseline(&data, &split, cfg.seed);
-        eprintln!(
+        log::info!(
             "colour-histogram baseline on the held-out groups: kNN-200 {:.3} P@1 {:.3} MAP@R {:.3}",
-            base.knn200_acc, base.precision_at_1, base.map_at_r
+            base.knn200_acc,
+            base.precision_at_1,
+            base.map_at_r
         );
         cellspace_core::atomic::write_json(&run_dir.join(BASELINE_FILE), &base)?;
     }
@@ -534,7 +536,7 @@ fn fit_with(
             bar.inc(1);
             // the bar is hidden when stderr is a log file: a plain line every 20 batches
             if log_progress && (batch.index + 1) % 20 == 0 {
-                eprintln!(
+                log::info!(
                     "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s",
                     epoch + 1,
                     cfg.epochs,
@@ -553,7 +555,7 @@ fn fit_with(
         bar.finish_and_clear();
         if interrupted {
             save_checkpoint(run_dir, &model, &optim, &state)?;
-            eprintln!("checkpoint written; continue with --resume");
+            log::info!("checkpoint written; continue with --resume");
             break;
         }
         let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
@@ -575,7 +577,7 @@ fn fit_with(
             .as_ref()
             .and_then(|v| v.candidate(cfg.output, cfg.colour_weight));
         match (&val, &served) {
-            (Some(v), Some(c)) => eprintln!(
+            (Some(v), Some(c)) => log::info!(
                 "epoch {}: loss {:.4}, {:.0} img/s, held-out kNN-200 served {:.3} (backbone {:.3}, colour histogram {:.3}) P@1 {:.3} MAP@R {:.3}",
                 epoch + 1,
                 train_loss,
@@ -586,7 +588,7 @@ fn fit_with(
                 c.report.precision_at_1,
                 c.report.map_at_r,
             ),
-            _ => eprintln!(
+            _ => log::info!(
                 "epoch {}: loss {:.4}, {:.0} img/s (nothing held out)",
                 epoch + 1,
                 train_loss,
