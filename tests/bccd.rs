@@ -7,21 +7,8 @@ mod util;
 use cellspace_core::card::ModelCard;
 use cellspace_core::preprocess::{Preprocess, ResizeRule, load_rgb};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-/// The BCCD folder, or None with an honest skip.
-fn bccd(test: &str) -> Option<PathBuf> {
-    let p = util::root().join("../shared/data/bccd");
-    if p.join("boxes.csv").is_file() {
-        Some(p)
-    } else {
-        println!(
-            "SKIPPED {test}: BCCD fields not found at {} (see README: Data)",
-            p.display()
-        );
-        None
-    }
-}
+use util::bccd;
 
 /// A box: (xmin, xmax, ymin, ymax).
 type Boxes = BTreeMap<String, Vec<[f32; 4]>>;

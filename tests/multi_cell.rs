@@ -10,16 +10,20 @@ use std::process::Command;
 
 /// The BCCD fields folder, or None with an honest skip.
 fn bccd_fields(test: &str) -> Option<PathBuf> {
-    let p = util::root().join("../shared/data/bccd/fields");
-    if p.join("BloodImage_00010.jpg").is_file() {
-        Some(p)
-    } else {
-        println!(
-            "SKIPPED {test}: BCCD fields not found at {} (see README: Data)",
-            p.display()
-        );
-        None
-    }
+    util::bccd(test).map(|d| d.join("fields"))
+}
+
+/// `runtime embed FOLDER --cells all -o EMB` with the shipped model; its output.
+fn embed_all(folder: &Path, emb: &Path, model: &Path) -> std::process::Output {
+    util::run_ok(
+        Command::new(util::bin("runtime"))
+            .arg("embed")
+            .arg(folder)
+            .args(["--cells", "all", "--json", "-o"])
+            .arg(emb)
+            .arg("--model")
+            .arg(model),
+    )
 }
 
 /// The white-cell boxes `[x0, y0, x1, y1]` of a BCCD field.
@@ -102,15 +106,7 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
     .unwrap();
     let model = util::root().join("models/cellspace.onnx");
     let emb = dir.path().join("fields.embeddings");
-    util::run_ok(
-        Command::new(util::bin("runtime"))
-            .arg("embed")
-            .arg(&folder)
-            .args(["--cells", "all", "--json", "-o"])
-            .arg(&emb)
-            .arg("--model")
-            .arg(&model),
-    );
+    embed_all(&folder, &emb, &model);
     let manifest = std::fs::read_to_string(emb.join("manifest.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = manifest
         .lines()
@@ -187,15 +183,7 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
         serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
     state["window_rule"] = serde_json::json!(1);
     std::fs::write(&state_path, state.to_string()).unwrap();
-    let again = util::run_ok(
-        Command::new(util::bin("runtime"))
-            .arg("embed")
-            .arg(&folder)
-            .args(["--cells", "all", "--json", "-o"])
-            .arg(&emb)
-            .arg("--model")
-            .arg(&model),
-    );
+    let again = embed_all(&folder, &emb, &model);
     let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(summary["reused"], 0, "{summary}");
     assert_eq!(

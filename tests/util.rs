@@ -58,6 +58,21 @@ pub fn cells_folder(parent: &Path, n: u32, classes: &[&str]) -> PathBuf {
     d
 }
 
+/// The BCCD folder (`boxes.csv`, `fields/`), or None with the reason printed (the test then
+/// skips).
+pub fn bccd(test: &str) -> Option<PathBuf> {
+    let p = root().join("../shared/data/bccd");
+    if p.join("boxes.csv").is_file() {
+        Some(p)
+    } else {
+        println!(
+            "SKIPPED {test}: BCCD fields not found at {} (see README: Data)",
+            p.display()
+        );
+        None
+    }
+}
+
 /// The real blood-cell TRAIN folder, or None with the reason printed (the test then skips).
 pub fn real_data(test: &str) -> Option<PathBuf> {
     let p = root().join("../shared/data/blood-cells/TRAIN");

@@ -85,71 +85,8 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
     }
     let (_, s0, e0) = &loaded[0];
     for (d, s, e) in &loaded[1..] {
-        let same_model = e.state.model_sha256 == e0.state.model_sha256
-            && e.state.preprocess_sha256 == e0.state.preprocess_sha256
-            && e.dim == e0.dim;
-        if !same_model {
-            return Err(refuse(
-                d,
-                format!(
-                    "embedded with model {} (or other preprocessing), but {} with model {}: embed every shard with one model",
-                    e.state.model,
-                    first.display(),
-                    e0.state.model
-                ),
-            ));
-        }
-        if e.state.root != e0.state.root {
-            return Err(refuse(
-                d,
-                format!(
-                    "a shard of {}, but {} is a shard of {}",
-                    e.state.root,
-                    first.display(),
-                    e0.state.root
-                ),
-            ));
-        }
-        if e.state.window_rule != e0.state.window_rule {
-            return Err(refuse(
-                d,
-                format!(
-                    "its windows were placed by another version of the window rule ({}) than {}'s ({}): embed every shard with one version",
-                    e.state.window_rule,
-                    first.display(),
-                    e0.state.window_rule
-                ),
-            ));
-        }
-        if e.state.cells != e0.state.cells {
-            return Err(refuse(
-                d,
-                format!(
-                    "embedded with --cells {:?}, but {} with --cells {:?}: embed every shard alike",
-                    e.state.cells,
-                    first.display(),
-                    e0.state.cells
-                ),
-            ));
-        }
-        if !e.state.scale.compatible(&e0.state.scale) {
-            return Err(refuse(
-                d,
-                format!(
-                    "its windows were sized by another red-cell scale ({:?}, pixel size {:?}) than {}'s ({:?}, {:?}): embed every shard of a folder with the same --pixel-size",
-                    e.state.scale.calibration.map(|c| c.rbc_px),
-                    e.state.scale.pixel_size_rbc_px,
-                    first.display(),
-                    e0.state.scale.calibration.map(|c| c.rbc_px),
-                    e0.state.scale.pixel_size_rbc_px
-                ),
-            ));
-        }
-        if s.count != s0.count {
-            return Err(refuse(
-                d,
-                format!("shard {s} of another split than {} ({s0})", first.display()),
-            ));
+        if let Some(why) = unlike_first(e, s, e0, s0, first) {
+            return Err(refuse(d, why));
         }
     }
     let mut seen = vec![None::<&Path>; s0.count];
@@ -246,6 +183,60 @@ pub fn load(dirs: &[PathBuf]) -> Result<Embeddings> {
             })
         }
     }
+}
+
+/// Why shard `s` (folder contents `e`) cannot be merged with the first one (`e0`, `s0`, in
+/// folder `first`), or None when they are of one run: the same model and preprocessing, folder,
+/// window rule, choice of cells, red-cell scale and split.
+fn unlike_first(
+    e: &Embeddings,
+    s: &Shard,
+    e0: &Embeddings,
+    s0: &Shard,
+    first: &Path,
+) -> Option<String> {
+    let (a, b, first) = (&e.state, &e0.state, first.display());
+    if a.model_sha256 != b.model_sha256
+        || a.preprocess_sha256 != b.preprocess_sha256
+        || e.dim != e0.dim
+    {
+        return Some(format!(
+            "embedded with model {} (or other preprocessing), but {first} with model {}: embed every shard with one model",
+            a.model, b.model
+        ));
+    }
+    if a.root != b.root {
+        return Some(format!(
+            "a shard of {}, but {first} is a shard of {}",
+            a.root, b.root
+        ));
+    }
+    if a.window_rule != b.window_rule {
+        return Some(format!(
+            "its windows were placed by another version of the window rule ({}) than {first}'s ({}): embed every shard with one version",
+            a.window_rule, b.window_rule
+        ));
+    }
+    if a.cells != b.cells {
+        return Some(format!(
+            "embedded with --cells {:?}, but {first} with --cells {:?}: embed every shard alike",
+            a.cells, b.cells
+        ));
+    }
+    if !a.scale.compatible(&b.scale) {
+        let scale = |x: &EmbedState| {
+            (
+                x.scale.calibration.map(|c| c.rbc_px),
+                x.scale.pixel_size_rbc_px,
+            )
+        };
+        return Some(format!(
+            "its windows were sized by another red-cell scale {:?} (calibration, pixel size) than {first}'s {:?}: embed every shard of a folder with the same --pixel-size",
+            scale(a),
+            scale(b)
+        ));
+    }
+    (s.count != s0.count).then(|| format!("shard {s} of another split than {first} ({s0})"))
 }
 
 #[cfg(test)]
