@@ -274,31 +274,11 @@ fn load_two_thousand_queries_eight_concurrent() {
     assert_eq!(failed, 0);
 }
 
-/// A few WebDriver calls over the minimal HTTP client.
-fn wd(addr: SocketAddr, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
-    let text = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (st, out) = util::http(addr, method, path, text.as_bytes());
-    let v = json(&out);
-    assert!(st == 200, "webdriver {method} {path}: {st} {v}");
-    v["value"].clone()
-}
-
 #[test]
 fn page_in_headless_chromium_finds_the_uploaded_cell() {
-    let (chromium, driver) = (
-        Path::new("/usr/bin/chromium"),
-        Path::new("/usr/bin/chromedriver"),
-    );
-    if !chromium.is_file() || !driver.is_file() {
-        println!(
-            "SKIPPED page_in_headless_chromium_finds_the_uploaded_cell: /usr/bin/chromium or /usr/bin/chromedriver missing (apt-get install chromium chromium-driver)"
-        );
+    let Some(b) = util::Browser::start("page_in_headless_chromium_finds_the_uploaded_cell") else {
         return;
-    }
+    };
     let real = util::real_data("page_in_headless_chromium_finds_the_uploaded_cell");
     let cells = match &real {
         Some(train) => util::real_subset(train, 6, 2),
@@ -317,258 +297,203 @@ fn page_in_headless_chromium_finds_the_uploaded_cell() {
     }
     img.save(evil.join("other.png")).unwrap();
     let (addr, _) = start(cells.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = std::process::Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let daddr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let ready = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        std::net::TcpStream::connect(daddr).is_ok()
-    });
-    assert!(ready, "chromedriver did not start");
-    let profile = util::tempdir();
-    let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-        "binary": chromium, "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]}}}});
-    let session = wd(daddr, "POST", "/session", caps)["sessionId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let s = format!("/session/{session}");
-    let result = std::panic::catch_unwind(|| {
-        wd(
-            daddr,
+    b.wd(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{addr}/?k=60")}),
+    );
+    let input = b.wd(
+        "POST",
+        "/element",
+        serde_json::json!({"using": "css selector", "value": "#file"}),
+    );
+    let eid = element_id(&input);
+    let upload = &upload_src;
+    let real_file = std::fs::canonicalize(upload).unwrap();
+    b.wd(
+        "POST",
+        &format!("/element/{eid}/value"),
+        serde_json::json!({"text": real_file.display().to_string()}),
+    );
+    let mut hits = serde_json::Value::Null;
+    for _ in 0..100 {
+        hits = b.wd(
             "POST",
-            &format!("{s}/url"),
-            serde_json::json!({"url": format!("http://{addr}/?k=60")}),
+            "/elements",
+            serde_json::json!({"using": "css selector", "value": ".hit"}),
         );
-        let input = wd(
-            daddr,
-            "POST",
-            &format!("{s}/element"),
-            serde_json::json!({"using": "css selector", "value": "#file"}),
-        );
-        let eid = element_id(&input);
-        let upload = &upload_src;
-        let real_file = std::fs::canonicalize(upload).unwrap();
-        wd(
-            daddr,
-            "POST",
-            &format!("{s}/element/{eid}/value"),
-            serde_json::json!({"text": real_file.display().to_string()}),
-        );
-        let mut hits = serde_json::Value::Null;
-        for _ in 0..100 {
-            hits = wd(
-                daddr,
-                "POST",
-                &format!("{s}/elements"),
-                serde_json::json!({"using": "css selector", "value": ".hit"}),
-            );
-            if hits.as_array().is_some_and(|h| !h.is_empty()) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        if hits.as_array().is_some_and(|h| !h.is_empty()) {
+            break;
         }
-        let hits = hits.as_array().expect("result grid").clone();
-        assert!(
-            hits.len() > 5,
-            "the page's ?k=60 asks for more than the default 5"
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let hits = hits.as_array().expect("result grid").clone();
+    assert!(
+        hits.len() > 5,
+        "the page's ?k=60 asks for more than the default 5"
+    );
+    let first = element_id(&hits[0]);
+    let title = b.wd(
+        "GET",
+        &format!("/element/{first}/attribute/title"),
+        serde_json::Value::Null,
+    );
+    let title = title.as_str().unwrap();
+    assert!(
+        !title.starts_with('/'),
+        "paths relative to the atlas: {title}"
+    );
+    assert!(
+        !upload.display().to_string().ends_with(title),
+        "the uploaded cell is not its own neighbour: other cells are shown"
+    );
+    let query_img = b.wd(
+        "POST",
+        "/element",
+        serde_json::json!({"using": "css selector", "value": "#query-img"}),
+    );
+    let src = b.wd(
+        "GET",
+        &format!("/element/{}/attribute/src", element_id(&query_img)),
+        serde_json::Value::Null,
+    );
+    assert!(
+        src.as_str().unwrap().starts_with("data:image/png;base64,"),
+        "the page shows the embedded window of the query"
+    );
+    let votes_el = b.wd(
+        "POST",
+        "/element",
+        serde_json::json!({"using": "css selector", "value": "#votes"}),
+    );
+    let votes = b.wd(
+        "GET",
+        &format!("/element/{}/text", element_id(&votes_el)),
+        serde_json::Value::Null,
+    );
+    assert!(votes.as_str().unwrap().contains("Class vote"), "{votes}");
+    assert!(
+        votes
+            .as_str()
+            .unwrap()
+            .contains("<img src=x onerror=alert(1)>"),
+        "the markup class name is shown as text: {votes}"
+    );
+    let injected = b.wd(
+        "POST",
+        "/elements",
+        serde_json::json!({"using": "css selector", "value": "#votes img, img[src='x']"}),
+    );
+    assert_eq!(
+        injected.as_array().map(Vec::len),
+        Some(0),
+        "no element injected"
+    );
+    // the filter box: only cells of one class, searched again on Enter
+    let class = if real.is_some() { "MONOCYTE" } else { "B" };
+    let filter = b.wd(
+        "POST",
+        "/element",
+        serde_json::json!({"using": "css selector", "value": "#where"}),
+    );
+    b.wd(
+        "POST",
+        &format!("/element/{}/value", element_id(&filter)),
+        serde_json::json!({"text": format!("class={class}\u{E007}")}),
+    );
+    let mut shown: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        // read the classes in one script: the grid is rebuilt while the answer arrives
+        let cls = b.wd("POST",
+            "/execute/sync",
+            serde_json::json!({
+                "script": "return [...document.querySelectorAll('.hit .cls')].map(e => e.textContent)",
+                "args": []
+            }),
         );
-        let first = element_id(&hits[0]);
-        let title = wd(
-            daddr,
-            "GET",
-            &format!("{s}/element/{first}/attribute/title"),
-            serde_json::Value::Null,
-        );
-        let title = title.as_str().unwrap();
-        assert!(
-            !title.starts_with('/'),
-            "paths relative to the atlas: {title}"
-        );
-        assert!(
-            !upload.display().to_string().ends_with(title),
-            "the uploaded cell is not its own neighbour: other cells are shown"
-        );
-        let query_img = wd(
-            daddr,
+        shown = cls
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t.as_str().unwrap_or_default().to_string())
+            .collect();
+        if !shown.is_empty() && shown.iter().all(|c| c == class) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !shown.is_empty() && shown.iter().all(|c| c == class),
+        "after the filter class={class}, only {class} cells: {shown:?}"
+    );
+    // more like two shown cells, less like a third: picked on the cards, then searched
+    let script = |js: &str| {
+        b.wd(
             "POST",
-            &format!("{s}/element"),
-            serde_json::json!({"using": "css selector", "value": "#query-img"}),
-        );
-        let src = wd(
-            daddr,
-            "GET",
-            &format!("{s}/element/{}/attribute/src", element_id(&query_img)),
-            serde_json::Value::Null,
-        );
-        assert!(
-            src.as_str().unwrap().starts_with("data:image/png;base64,"),
-            "the page shows the embedded window of the query"
-        );
-        let votes_el = wd(
-            daddr,
-            "POST",
-            &format!("{s}/element"),
-            serde_json::json!({"using": "css selector", "value": "#votes"}),
-        );
-        let votes = wd(
-            daddr,
-            "GET",
-            &format!("{s}/element/{}/text", element_id(&votes_el)),
-            serde_json::Value::Null,
-        );
-        assert!(votes.as_str().unwrap().contains("Class vote"), "{votes}");
-        assert!(
-            votes
+            "/execute/sync",
+            serde_json::json!({"script": js, "args": []}),
+        )
+    };
+    let picked = script(
+        "const c = [...document.querySelectorAll('.hit')]; \
+         c[0].querySelector('.like').click(); c[1].querySelector('.like').click(); \
+         c[2].querySelector('.unlike').click(); \
+         return [c[0], c[1], c[2]].map(e => Number(e.dataset.id))",
+    );
+    let picked: Vec<u64> = picked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let chips = script("return document.querySelector('#examples .chips').textContent");
+    assert!(
+        chips
+            .as_str()
+            .unwrap()
+            .contains(&format!("+ #{}", picked[0]))
+            && chips
                 .as_str()
                 .unwrap()
-                .contains("<img src=x onerror=alert(1)>"),
-            "the markup class name is shown as text: {votes}"
-        );
-        let injected = wd(
-            daddr,
-            "POST",
-            &format!("{s}/elements"),
-            serde_json::json!({"using": "css selector", "value": "#votes img, img[src='x']"}),
-        );
-        assert_eq!(
-            injected.as_array().map(Vec::len),
-            Some(0),
-            "no element injected"
-        );
-        // the filter box: only cells of one class, searched again on Enter
-        let class = if real.is_some() { "MONOCYTE" } else { "B" };
-        let filter = wd(
-            daddr,
-            "POST",
-            &format!("{s}/element"),
-            serde_json::json!({"using": "css selector", "value": "#where"}),
-        );
-        wd(
-            daddr,
-            "POST",
-            &format!("{s}/element/{}/value", element_id(&filter)),
-            serde_json::json!({"text": format!("class={class}\u{E007}")}),
-        );
-        let mut shown: Vec<String> = Vec::new();
-        for _ in 0..100 {
-            // read the classes in one script: the grid is rebuilt while the answer arrives
-            let cls = wd(
-                daddr,
-                "POST",
-                &format!("{s}/execute/sync"),
-                serde_json::json!({
-                    "script": "return [...document.querySelectorAll('.hit .cls')].map(e => e.textContent)",
-                    "args": []
-                }),
+                .contains(&format!("− #{}", picked[2])),
+        "{chips}"
+    );
+    script("document.querySelector('#recommend').click(); return 0");
+    let mut after: Vec<u64> = Vec::new();
+    for _ in 0..100 {
+        let st = script("return document.querySelector('#status').textContent");
+        if !st.as_str().unwrap_or("").contains("searching") {
+            let ids = script(
+                "return [...document.querySelectorAll('.hit')].map(e => Number(e.dataset.id))",
             );
-            shown = cls
+            after = ids
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|t| t.as_str().unwrap_or_default().to_string())
+                .filter_map(|v| v.as_u64())
                 .collect();
-            if !shown.is_empty() && shown.iter().all(|c| c == class) {
+            if !after.is_empty() && !after.contains(&picked[0]) {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        assert!(
-            !shown.is_empty() && shown.iter().all(|c| c == class),
-            "after the filter class={class}, only {class} cells: {shown:?}"
-        );
-        // more like two shown cells, less like a third: picked on the cards, then searched
-        let script = |js: &str| {
-            wd(
-                daddr,
-                "POST",
-                &format!("{s}/execute/sync"),
-                serde_json::json!({"script": js, "args": []}),
-            )
-        };
-        let picked = script(
-            "const c = [...document.querySelectorAll('.hit')]; \
-             c[0].querySelector('.like').click(); c[1].querySelector('.like').click(); \
-             c[2].querySelector('.unlike').click(); \
-             return [c[0], c[1], c[2]].map(e => Number(e.dataset.id))",
-        );
-        let picked: Vec<u64> = picked
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        let chips = script("return document.querySelector('#examples .chips').textContent");
-        assert!(
-            chips
-                .as_str()
-                .unwrap()
-                .contains(&format!("+ #{}", picked[0]))
-                && chips
-                    .as_str()
-                    .unwrap()
-                    .contains(&format!("− #{}", picked[2])),
-            "{chips}"
-        );
-        script("document.querySelector('#recommend').click(); return 0");
-        let mut after: Vec<u64> = Vec::new();
-        for _ in 0..100 {
-            let st = script("return document.querySelector('#status').textContent");
-            if !st.as_str().unwrap_or("").contains("searching") {
-                let ids = script(
-                    "return [...document.querySelectorAll('.hit')].map(e => Number(e.dataset.id))",
-                );
-                after = ids
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_u64())
-                    .collect();
-                if !after.is_empty() && !after.contains(&picked[0]) {
-                    break;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        assert!(
-            !after.is_empty() && after.iter().all(|i| !picked.contains(i)),
-            "the examples' answer holds other cells: picked {picked:?}, shown {after:?}"
-        );
-        let png = wd(
-            daddr,
-            "GET",
-            &format!("{s}/screenshot"),
-            serde_json::Value::Null,
-        );
-        let bytes = base64_decode(png.as_str().unwrap());
-        let shot = std::env::temp_dir().join("cellspace-serve-screenshot.png");
-        std::fs::write(&shot, &bytes).unwrap();
-        let img = image::load_from_memory(&bytes).unwrap();
-        assert!(img.width() >= 800, "screenshot of the page");
-        println!(
-            "browser: top result {} ({} real images); screenshot {}",
-            title,
-            real.is_some(),
-            shot.display()
-        );
-    });
-    let _ = util::http(daddr, "DELETE", &s, b"");
-    let _ = child.kill();
-    let _ = child.wait();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    assert!(
+        !after.is_empty() && after.iter().all(|i| !picked.contains(i)),
+        "the examples' answer holds other cells: picked {picked:?}, shown {after:?}"
+    );
+    let png = b.wd("GET", "/screenshot", serde_json::Value::Null);
+    let bytes = base64_decode(png.as_str().unwrap());
+    let shot = std::env::temp_dir().join("cellspace-serve-screenshot.png");
+    std::fs::write(&shot, &bytes).unwrap();
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert!(img.width() >= 800, "screenshot of the page");
+    println!(
+        "browser: top result {} ({} real images); screenshot {}",
+        title,
+        real.is_some(),
+        shot.display()
+    );
 }
 
 /// The id in a WebDriver element reference (`{"element-6066-...": id}`).
