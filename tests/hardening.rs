@@ -58,7 +58,7 @@ fn case_07_nan_and_zero_float_flags_are_usage_errors() {
                 .arg(&data)
                 .arg("--out")
                 .arg(&run)
-                .args([flag, value, "--export", "none", "--epochs", "1"]),
+                .args([flag, value, "--no-export", "--epochs", "1"]),
         );
         assert_eq!(code, 64, "{flag} {value}: {err}");
         assert!(
@@ -168,7 +168,7 @@ fn case_13_zero_epochs_is_a_usage_error() {
             .arg(&data)
             .arg("--out")
             .arg(dir.path().join("run"))
-            .args(["--epochs", "0", "--export", "none"]),
+            .args(["--epochs", "0", "--no-export"]),
     );
     assert_eq!(code, 64, "{err}");
     assert!(

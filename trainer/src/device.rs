@@ -10,32 +10,58 @@
 
 use burn::tensor::Device;
 
-/// Device names accepted by `--device`: `cpu` is the fastest CPU backend built in (LibTorch
-/// when built with it, else flex); `flex` and `libtorch` name one.
-pub const DEVICES: [&str; 7] = [
-    "cpu",
-    "flex",
-    "libtorch",
-    "cuda",
-    "gpu",
-    "libtorch-cuda",
-    "vulkan",
-];
+/// Where to train (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainDevice {
+    /// The fastest CPU backend built in: LibTorch when built with it, else flex.
+    Cpu,
+    Flex,
+    Libtorch,
+    /// A GPU: LibTorch on CUDA when built with it, else burn's Vulkan backend (also `gpu`).
+    Cuda,
+    LibtorchCuda,
+    Vulkan,
+}
 
-/// The plain (non-autodiff) device for a `--device` name.
-pub fn select(name: &str) -> crate::Result<Device> {
-    match name {
-        "cpu" if cfg!(feature = "libtorch") => libtorch(),
-        "cpu" | "flex" => Ok(Device::flex()),
-        "libtorch" => libtorch(),
-        "libtorch-cuda" => cuda(),
-        "vulkan" => vulkan(),
-        "cuda" | "gpu" => cuda().or_else(|a| {
+impl TrainDevice {
+    /// Every device with its name, as `--device` takes it.
+    pub const NAMES: [(&'static str, TrainDevice); 7] = [
+        ("cpu", TrainDevice::Cpu),
+        ("flex", TrainDevice::Flex),
+        ("libtorch", TrainDevice::Libtorch),
+        ("cuda", TrainDevice::Cuda),
+        ("gpu", TrainDevice::Cuda),
+        ("libtorch-cuda", TrainDevice::LibtorchCuda),
+        ("vulkan", TrainDevice::Vulkan),
+    ];
+}
+
+impl std::str::FromStr for TrainDevice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, d)| *d)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+                format!("unknown device {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The plain (non-autodiff) device for a `--device` choice.
+pub fn select(device: TrainDevice) -> crate::Result<Device> {
+    match device {
+        TrainDevice::Cpu if cfg!(feature = "libtorch") => libtorch(),
+        TrainDevice::Cpu | TrainDevice::Flex => Ok(Device::flex()),
+        TrainDevice::Libtorch => libtorch(),
+        TrainDevice::LibtorchCuda => cuda(),
+        TrainDevice::Vulkan => vulkan(),
+        TrainDevice::Cuda => cuda().or_else(|a| {
             vulkan().map_err(|b| crate::Error::Device(format!("no GPU backend: {a}; {b}")))
         }),
-        other => Err(crate::Error::Device(format!(
-            "unknown device {other:?}; expected one of {DEVICES:?}"
-        ))),
     }
 }
 
@@ -113,8 +139,9 @@ mod tests {
 
     #[test]
     fn names_resolve_or_say_how_to_get_them() {
+        let select = |name: &str| select(name.parse::<TrainDevice>().unwrap());
         assert_eq!(backend_name(&select("flex").unwrap()), "flex");
-        let unknown = select("tpu").unwrap_err().to_string();
+        let unknown = "tpu".parse::<TrainDevice>().unwrap_err();
         assert!(
             unknown.contains("libtorch") && unknown.contains("tpu"),
             "{unknown}"

@@ -11,6 +11,29 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 /// Named encoder presets.
+/// An encoder preset (`--arch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// The small CPU ResNet the shipped model uses.
+    Small,
+    /// torchvision's ResNet-18 layout (for `--init` with its weights).
+    Resnet18,
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "small" => Ok(Arch::Small),
+            "resnet18" => Ok(Arch::Resnet18),
+            other => Err(format!(
+                "unknown arch {other:?}; expected small or resnet18"
+            )),
+        }
+    }
+}
+
 #[derive(Config, Debug, PartialEq)]
 pub struct EncoderConfig {
     /// Channels of the four stages.
@@ -42,11 +65,10 @@ impl EncoderConfig {
             .with_blocks([2, 2, 2, 2])
             .with_imagenet_stem(true)
     }
-    pub fn preset(name: &str) -> Option<Self> {
-        match name {
-            "small" => Some(Self::small()),
-            "resnet18" => Some(Self::resnet18()),
-            _ => None,
+    pub fn preset(arch: Arch) -> Self {
+        match arch {
+            Arch::Small => Self::small(),
+            Arch::Resnet18 => Self::resnet18(),
         }
     }
 

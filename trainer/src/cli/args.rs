@@ -1,7 +1,7 @@
 //! The flags of a fit, shared by `fit`, `cv`, `robustness` and `bench`, and the training
 //! configuration they make.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use trainer::loss::LossKind;
 use trainer::model::{EmbeddingOutput, EncoderConfig};
@@ -31,7 +31,7 @@ pub struct FitArgs {
     /// flex, libtorch, cuda/gpu (LibTorch on CUDA, else burn's Vulkan backend), libtorch-cuda,
     /// vulkan.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: trainer::device::TrainDevice,
     /// Run directory (checkpoints, metrics, pictures).
     #[arg(short, long, default_value = "runs/latest")]
     pub out: PathBuf,
@@ -43,7 +43,7 @@ pub struct FitArgs {
     pub resume: bool,
     /// Encoder preset: small (CPU) or resnet18 (torchvision layout, for --init).
     #[arg(long, default_value = "small")]
-    pub arch: String,
+    pub arch: trainer::model::Arch,
     #[arg(long, default_value_t = 128)]
     pub dim: usize,
     /// Stem: torchvision's 7x7 stride-2 conv + max-pool (4x cheaper stages) instead of 3x3 stride 2.
@@ -91,9 +91,12 @@ pub struct FitArgs {
     /// Share of source groups held out to validate each epoch (0: train on everything).
     #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::share_f64)]
     pub val_fraction: f64,
-    /// Where to export the served model (path without extension); "none" to skip.
+    /// Where to export the served model (path without extension).
     #[arg(long, default_value = "models/latest")]
-    pub export: String,
+    pub export: PathBuf,
+    /// Do not export the served model (the run folder still holds it).
+    #[arg(long)]
+    pub no_export: bool,
     /// Colour standardisation of every field: stain-anchors (the folder's stain shift undone,
     /// then background and red cells mapped to the training fields'), od-anchors (the second
     /// step alone), hsv-anchors, lab-anchors, lab-reinhard, or none (absolute colour).
@@ -106,14 +109,13 @@ pub struct FitArgs {
 }
 
 pub fn config(a: &FitArgs) -> Result<TrainConfig> {
-    let encoder = EncoderConfig::preset(&a.arch)
-        .with_context(|| format!("unknown --arch {}; expected small or resnet18", a.arch))?
-        .with_dim(a.dim)
-        .with_head_dim(if a.loss == LossKind::Ntxent {
+    let encoder = EncoderConfig::preset(a.arch).with_dim(a.dim).with_head_dim(
+        if a.loss == LossKind::Ntxent {
             a.head_dim
         } else {
             0
-        });
+        },
+    );
     let augment = trainer::augment::AugmentConfig::new()
         .with_brightness(a.jitter)
         .with_contrast(a.jitter)

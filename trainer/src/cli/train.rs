@@ -9,7 +9,7 @@ use trainer::train::{fit, install_ctrlc};
 /// Run `trainer fit`.
 pub fn fit_cmd(a: FitArgs) -> Result<u8> {
     install_ctrlc();
-    let device = trainer::device::select(&a.device)?;
+    let device = trainer::device::select(a.device)?;
     let cfg = config(&a)?;
     // --resume on a folder without a checkpoint starts the run (what a re-run script wants)
     let resume = a.resume && a.out.join(trainer::train::CHECKPOINT_DIR).exists();
@@ -40,13 +40,9 @@ pub fn fit_cmd(a: FitArgs) -> Result<u8> {
         return Ok(PARTIAL); // progress saved: --resume continues
     }
     eprintln!("run written to {}", a.out.display());
-    if a.export != "none" {
-        let card = trainer::export::export_run(
-            &a.out,
-            &PathBuf::from(&a.export),
-            Some(&summary),
-            &Default::default(),
-        )?;
+    if !a.no_export {
+        let card =
+            trainer::export::export_run(&a.out, &a.export, Some(&summary), &Default::default())?;
         eprintln!(
             "model exported: {} (card {})",
             card.with_extension("onnx").display(),
@@ -82,7 +78,7 @@ pub fn cv(args: CvArgs) -> Result<u8> {
         per_group,
     } = args;
     install_ctrlc();
-    let device = trainer::device::select(&fit.device)?;
+    let device = trainer::device::select(fit.device)?;
     let cfg = config(&fit)?;
     let Some(report) = trainer::cv::cross_validate(&cfg, &fit.data, &fit.out, folds, &device)?
     else {
@@ -173,7 +169,7 @@ pub struct BenchArgs {
 /// Run `trainer bench`.
 pub fn bench(args: BenchArgs) -> Result<u8> {
     let BenchArgs { fit, steps, report } = args;
-    let device = trainer::device::select(&fit.device)?;
+    let device = trainer::device::select(fit.device)?;
     let result = trainer::bench::bench(&config(&fit)?, &fit.data, steps, &device)?;
     outcome::emit_json(report.as_deref(), &result)?;
     Ok(OK)
