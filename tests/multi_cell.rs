@@ -191,6 +191,16 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
         Some(rows.len() as u64),
         "{summary}"
     );
+    // flags count images, not cells
+    let files = summary["total"].as_u64().unwrap();
+    assert!(
+        summary["flagged"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|n| n.as_u64().unwrap() <= files),
+        "{summary}"
+    );
     // a field that is not indexed: embedded, every cell answered
     let outside = fields.join("BloodImage_00043.jpg");
     let answers = query(&index, &outside);

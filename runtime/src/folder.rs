@@ -109,10 +109,16 @@ pub fn embed_shard(
     let embedded = run.embed_todo(&todo, &mut done, &mut failures, show_progress)?;
     run.save(&mut done, &failures, true)?;
     let secs = infer_start.elapsed().as_secs_f64();
+    // images per flag: a field of several cells counts once for a flag any of its cells has
     let mut flagged = std::collections::BTreeMap::new();
-    for (row, _) in &done {
-        for f in row.window.iter().flat_map(|w| &w.flags) {
-            *flagged.entry(f.name().to_string()).or_insert(0) += 1;
+    for rows in done.chunk_by(|a, b| a.0.path == b.0.path) {
+        let flags: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .flat_map(|(r, _)| r.window.iter().flat_map(|w| &w.flags))
+            .map(|f| f.name())
+            .collect();
+        for f in flags {
+            *flagged.entry(f.to_string()).or_insert(0) += 1;
         }
     }
     let summary = EmbedSummary {
