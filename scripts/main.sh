@@ -67,6 +67,6 @@ if served and base:
     else:
         print(f"  the served model does NOT beat the cell-window histogram on this split ({gap:+.3f} kNN-200):")
         print(f"  {epochs} epochs is a short demonstration; the shipped models/cellspace.onnx trains longer")
-        print("  (README: Measured). One split of ~60 originals moves by ±0.05-0.08; trainer cv gives mean ± SD.")
+        print("  (README: Measured; docs/measured.md). One split of ~60 originals moves by ±0.05-0.08; trainer cv gives mean ± SD.")
 PY
 echo "== outputs: run $out (loss.png, embedding-map.png, metrics.jsonl), model $out/model.onnx, index $out/cells.index"
