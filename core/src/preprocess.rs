@@ -188,8 +188,8 @@ impl Preprocess {
             ResizeRule::CenterSquareBilinear => vec![(center_square(img), None)],
             ResizeRule::CellWindow(cfg) => {
                 let (view, side) = self.sized_view(img, cfg);
-                locate_all_sized(&view.image, cfg, side)
-                    .into_iter()
+                let locs = locate_all_sized(&view.image, cfg, side);
+                locs.into_iter()
                     .map(|loc| {
                         let loc = view.own(loc);
                         (crop(&view.image, &loc), Some(loc))
@@ -204,8 +204,18 @@ impl Preprocess {
     /// gives exactly the one input [`Preprocess::prepare_located`] gives, so a one-cell image
     /// is prepared as it always was and a field without a clear cell still gets a window.
     pub fn prepare_cells(&self, img: &RgbImage) -> Vec<(Vec<f32>, Option<Location>)> {
+        self.cell_windows(img)
+            .into_iter()
+            .map(|(window, loc)| (self.normalize(&self.resize_window(window)), loc))
+            .collect()
+    }
+
+    /// The windows [`Preprocess::prepare_cells`] embeds, at source resolution: every white
+    /// cell's ([`Preprocess::windows_all`]) when the field holds several, else the one
+    /// [`Preprocess::window`] gives.
+    pub fn cell_windows(&self, img: &RgbImage) -> Vec<(RgbImage, Option<Location>)> {
         let ResizeRule::CellWindow(cfg) = &self.resize else {
-            return vec![self.prepare_located(img)];
+            return vec![self.window(img)];
         };
         let (view, side) = self.sized_view(img, cfg);
         let mut locs = locate_all_sized(&view.image, cfg, side);
@@ -215,8 +225,7 @@ impl Preprocess {
         locs.into_iter()
             .map(|loc| {
                 let loc = view.own(loc);
-                let window = crop(&view.image, &loc);
-                (self.normalize(&self.resize_window(window)), Some(loc))
+                (crop(&view.image, &loc), Some(loc))
             })
             .collect()
     }

@@ -76,11 +76,8 @@ pub fn embed_cell(
         .collect();
     let (vector, window) = cells.swap_remove(cell);
     let pre = &embedder.card().preprocess;
-    // the windows of a field of several cells come in the same order as their embeddings
-    let crop = match n {
-        1 => crate::thumbs::window_png(pre, img),
-        _ => crate::thumbs::thumb_png(&pre.windows_all(img).swap_remove(cell).0),
-    };
+    // the windows come in the same order as their embeddings
+    let crop = crate::thumbs::thumb_png(&pre.cell_windows(img).swap_remove(cell).0);
     let field = (n > 1 && boxes.len() == n).then(|| FieldCells {
         image: crate::thumbs::png_data_url(&crate::thumbs::scaled_png(img, FIELD_SIDE)),
         size: [img.width(), img.height()],
