@@ -217,13 +217,38 @@ fn resumes_exactly_on(device: &Device, backend: &str) {
     }
 }
 
+/// `validate_every 2` over 3 epochs measures epochs 2 and 3 (the last), not epoch 1.
+#[test]
+fn validate_every_skips_epochs_but_measures_the_last() {
+    let _turn = rng_lock();
+    let data = synthetic_folder(40);
+    let cfg = tiny_config(LossKind::Triplet).with_epochs(3);
+    let out = util::tempdir();
+    let opts = FitOptions {
+        validate_every: 2,
+        ..Default::default()
+    };
+    let summary = fit(&cfg, data.path(), out.path(), &Device::flex(), &opts).unwrap();
+    assert_eq!(summary.epochs_done, 3);
+    let measured: Vec<bool> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| !serde_json::from_str::<serde_json::Value>(l).unwrap()["validation"].is_null())
+        .collect();
+    assert_eq!(measured, [false, true, true]);
+    assert!(
+        summary.served.and_then(|s| s.validation).is_some(),
+        "the served (last) epoch carries its validation"
+    );
+}
+
 #[test]
 fn cross_validation_reports_every_fold_and_resumes() {
     let _turn = rng_lock();
     let data = synthetic_folder(48);
     let cfg = tiny_config(LossKind::Ntxent).with_epochs(1);
     let out = util::tempdir();
-    let report = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex())
+    let report = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex(), 1)
         .unwrap()
         .expect("not interrupted");
     assert_eq!(report.fold_results.len(), 3);
@@ -248,7 +273,7 @@ fn cross_validation_reports_every_fold_and_resumes() {
     );
     assert!(out.path().join("cv.json").is_file());
     // a second run reuses the finished folds: same figures, no training
-    let again = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex())
+    let again = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex(), 1)
         .unwrap()
         .unwrap();
     assert_eq!(again.served.knn200_per_fold, report.served.knn200_per_fold);

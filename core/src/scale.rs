@@ -18,7 +18,7 @@
 //! When the energy has no peak inside the searched range (a field without red cells, or with
 //! too few to make one), the scale is not measured, and the caller says so.
 
-use crate::field::{optical_density, usable_mask, working_image};
+use crate::field::{OdTable, usable_mask, working_image};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -61,9 +61,10 @@ pub fn measure(
     let mask = usable_mask(&work);
     let stain: Vec<bool> = work.pixels().map(|p| stained(p.0)).collect();
     let near_stain = dilate(&stain, w, h, STAIN_REACH);
+    let table = OdTable::new(bg);
     let mut od: Vec<f32> = work
         .pixels()
-        .map(|p| optical_density(p.0, bg).iter().sum::<f32>().max(0.0))
+        .map(|p| table.od(p.0).iter().sum::<f32>().max(0.0))
         .collect();
     let usable: Vec<f32> = od
         .iter()
@@ -123,29 +124,31 @@ fn dilate(m: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
 /// Fill every basin not connected to the border or a `sink` (priority flood): the pale centre
 /// of a red cell rises to its rim, so each cell is one solid blob of its full diameter.
 fn fill_depressions(v: &[f32], w: usize, h: usize, sink: &[bool]) -> Vec<f32> {
-    use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    let key = |x: f32| Reverse((x.max(0.0) * 1e4) as u32);
+    // lowest level first, then the highest index: one u64 per entry orders as the pair
+    // (Reverse(level), index) would, with a single comparison
+    let key = |x: f32, i: usize| ((u32::MAX - (x.max(0.0) * 1e4) as u32) as u64) << 32 | i as u64;
     let mut out = v.to_vec();
     let mut seen = vec![false; v.len()];
-    let mut heap = BinaryHeap::new();
+    let mut heap = BinaryHeap::with_capacity(2 * (w + h));
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
             if x == 0 || y == 0 || x + 1 == w || y + 1 == h || sink[i] {
                 seen[i] = true;
-                heap.push((key(v[i]), i));
+                heap.push(key(v[i], i));
             }
         }
     }
-    while let Some((_, i)) = heap.pop() {
+    while let Some(k) = heap.pop() {
+        let i = (k & u32::MAX as u64) as usize;
         let (x, y) = (i % w, i / w);
         let level = out[i];
         let mut visit = |j: usize| {
             if !seen[j] {
                 seen[j] = true;
                 out[j] = out[j].max(level);
-                heap.push((key(out[j]), j));
+                heap.push(key(out[j], j));
             }
         };
         if x > 0 {
@@ -288,41 +291,55 @@ fn halve_mask(m: &[bool], w: usize, h: usize) -> Vec<bool> {
 }
 
 /// Separable Gaussian blur of standard deviation `sigma` (pixels), edges clamped.
+///
+/// Each tap is added to a whole row at once (a loop the compiler vectorises), with the
+/// clamped edge columns apart: the same sums in the same order as the per-pixel loop
+/// ([`tests::blur_matches_the_per_pixel_loop`]), at a fraction of its time (the ruler ran at
+/// ~30 fields/s per core with that loop).
 fn blur(p: &Plane, sigma: f32) -> Plane {
     let r = (3.0 * sigma).ceil().max(1.0) as isize;
+    let k = gaussian(sigma, r);
+    let (w, h) = (p.w, p.h);
+    let mut tmp = vec![0f32; p.v.len()];
+    for (src, dst) in p.v.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
+        for (j, &kj) in k.iter().enumerate() {
+            let off = j as isize - r;
+            // columns x whose tap x + off lies inside the row
+            let lo = ((-off).max(0) as usize).min(w);
+            let hi = ((w as isize - off).clamp(0, w as isize) as usize).max(lo);
+            for d in &mut dst[..lo] {
+                *d += kj * src[0];
+            }
+            if hi > lo {
+                let from = (lo as isize + off) as usize;
+                for (d, s) in dst[lo..hi].iter_mut().zip(&src[from..from + hi - lo]) {
+                    *d += kj * s;
+                }
+            }
+            for d in &mut dst[hi..] {
+                *d += kj * src[w - 1];
+            }
+        }
+    }
+    let mut out = vec![0f32; p.v.len()];
+    for (y, dst) in out.chunks_exact_mut(w).enumerate() {
+        for (j, &kj) in k.iter().enumerate() {
+            let yy = (y as isize + j as isize - r).clamp(0, h as isize - 1) as usize;
+            for (d, s) in dst.iter_mut().zip(&tmp[yy * w..(yy + 1) * w]) {
+                *d += kj * s;
+            }
+        }
+    }
+    Plane { w, h, v: out }
+}
+
+/// The normalised Gaussian kernel of `sigma` over `-r..=r`.
+fn gaussian(sigma: f32, r: isize) -> Vec<f32> {
     let k: Vec<f32> = (-r..=r)
         .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
         .collect();
     let norm: f32 = k.iter().sum();
-    let k: Vec<f32> = k.iter().map(|x| x / norm).collect();
-    let (w, h) = (p.w as isize, p.h as isize);
-    let mut tmp = vec![0f32; p.v.len()];
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for (j, kj) in k.iter().enumerate() {
-                let xx = (x + j as isize - r).clamp(0, w - 1);
-                acc += kj * p.v[(y * w + xx) as usize];
-            }
-            tmp[(y * w + x) as usize] = acc;
-        }
-    }
-    let mut out = vec![0f32; p.v.len()];
-    for y in 0..h {
-        for x in 0..w {
-            let mut acc = 0.0;
-            for (j, kj) in k.iter().enumerate() {
-                let yy = (y + j as isize - r).clamp(0, h - 1);
-                acc += kj * tmp[(yy * w + x) as usize];
-            }
-            out[(y * w + x) as usize] = acc;
-        }
-    }
-    Plane {
-        w: p.w,
-        h: p.h,
-        v: out,
-    }
+    k.iter().map(|x| x / norm).collect()
 }
 
 /// The guard against measurement noise: a field whose measured red cells are within `ratio`
@@ -365,6 +382,123 @@ pub fn ramp(x: f32, t: f32) -> f32 {
 mod tests {
     use super::*;
     use crate::field::tests::smear;
+
+    /// The blur as it was written first: one pixel at a time, every tap clamped.
+    fn blur_per_pixel(p: &Plane, sigma: f32) -> Plane {
+        let r = (3.0 * sigma).ceil().max(1.0) as isize;
+        let k = gaussian(sigma, r);
+        let (w, h) = (p.w as isize, p.h as isize);
+        let mut tmp = vec![0f32; p.v.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (j, kj) in k.iter().enumerate() {
+                    let xx = (x + j as isize - r).clamp(0, w - 1);
+                    acc += kj * p.v[(y * w + xx) as usize];
+                }
+                tmp[(y * w + x) as usize] = acc;
+            }
+        }
+        let mut out = vec![0f32; p.v.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (j, kj) in k.iter().enumerate() {
+                    let yy = (y + j as isize - r).clamp(0, h - 1);
+                    acc += kj * tmp[(yy * w + x) as usize];
+                }
+                out[(y * w + x) as usize] = acc;
+            }
+        }
+        Plane {
+            w: p.w,
+            h: p.h,
+            v: out,
+        }
+    }
+
+    /// The flood as it was written first: a heap of (Reverse(level), index) pairs.
+    fn fill_depressions_pairs(v: &[f32], w: usize, h: usize, sink: &[bool]) -> Vec<f32> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let key = |x: f32| Reverse((x.max(0.0) * 1e4) as u32);
+        let mut out = v.to_vec();
+        let mut seen = vec![false; v.len()];
+        let mut heap = BinaryHeap::new();
+        for i in 0..v.len() {
+            let (x, y) = (i % w, i / w);
+            if x == 0 || y == 0 || x + 1 == w || y + 1 == h || sink[i] {
+                seen[i] = true;
+                heap.push((key(v[i]), i));
+            }
+        }
+        while let Some((_, i)) = heap.pop() {
+            let (x, y) = (i % w, i / w);
+            let level = out[i];
+            let neighbours = [
+                (x > 0).then(|| i - 1),
+                (x + 1 < w).then(|| i + 1),
+                (y > 0).then(|| i - w),
+                (y + 1 < h).then(|| i + w),
+            ];
+            for j in neighbours.into_iter().flatten() {
+                if !seen[j] {
+                    seen[j] = true;
+                    out[j] = out[j].max(level);
+                    heap.push((key(out[j]), j));
+                }
+            }
+        }
+        out
+    }
+
+    /// The same filled surface, ties and all, on a field of quantised-equal levels.
+    #[test]
+    fn flood_matches_the_pair_heap() {
+        let (w, h) = (37, 23);
+        let mut seed = 11u64;
+        let v: Vec<f32> = (0..w * h)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 50) % 7) as f32 * 0.5 + (seed >> 40 & 0xff) as f32 * 1e-7
+            })
+            .collect();
+        let sink: Vec<bool> = (0..w * h).map(|i| i % 97 == 0).collect();
+        assert_eq!(
+            fill_depressions(&v, w, h, &sink),
+            fill_depressions_pairs(&v, w, h, &sink)
+        );
+    }
+
+    /// Bit for bit, on planes narrower than the kernel too (every tap clamped).
+    #[test]
+    fn blur_matches_the_per_pixel_loop() {
+        let mut seed = 7u64;
+        for (w, h, sigma) in [
+            (40, 30, 1.5),
+            (17, 9, 4.0),
+            (3, 5, 2.0),
+            (1, 1, 1.0),
+            (64, 2, 0.4),
+        ] {
+            let v: Vec<f32> = (0..w * h)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 40) as f32 / (1u64 << 24) as f32
+                })
+                .collect();
+            let p = Plane { w, h, v };
+            assert_eq!(
+                blur(&p, sigma).v,
+                blur_per_pixel(&p, sigma).v,
+                "{w}x{h} σ {sigma}"
+            );
+        }
+    }
 
     fn anchors(background: [f32; 3]) -> crate::field::Anchors {
         crate::field::Anchors {

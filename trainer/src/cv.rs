@@ -72,24 +72,31 @@ pub struct CvReport {
 
 /// Name of a measured embedding in the report.
 pub fn candidate_name(c: &Candidate) -> String {
-    let out = match c.output {
+    output_name(c.output, c.colour_weight)
+}
+
+/// Name of the embedding `output` blended with the colour histogram at `colour_weight`.
+pub fn output_name(output: EmbeddingOutput, colour_weight: f32) -> String {
+    let out = match output {
         EmbeddingOutput::Backbone => "backbone",
         EmbeddingOutput::Head => "head",
     };
-    match c.colour_weight {
+    match colour_weight {
         w if w <= 0.0 => format!("learned {out}"),
         w if w >= 1.0 => "in-graph colour histogram (model input)".into(),
         w => format!("{out} + colour, w {w:.1}"),
     }
 }
 
-/// Cross-validate `cfg` over `folds` folds of the source groups under `data_dir`.
+/// Cross-validate `cfg` over `folds` folds of the source groups under `data_dir`; each fold's
+/// training measures its held-out groups every `validate_every` epochs (0 or 1: each) and last.
 pub fn cross_validate(
     cfg: &TrainConfig,
     data_dir: &Path,
     out: &Path,
     folds: usize,
     device: &Device,
+    validate_every: usize,
 ) -> Result<Option<CvReport>> {
     if folds < 2 {
         return Err(Error::Config("--folds must be at least 2".into()));
@@ -139,6 +146,7 @@ pub fn cross_validate(
             device,
             &FitOptions {
                 resume,
+                validate_every,
                 ..Default::default()
             },
         )?;

@@ -1,8 +1,10 @@
 //! ONNX export: the best model of a run becomes `NAME.onnx` (dynamic batch axis, weights
 //! embedded) and its model card `NAME.json`, both written atomically.
 
+use crate::choice::{ProtocolChoice, choose_under_shift};
 use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel};
 use crate::model::{EmbeddingOutput, Encoder};
+use crate::robustness::RobustnessReport;
 use crate::train::{FitSummary, load_served_model};
 use crate::{Error, Result};
 use burn::prelude::*;
@@ -126,13 +128,16 @@ pub fn first_non_finite<M: burn::module::Module>(model: &M) -> Option<f32> {
 }
 
 /// What `export_run` takes beyond the run: the data to measure again, a cross-validation
-/// report for the card, and another served output or colour weight than the run's recipe (the
-/// choice a `trainer cv` table supports; its "chosen on the other folds" row is then the
-/// honest estimate).
+/// report for the card, a robustness report to choose the served output under shift, and
+/// another served output or colour weight than the run's recipe (the choice a `trainer cv`
+/// table supports; its "chosen on the other folds" row is then the honest estimate).
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
     pub data: Option<PathBuf>,
     pub cv: Option<PathBuf>,
+    /// A `trainer robustness` report of the same recipe's folds: without `output` and
+    /// `colour_weight`, the served output is the one it chooses ([`choose_under_shift`]).
+    pub robustness: Option<PathBuf>,
     pub output: Option<EmbeddingOutput>,
     pub colour_weight: Option<f32>,
 }
@@ -140,7 +145,8 @@ pub struct ExportOptions {
 /// Export the served model of `run_dir` to `to` (a path without extension, e.g.
 /// `models/cellspace`): writes `to.onnx` and `to.json`. With `data` (the run's data folder),
 /// the run's held-out validation is measured again with this build. With `cv` (a
-/// `trainer cv` report of the same recipe), the card carries that cross-validated estimate.
+/// `trainer cv` report of the same recipe), the card carries that cross-validated estimate;
+/// with `robustness`, the estimate under shift of the output chosen there.
 /// Returns the card's path.
 pub fn export_run(
     run_dir: &Path,
@@ -148,9 +154,23 @@ pub fn export_run(
     summary: Option<&FitSummary>,
     opts: &ExportOptions,
 ) -> Result<PathBuf> {
-    let (data, cv) = (opts.data.as_deref(), opts.cv.as_deref());
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_served_model(run_dir, &Device::flex())?;
+    let cv_report: Option<serde_json::Value> = opts.cv.as_deref().map(read_report).transpose()?;
+    let choice = match opts.robustness.as_deref() {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| cellspace_core::Error::io(p, e))?;
+            let r: RobustnessReport = serde_json::from_str(&text).map_err(|e| {
+                cellspace_core::Error::invalid(p, format!("not a trainer robustness report: {e}"))
+            })?;
+            Some(choose_under_shift(&r)?)
+        }
+        None => None,
+    };
+    let by_hand = opts.output.is_some() || opts.colour_weight.is_some();
+    if let Some(c) = choice.as_ref().filter(|_| !by_hand) {
+        (best.output, best.colour_weight) = (c.output, c.colour_weight);
+    }
     if let Some(o) = opts.output {
         best.output = o;
     }
@@ -172,7 +192,7 @@ pub fn export_run(
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
     let mut locate_flags = serde_json::Value::Null;
-    if let Some(dir) = data {
+    if let Some(dir) = opts.data.as_deref() {
         let images =
             crate::data::CellImages::load(dir, &cfg.preprocess(), cfg.image_size, cfg.limit)?;
         let split = crate::eval::Split::for_config(&images, &cfg);
@@ -186,15 +206,67 @@ pub fn export_run(
         crate::train::write_pictures(run_dir, &images, &split, &cfg.preprocess(), cfg.seed)?;
         locate_flags = flag_json(&images);
     }
-    let cv_report: Option<serde_json::Value> = match cv {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| cellspace_core::Error::io(p, e))?;
-            Some(serde_json::from_str(&text).map_err(|e| {
-                cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}"))
-            })?)
-        }
-        None => None,
+    let how = match (&choice, by_hand) {
+        (Some(_), false) => Chosen::UnderShift,
+        (_, true) => Chosen::FromCvTable,
+        (None, false) => Chosen::Fixed,
     };
+    let served = best
+        .validation
+        .as_ref()
+        .and_then(|v| v.candidate(best.output, best.colour_weight));
+    let training = training_json(run_dir, &cfg, &best, how, summary);
+    let data = serde_json::json!({
+        "train_images": summary.map(|s| s.train_images),
+        "validation_images": summary.map(|s| s.val_images),
+        "split": match cfg.fold {
+            Some([k, n]) => format!("fold {} of {n} (whole source groups) held out", k + 1),
+            None if cfg.val_fraction > 0.0 => format!("{:.0}% of source groups held out", cfg.val_fraction * 100.0),
+            None => "every image trained on; see metrics.cross_validation for the estimate on unseen cells".into(),
+        },
+        "cell_localisation_flags": locate_flags,
+    });
+    let metrics = serde_json::json!({
+        "estimate_on_unseen_cells": estimate_json(cv_report.as_ref(), choice.as_ref(), how),
+        "cross_validation": cv_report,
+        "robustness": choice,
+        "served": served,
+        "held_out_validation": best.validation,
+        "histogram_baseline_same_split": baseline,
+    });
+    let info = CardInfo {
+        training,
+        data,
+        metrics,
+    };
+    let pre = cfg.preprocess();
+    export_encoder(&model, best.output, best.colour_weight, &pre, info, to)
+}
+
+/// How the served output and colour weight were settled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chosen {
+    /// The recipe's own, fixed before training.
+    Fixed,
+    /// Given at export after reading a `trainer cv` table.
+    FromCvTable,
+    /// By [`choose_under_shift`] from a robustness report.
+    UnderShift,
+}
+
+fn read_report(p: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(p).map_err(|e| cellspace_core::Error::io(p, e))?;
+    Ok(serde_json::from_str(&text)
+        .map_err(|e| cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}")))?)
+}
+
+fn training_json(
+    run_dir: &Path,
+    cfg: &crate::train::TrainConfig,
+    best: &crate::train::ServedInfo,
+    how: Chosen,
+    summary: Option<&FitSummary>,
+) -> serde_json::Value {
     // time spent training, from the run's per-epoch log (validation excluded)
     let epoch_seconds: Vec<f64> = std::fs::read_to_string(run_dir.join(crate::train::METRICS_FILE))
         .unwrap_or_default()
@@ -206,66 +278,62 @@ pub fn export_run(
                 .as_f64()
         })
         .collect();
-    let served = best
-        .validation
-        .as_ref()
-        .and_then(|v| v.candidate(best.output, best.colour_weight));
-    let info = CardInfo {
-        training: serde_json::json!({
-            "config": cfg,
-            "output": best.output,
-            "colour_weight": best.colour_weight,
-            "epoch": best.epoch,
-            "recipe": if opts.output.is_some() || opts.colour_weight.is_some() {
-                "the last epoch; output and colour weight chosen at export from a cross-validation table (see metrics.cross_validation.chosen_on_other_folds for the estimate of that choice)"
-            } else {
-                "fixed before training: the last epoch, the configured output and colour weight (nothing chosen on validation)"
-            },
-            "run_dir": run_dir.display().to_string(),
-            "summary": summary,
-            "epochs_trained": epoch_seconds.len(),
-            "training_seconds": epoch_seconds.iter().sum::<f64>(),
-            "hardware": hardware(),
-        }),
-        data: serde_json::json!({
-            "train_images": summary.map(|s| s.train_images),
-            "validation_images": summary.map(|s| s.val_images),
-            "split": match cfg.fold {
-                Some([k, n]) => format!("fold {} of {n} (whole source groups) held out", k + 1),
-                None if cfg.val_fraction > 0.0 => format!("{:.0}% of source groups held out", cfg.val_fraction * 100.0),
-                None => "every image trained on; see metrics.cross_validation for the estimate on unseen cells".into(),
-            },
-            "cell_localisation_flags": locate_flags,
-        }),
-        metrics: serde_json::json!({
-            "estimate_on_unseen_cells": cv_report.as_ref().map(|cv| {
-                // the recipe's own row when it is served as fixed; the "chosen on the other
-                // folds" row when the served output or blend was picked from the table
-                let chosen = opts.output.is_some() || opts.colour_weight.is_some();
-                let key = if chosen { "chosen_on_other_folds" } else { "served" };
-                serde_json::json!({
-                    "from": format!("metrics.cross_validation.{key}"),
-                    "knn200_mean": cv[key]["mean"]["knn200_acc"],
-                    "knn200_sd": cv[key]["sd"]["knn200_acc"],
-                    "histogram_knn200_mean": cv["histogram_baseline"]["mean"]["knn200_acc"],
-                    "histogram_knn200_sd": cv["histogram_baseline"]["sd"]["knn200_acc"],
-                    "folds": cv["folds"],
-                })
-            }),
-            "cross_validation": cv_report,
-            "served": served,
-            "held_out_validation": best.validation,
-            "histogram_baseline_same_split": baseline,
-        }),
+    serde_json::json!({
+        "config": cfg,
+        "output": best.output,
+        "colour_weight": best.colour_weight,
+        "epoch": best.epoch,
+        "recipe": match how {
+            Chosen::Fixed => "fixed before training: the last epoch, the configured output and colour weight (nothing chosen on validation)",
+            Chosen::FromCvTable => "the last epoch; output and colour weight chosen at export from a cross-validation table (see metrics.cross_validation.chosen_on_other_folds for the estimate of that choice)",
+            Chosen::UnderShift => "the last epoch; output and colour weight chosen at export under the shift protocol (see metrics.robustness for the rule and the nested estimate of that choice)",
+        },
+        "run_dir": run_dir.display().to_string(),
+        "summary": summary,
+        "epochs_trained": epoch_seconds.len(),
+        "training_seconds": epoch_seconds.iter().sum::<f64>(),
+        "hardware": hardware(),
+    })
+}
+
+/// The card's headline estimate: the nested choice under shift when the output was chosen
+/// there; else the cross-validation row that matches how the output was settled.
+fn estimate_json(
+    cv: Option<&serde_json::Value>,
+    choice: Option<&ProtocolChoice>,
+    how: Chosen,
+) -> serde_json::Value {
+    if let (Chosen::UnderShift, Some(c)) = (how, choice) {
+        return serde_json::json!({
+            "from": "metrics.robustness (trainer robustness: one query cell per held-out original, clean and under each shift)",
+            "knn200_mean": c.clean_mean,
+            "knn200_sd": c.clean_sd,
+            "knn200_mean_over_shifts": c.shifts_mean,
+            "knn200_worst_shift": c.worst,
+            "worst_shift": c.worst_shift,
+            "histogram_knn200_mean": c.histogram_clean,
+            "histogram_knn200_mean_over_shifts": c.histogram_shifts_mean,
+            "folds": c.folds,
+        });
+    }
+    let Some(cv) = cv else {
+        return serde_json::Value::Null;
     };
-    export_encoder(
-        &model,
-        best.output,
-        best.colour_weight,
-        &cfg.preprocess(),
-        info,
-        to,
-    )
+    // the recipe's own row when it is served as fixed; the "chosen on the other folds" row
+    // when the served output or blend was picked from the table
+    let key = if how == Chosen::Fixed {
+        "served"
+    } else {
+        "chosen_on_other_folds"
+    };
+    serde_json::json!({
+        "from": format!("metrics.cross_validation.{key}"),
+        "knn200_mean": cv[key]["mean"]["knn200_acc"],
+        "knn200_sd": cv[key]["sd"]["knn200_acc"],
+        "histogram_knn200_mean": cv["histogram_baseline"]["mean"]["knn200_acc"],
+        "histogram_knn200_sd": cv["histogram_baseline"]["sd"]["knn200_acc"],
+        "folds": cv["folds"],
+    })
 }
 
 /// Counts of the localisation flags of a data folder, for the card.

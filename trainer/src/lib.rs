@@ -9,6 +9,7 @@ pub mod allocator;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
+pub mod choice;
 pub mod colour;
 pub mod cv;
 pub mod data;

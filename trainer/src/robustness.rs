@@ -13,9 +13,9 @@
 //! cross-validation's figure for the same query cells.
 
 use crate::colour::{ColourHistogram, blend};
-use crate::cv::candidate_name;
+use crate::cv::output_name;
 use crate::data::CellImages;
-use crate::eval::{COLOUR_WEIGHTS, Candidate, Split, embed_with};
+use crate::eval::{COLOUR_WEIGHTS, Split, embed_with};
 use crate::model::{EmbeddingOutput, Encoder};
 use crate::train::{TrainConfig, load_served_model};
 use crate::{Error, Result};
@@ -142,7 +142,9 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
         })
         .collect();
     let mut query_cells = Vec::new();
-    let served = plan.cv_dir.map(|_| name_of(cfg.output, cfg.colour_weight));
+    let served = plan
+        .cv_dir
+        .map(|_| output_name(cfg.output, cfg.colour_weight));
     for k in 0..folds {
         let split = Split::fold(&data, k, folds, cfg.seed, usize::MAX);
         let queries = per_group(&data, &split.val, plan.per_group);
@@ -265,7 +267,7 @@ impl Bases {
             let Some(e) = emb else { continue };
             let dl = e.len() / n.max(1);
             for &w in COLOUR_WEIGHTS.iter().filter(|&&w| w < 1.0) {
-                let name = name_of(output, w);
+                let name = output_name(output, w);
                 let v = if w <= 0.0 {
                     e.clone()
                 } else {
@@ -274,20 +276,15 @@ impl Bases {
                 out.push((name, v));
             }
         }
-        out.push((name_of(EmbeddingOutput::Backbone, 1.0), self.colour.clone()));
+        out.push((
+            output_name(EmbeddingOutput::Backbone, 1.0),
+            self.colour.clone(),
+        ));
         out
     }
 }
 
 /// `trainer cv`'s name of an embedding.
-fn name_of(output: EmbeddingOutput, colour_weight: f32) -> String {
-    candidate_name(&Candidate {
-        output,
-        colour_weight,
-        report: Default::default(),
-    })
-}
-
 impl FoldData {
     fn new(
         data: &CellImages,

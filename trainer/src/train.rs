@@ -333,6 +333,16 @@ pub struct FitOptions {
     pub resume: bool,
     /// Stop (with a checkpoint, as Ctrl-C does) once this many optimizer steps are done.
     pub stop_after_steps: Option<usize>,
+    /// Measure the held-out groups after every this many epochs (0 or 1: after each); the last
+    /// epoch is always measured. Validation costs about as much as two epochs of training.
+    pub validate_every: usize,
+}
+
+impl FitOptions {
+    /// Whether the epoch numbered `done` (1-based) of `epochs` is measured.
+    pub fn validates(&self, done: usize, epochs: usize) -> bool {
+        self.validate_every <= 1 || done >= epochs || done.is_multiple_of(self.validate_every)
+    }
 }
 
 /// Learn an encoder on the images under `data_dir`; everything goes into `run_dir`.
@@ -561,7 +571,7 @@ fn fit_with(
         let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
         let secs = epoch_start.elapsed().as_secs_f64();
         let valid = model.valid();
-        let val = if split.val.is_empty() {
+        let val = if split.val.is_empty() || !opts.validates(epoch + 1, cfg.epochs) {
             None
         } else {
             Some(validate_with(
@@ -589,10 +599,15 @@ fn fit_with(
                 c.report.map_at_r,
             ),
             _ => log::info!(
-                "epoch {}: loss {:.4}, {:.0} img/s (nothing held out)",
+                "epoch {}: loss {:.4}, {:.0} img/s ({})",
                 epoch + 1,
                 train_loss,
-                epoch_images as f64 / secs
+                epoch_images as f64 / secs,
+                if split.val.is_empty() {
+                    "nothing held out"
+                } else {
+                    "not measured this epoch: --validate-every"
+                }
             ),
         }
         let line = serde_json::json!({

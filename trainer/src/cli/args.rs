@@ -91,6 +91,10 @@ pub struct FitArgs {
     /// Share of source groups held out to validate each epoch (0: train on everything).
     #[arg(long, default_value_t = 0.2, value_parser = cellspace_core::cli::number::share_f64)]
     pub val_fraction: f64,
+    /// Measure the held-out groups after every N epochs only (and after the last): each
+    /// measurement costs about two epochs of training.
+    #[arg(long, default_value_t = 1, value_parser = cellspace_core::cli::number::at_least_one)]
+    pub validate_every: usize,
     /// Where to export the served model (path without extension).
     #[arg(long, default_value = "models/latest")]
     pub export: PathBuf,

@@ -99,6 +99,11 @@ pub struct ExportArgs {
     /// A `trainer cv` report (cv.json) of the same recipe, carried in the card.
     #[arg(long)]
     pub cv: Option<PathBuf>,
+    /// A `trainer robustness` report (robustness.json) of the same recipe's folds: serve the
+    /// output and colour weight best over its clean row and every shift (unless --output or
+    /// --colour-weight is given), and carry the nested estimate of that choice in the card.
+    #[arg(long)]
+    pub robustness: Option<PathBuf>,
     /// Serve this output instead of the run's (backbone or head).
     #[arg(long, value_enum)]
     pub output: Option<EmbeddingOutput>,
@@ -114,12 +119,14 @@ pub fn export(args: ExportArgs) -> Result<u8> {
         out,
         data,
         cv,
+        robustness,
         output,
         colour_weight,
     } = args;
     let opts = trainer::export::ExportOptions {
         data,
         cv,
+        robustness,
         output,
         colour_weight,
     };

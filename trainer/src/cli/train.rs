@@ -32,6 +32,7 @@ pub fn fit_cmd(a: FitArgs) -> Result<u8> {
     }
     let opts = trainer::train::FitOptions {
         resume,
+        validate_every: a.validate_every,
         ..Default::default()
     };
     let summary = fit(&cfg, &a.data, &a.out, &device, &opts)?;
@@ -80,7 +81,14 @@ pub fn cv(args: CvArgs) -> Result<u8> {
     install_ctrlc();
     let device = trainer::device::select(fit.device)?;
     let cfg = config(&fit)?;
-    let Some(report) = trainer::cv::cross_validate(&cfg, &fit.data, &fit.out, folds, &device)?
+    let Some(report) = trainer::cv::cross_validate(
+        &cfg,
+        &fit.data,
+        &fit.out,
+        folds,
+        &device,
+        fit.validate_every,
+    )?
     else {
         return Ok(PARTIAL); // interrupted: --resume continues
     };
