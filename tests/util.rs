@@ -178,8 +178,14 @@ pub fn http_full(
     } else {
         format!("Host: {addr}\r\n")
     };
+    // and a Content-Type line the default one
+    let kind = if headers.to_ascii_lowercase().contains("content-type:") {
+        ""
+    } else {
+        "Content-Type: application/octet-stream\r\n"
+    };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\n{host}Connection: close\r\nContent-Type: application/octet-stream\r\n{headers}Content-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\n{host}Connection: close\r\n{kind}{headers}Content-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();

@@ -129,6 +129,7 @@ pub struct IndexBuilder {
     params: HnswParams,
     rows: Vec<Row>,
     vectors: Vec<f32>,
+    map: Option<Vec<[f32; 2]>>,
 }
 
 impl IndexBuilder {
@@ -144,6 +145,7 @@ impl IndexBuilder {
             params,
             rows: Vec::new(),
             vectors: Vec::new(),
+            map: None,
         })
     }
 
@@ -163,9 +165,22 @@ impl IndexBuilder {
             vectors: Vectors::new(self.params.store, dim),
             graph: Graph::new(self.params.m, self.params.ef_construction),
             n_removed: 0,
+            map: Vec::new(),
         };
-        index.append(self.rows, &self.vectors);
+        match self.map {
+            Some(map) if map.len() == self.rows.len() => {
+                index.insert(self.rows, &self.vectors);
+                index.map = map;
+            }
+            _ => index.append(self.rows, &self.vectors),
+        }
         index
+    }
+
+    /// Keep these places on the map (one per pushed row) instead of laying a new one out.
+    pub(crate) fn with_map(mut self, map: Vec<[f32; 2]>) -> Self {
+        self.map = Some(map);
+        self
     }
 }
 
@@ -180,6 +195,9 @@ pub(crate) fn check_dim(model: &ModelRef, v: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// The map layout's seed: the same rows and graph give the same map.
+const MAP_SEED: u64 = 0x006d_6170;
+
 /// A built or loaded index.
 pub struct CellIndex {
     pub(crate) model: ModelRef,
@@ -189,6 +207,9 @@ pub struct CellIndex {
     pub(crate) graph: Graph,
     /// Rows with a tombstone (kept counted: a search must not scan every row to know).
     pub(crate) n_removed: usize,
+    /// The map: every row's 2-D place ([`crate::layout`]); empty for an index saved before
+    /// maps (its first `add` or `compact` lays one out).
+    pub(crate) map: Vec<[f32; 2]>,
 }
 
 impl CellIndex {
@@ -240,10 +261,32 @@ impl CellIndex {
     }
 
     pub(crate) fn append(&mut self, rows: Vec<Row>, vectors: &[f32]) {
+        let before = self.rows.len();
+        self.insert(rows, vectors);
+        let cells = crate::map_file::IndexCells(self);
+        self.map = if before > 0 && self.map.len() == before {
+            crate::layout::place_new(&cells, &self.map, MAP_SEED)
+        } else {
+            crate::layout::layout(&cells, MAP_SEED)
+        };
+    }
+
+    /// Rows, vectors and graph links, without the map.
+    fn insert(&mut self, rows: Vec<Row>, vectors: &[f32]) {
         self.n_removed += rows.iter().filter(|r| r.removed).count();
         self.rows.extend(rows);
         self.vectors.push(vectors);
         self.graph.insert_rows(&self.vectors);
+    }
+
+    /// Every row's place on the map (removed rows too; empty for an index saved before maps).
+    pub fn map(&self) -> &[[f32; 2]] {
+        &self.map
+    }
+
+    /// A map laid out afresh from the rows and graph as they are now (what `build` keeps).
+    pub fn lay_out_map(&self) -> Vec<[f32; 2]> {
+        crate::layout::layout(&crate::map_file::IndexCells(self), MAP_SEED)
     }
 
     /// Append rows (a changed image is a new row; remove the old one with [`CellIndex::remove`]).
@@ -374,6 +417,15 @@ impl CellIndex {
             cellspace_core::sha256_hex(rows.as_bytes()),
         );
         files.insert(VECTORS_FILE.into(), self.write_vectors(dir)?);
+        if !self.map.is_empty() {
+            let bytes = crate::map_file::encode(&self.map);
+            let p = dir.join(crate::map_file::MAP_FILE);
+            cellspace_core::atomic::write_atomic(&p, &bytes)?;
+            files.insert(
+                crate::map_file::MAP_FILE.into(),
+                cellspace_core::sha256_hex(&bytes),
+            );
+        }
         if let Some((codes, scale)) = self.vectors.codes() {
             let bytes = crate::store_file::encode_codes(codes, scale);
             cellspace_core::atomic::write_atomic(&dir.join(CODES_FILE), &bytes)?;
@@ -455,6 +507,15 @@ impl CellIndex {
                 manifest.params.ef_construction,
             )
         };
+        let map = match manifest.files.contains_key(crate::map_file::MAP_FILE) {
+            true => {
+                let p = dir.join(crate::map_file::MAP_FILE);
+                let bytes = std::fs::read(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
+                crate::map_file::decode(&bytes, rows.len())
+                    .map_err(|reason| Error::Corrupt { path: p, reason })?
+            }
+            false => Vec::new(),
+        };
         Ok(Self {
             model: manifest.model,
             params: manifest.params,
@@ -462,6 +523,7 @@ impl CellIndex {
             rows,
             vectors,
             graph,
+            map,
         })
     }
 

@@ -70,6 +70,15 @@ impl CellIndex {
                 b.push(r.clone(), &self.vector(i)?)?;
             }
         }
+        // every remaining cell keeps its place on the map
+        if self.map.len() == self.rows.len() {
+            b = b.with_map(
+                (0..self.rows.len())
+                    .filter(|&i| !self.rows[i].removed)
+                    .map(|i| self.map[i])
+                    .collect(),
+            );
+        }
         Ok(b.build())
     }
 }

@@ -12,6 +12,7 @@
 //! embeddings folders and vectors only: `cargo tree -p index --no-default-features` holds
 //! neither the runtime nor an HTTP stack.
 
+pub mod atlas_map;
 pub mod bench;
 pub mod cellindex;
 pub mod classify;
@@ -27,8 +28,12 @@ pub mod graph;
 pub mod graph_file;
 #[cfg(feature = "serve")]
 pub mod guard;
+pub mod layout;
 pub mod live;
 pub mod manifest;
+#[cfg(feature = "serve")]
+pub mod map_api;
+pub mod map_file;
 pub mod ops;
 pub mod search;
 pub mod search_layer;
@@ -63,6 +68,9 @@ pub enum Error {
     ModelMismatch(String),
     #[error("{0}")]
     Invalid(String),
+    /// An edit made against an atlas that has changed since (the page's map is stale).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Result alias of this crate.

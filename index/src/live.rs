@@ -19,12 +19,26 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct Atlas {
     pub index: CellIndex,
     pub root: String,
+    /// What the page's map needs that the index may not hold: a layout for an index saved
+    /// before maps, and k-means clusters, each computed once per atlas.
+    pub map_cache: MapCache,
+}
+
+/// See [`Atlas::map_cache`].
+#[derive(Default)]
+pub struct MapCache {
+    pub laid_out: std::sync::OnceLock<Vec<[f32; 2]>>,
+    pub clusters: Mutex<std::collections::BTreeMap<usize, Arc<Vec<Option<usize>>>>>,
 }
 
 impl Atlas {
     pub fn new(index: CellIndex) -> Self {
         let root = common_dir(index.rows().iter().map(|r| r.path.as_str()));
-        Self { index, root }
+        Self {
+            index,
+            root,
+            map_cache: MapCache::default(),
+        }
     }
 
     /// An indexed path as shown to callers: relative to [`Atlas::root`].
@@ -96,6 +110,11 @@ impl Live {
     /// Whether there is a directory to follow.
     pub fn watches(&self) -> bool {
         self.source.is_some()
+    }
+
+    /// The directory followed, if any (where edits from the page are saved).
+    pub fn dir(&self) -> Option<&Path> {
+        self.source.as_ref().map(|s| s.dir.as_path())
     }
 
     /// The atlas to answer one request from.

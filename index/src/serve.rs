@@ -140,7 +140,7 @@ fn other_cells(
     Ok(hits)
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
@@ -476,6 +476,9 @@ pub fn router(state: Arc<AppState>, bound: SocketAddr) -> axum::Router {
         .route("/api/query", post(query))
         .route("/api/neighbours/{id}", get(neighbours))
         .route("/api/recommend", get(recommend))
+        .route("/api/map", get(crate::map_api::map))
+        .route("/api/edit", post(crate::map_api::edit))
+        .route("/api/export", post(crate::map_api::export))
         .route("/thumb/{id}", get(thumb))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD))
         .layer(axum::middleware::from_fn_with_state(
