@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks on this machine and real data: training images/s, embedding images/s (decode,
 # inference, end to end), index build time, queries/s and recall@10 beside hnswlib on the same
-# vectors (hnswlib from PyPI into runs/bench-venv), the default model's cross-validated
-# metrics. Prints figures; asserts nothing.
+# vectors (hnswlib from PyPI into runs/bench-venv), the atlas map's layout and frame time at
+# 10^5 cells, the default model's cross-validated metrics. Prints figures; asserts nothing.
 #
 #   scripts/bench.sh [DATA_DIR] [--synthetic N] [--torch]
 #     --synthetic N: the index on N synthetic vectors (1000000: about half an hour per side)
@@ -72,10 +72,17 @@ echo "## index beside hnswlib: real embeddings"
 compare real "$emb/embeddings.npy" "$emb"
 echo "## index beside hnswlib: synthetic $synthetic x 128 (atlas-shaped: types, originals, copies; --synthetic N to change)"
 compare synthetic "$out/synthetic.npy" --synthetic "$synthetic" --dim 128 --save-vectors "$out/synthetic.npy"
+echo "## the atlas map: layout time and the page's frame time at 10^5 cells (Chromium; CELLSPACE_MAP_CELLS to change)"
+cargo test --release --test map_page -- --ignored --nocapture map_layout_and_frame_time 2>&1 | grep -E "map bench|SKIPPED" || true
 echo "## default model quality: cross-validated over source groups (from its card)"
 python3 - "$model" <<'PY'
 import json, sys
 cv = (json.load(open(sys.argv[1]))["metrics"] or {}).get("cross_validation") or {}
+est = (json.load(open(sys.argv[1]))["metrics"] or {}).get("estimate_on_unseen_cells") or {}
+if est:
+    shifts = est.get("knn200_mean_over_shifts")
+    print(f"estimate on unseen cells ({est.get('from')}): kNN-200 {est['knn200_mean']:.3f} ± {est['knn200_sd']:.3f}"
+          + (f", mean over the shifts {shifts:.3f}, worst {est['knn200_worst_shift']:.3f} ({est['worst_shift']})" if shifts is not None else ""))
 if not cv:
     print("the card carries no cross-validation (trainer export --cv)")
 for key in ("served", "chosen_on_other_folds", "histogram_baseline"):
