@@ -14,6 +14,7 @@ pub mod colour;
 pub mod cv;
 pub mod data;
 pub mod device;
+pub mod epoch;
 pub mod eval;
 pub mod export;
 pub mod init;

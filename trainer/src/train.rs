@@ -14,9 +14,9 @@ pub use crate::checkpoint::{
     OPTIM_FILE, SERVED_INFO, SERVED_MODEL, STATE_FILE, load_config, load_served_info,
     load_served_model, write_pictures,
 };
-use crate::checkpoint::{append_line, load_state, record_err, save_checkpoint, save_served};
-use crate::data::{Batch, CellImages, EpochPlan, epoch_order, progress, spawn_batches};
-use crate::eval::{ColourCache, Split, ValidationResult, validate_with};
+use crate::checkpoint::{load_state, record_err, save_checkpoint};
+use crate::data::{Batch, CellImages};
+use crate::eval::{ColourCache, Split, ValidationResult};
 use crate::loss::{LossKind, nt_xent, triplet_batch_hard};
 use crate::model::{EmbeddingOutput, Encoder, EncoderConfig};
 use crate::{Error, Result};
@@ -426,11 +426,9 @@ fn fit_with(
     device: &Device,
     opts: &FitOptions,
 ) -> Result<FitSummary> {
-    let resume = opts.resume;
     if state.finished {
         log::info!("run {} is already finished", run_dir.display());
     }
-    let pre = cfg.preprocess();
     device.seed(cfg.seed);
     let split = Split::for_config(&data, cfg);
     if split.train.len() < cfg.batch_size {
@@ -449,28 +447,8 @@ fn fit_with(
         split.n_groups
     );
     let ad = device.clone().autodiff();
-    let mut model: Encoder = if resume {
-        let p = run_dir.join(CHECKPOINT_DIR).join(MODEL_FILE);
-        cfg.encoder
-            .init(&ad)
-            .try_load_file(&p)
-            .map_err(|e| record_err(&p, e))?
-    } else {
-        let fresh = fresh_encoder(cfg, &ad);
-        match &cfg.init {
-            Some(w) => {
-                let (m, report) = crate::init::load_pretrained(fresh, Path::new(w))?;
-                log::info!(
-                    "initialised from {w}: {} tensors loaded, {} left fresh",
-                    report.applied,
-                    report.missing.len()
-                );
-                m
-            }
-            None => fresh,
-        }
-    };
-    if !resume && !split.val.is_empty() {
+    let mut model = crate::epoch::start_model(cfg, run_dir, opts.resume, &ad)?;
+    if !opts.resume && !split.val.is_empty() {
         let base = crate::eval::histogram_baseline(&data, &split, cfg.seed);
         log::info!(
             "colour-histogram baseline on the held-out groups: kNN-200 {:.3} P@1 {:.3} MAP@R {:.3}",
@@ -483,161 +461,31 @@ fn fit_with(
     let mut optim = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay)
         .init();
-    if resume {
+    if opts.resume {
         let p = run_dir.join(CHECKPOINT_DIR).join(OPTIM_FILE);
         optim = optim.load(&p).map_err(|e| record_err(&p, e))?;
     }
-    let batches_per_epoch = split.train.len() / cfg.batch_size;
-    let total_steps = (batches_per_epoch * cfg.epochs).max(1);
-    let train_output = if cfg.loss == LossKind::Ntxent {
-        EmbeddingOutput::Head
-    } else {
-        EmbeddingOutput::Backbone
-    };
+    let run = crate::epoch::Run::new(cfg, data.clone(), &split, run_dir, opts, ad);
     let started = Instant::now();
-    let log_progress = !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut images_trained = 0usize;
-    let mut interrupted = false;
+    let (mut images_trained, mut interrupted) = (0usize, false);
     let mut colour_cache = ColourCache::default(); // one split for the whole run
     while state.epoch < cfg.epochs && !state.finished {
-        let epoch = state.epoch;
-        let plan = EpochPlan {
-            order: epoch_order(&split.train, cfg.seed, epoch),
-            batch_size: cfg.batch_size,
-            start_batch: state.batch,
-            aug: cfg.augment.clone(),
-            pre: pre.clone(),
-            seed: cfg.seed,
-            epoch,
-        };
-        let bar = progress(
-            plan.batches() as u64,
-            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
-        );
-        bar.set_position(state.batch as u64);
-        let epoch_start = Instant::now();
-        let mut epoch_images = 0usize;
-        for batch in spawn_batches(data.clone(), plan) {
-            let lr = cosine_lr(cfg.lr, state.step, total_steps);
-            let (next, loss) = train_step(model, &mut optim, &batch, cfg, train_output, lr, &ad);
-            if !loss.is_finite() {
-                bar.finish_and_clear();
-                return Err(Error::Diverged {
-                    epoch: epoch + 1,
-                    batch: batch.index + 1,
-                    loss,
-                });
-            }
-            model = next;
-            state.step += 1;
-            state.batch = batch.index + 1;
-            state.loss_sum += loss as f64;
-            state.loss_count += 1;
-            epoch_images += batch.n;
-            images_trained += batch.n;
-            let ips = epoch_images as f64 / epoch_start.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "epoch {}/{} loss {:.4} {:.0} img/s",
-                epoch + 1,
-                cfg.epochs,
-                loss,
-                ips
-            ));
-            bar.inc(1);
-            // the bar is hidden when stderr is a log file: a plain line every 20 batches
-            if log_progress && (batch.index + 1) % 20 == 0 {
-                log::info!(
-                    "epoch {}/{} batch {}/{} loss {:.4} {:.0} img/s",
-                    epoch + 1,
-                    cfg.epochs,
-                    batch.index + 1,
-                    batches_per_epoch,
-                    loss,
-                    ips
-                );
-            }
-            if STOP.load(Ordering::SeqCst) || opts.stop_after_steps.is_some_and(|n| state.step >= n)
-            {
-                interrupted = true;
-                break;
-            }
-        }
-        bar.finish_and_clear();
-        if interrupted {
+        let (next, done) = run.train_epoch(model, &mut optim, &mut state)?;
+        model = next;
+        images_trained += done.images;
+        if done.interrupted {
+            interrupted = true;
             save_checkpoint(run_dir, &model, &optim, &state)?;
             log::info!("checkpoint written; continue with --resume");
             break;
         }
-        let train_loss = state.loss_sum / state.loss_count.max(1) as f64;
-        let secs = epoch_start.elapsed().as_secs_f64();
-        let valid = model.valid();
-        let val = if split.val.is_empty() || !opts.validates(epoch + 1, cfg.epochs) {
-            None
-        } else {
-            Some(validate_with(
-                &valid,
-                &data,
-                &split,
-                &pre,
-                cfg.seed,
-                &mut colour_cache,
-            )?)
-        };
-        let served = val
-            .as_ref()
-            .and_then(|v| v.candidate(cfg.output, cfg.colour_weight));
-        match (&val, &served) {
-            (Some(v), Some(c)) => log::info!(
-                "epoch {}: loss {:.4}, {:.0} img/s, held-out kNN-200 served {:.3} (backbone {:.3}, colour histogram {:.3}) P@1 {:.3} MAP@R {:.3}",
-                epoch + 1,
-                train_loss,
-                epoch_images as f64 / secs,
-                c.report.knn200_acc,
-                v.backbone.knn200_acc,
-                v.histogram().map_or(f64::NAN, |h| h.knn200_acc),
-                c.report.precision_at_1,
-                c.report.map_at_r,
-            ),
-            _ => log::info!(
-                "epoch {}: loss {:.4}, {:.0} img/s ({})",
-                epoch + 1,
-                train_loss,
-                epoch_images as f64 / secs,
-                if split.val.is_empty() {
-                    "nothing held out"
-                } else {
-                    "not measured this epoch: --validate-every"
-                }
-            ),
-        }
-        let line = serde_json::json!({
-            "epoch": epoch + 1, "loss": train_loss, "lr": cosine_lr(cfg.lr, state.step, total_steps),
-            "images_per_s": epoch_images as f64 / secs, "seconds": secs, "validation": val,
-        });
-        append_line(&run_dir.join(METRICS_FILE), &line.to_string())?;
-        state.served_score = served.map(|c| c.report.knn200_acc);
-        save_served(
-            run_dir,
-            &valid,
-            &ServedInfo {
-                epoch: epoch + 1,
-                output: cfg.output,
-                colour_weight: cfg.colour_weight,
-                validation: val,
-            },
-        )?;
-        state.epoch += 1;
-        state.batch = 0;
-        state.loss_sum = 0.0;
-        state.loss_count = 0;
-        state.finished = state.epoch >= cfg.epochs;
+        run.finish_epoch(&model, &mut state, &done, &mut colour_cache)?;
         save_checkpoint(run_dir, &model, &optim, &state)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     if !interrupted {
-        write_pictures(run_dir, &data, &split, &pre, cfg.seed)?;
+        write_pictures(run_dir, &data, &split, &cfg.preprocess(), cfg.seed)?;
     }
-
     Ok(FitSummary {
         run_dir: run_dir.to_path_buf(),
         backend: crate::device::backend_name(device),
@@ -649,6 +497,11 @@ fn fit_with(
         seconds,
         images_per_s: images_trained as f64 / seconds.max(1e-9),
     })
+}
+
+/// Whether Ctrl-C asked the run to stop (checked after every batch).
+pub(crate) fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
 }
 
 /// One optimizer step on a batch; returns the updated model and the loss value.
