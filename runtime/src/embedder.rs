@@ -199,15 +199,16 @@ impl Embedder {
     /// Embed prepared inputs (`n` images, `[n, 3, S, S]` flat). Returns `[n, dim]` flat.
     pub fn embed_prepared(&self, flat: &[f32], n: usize) -> Result<Vec<f32>> {
         let s = self.card.preprocess.size as usize;
+        let failed = |what| move |source| Error::Ort { what, source };
         let tensor = ort::value::TensorRef::from_array_view(([n, 3, s, s], flat))
-            .map_err(|e| Error::Inference(e.to_string()))?;
+            .map_err(failed("making the input tensor"))?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session
             .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| Error::Inference(e.to_string()))?;
+            .map_err(failed("running the model"))?;
         let (_, data) = outputs[self.output_name.as_str()]
             .try_extract_tensor::<f32>()
-            .map_err(|e| Error::Inference(e.to_string()))?;
+            .map_err(failed("reading its output"))?;
         if data.len() != n * self.dim() {
             return Err(Error::Inference(format!(
                 "model returned {} values for {n} images of dim {}",

@@ -34,6 +34,13 @@ pub enum Error {
     Provider(&'static str, String),
     #[error("inference failed: {0}")]
     Inference(String),
+    /// onnxruntime refused a step of an inference; its own error is the source.
+    #[error("inference failed {what}")]
+    Ort {
+        what: &'static str,
+        #[source]
+        source: ort::Error,
+    },
     #[error("{path}: {reason}")]
     Output { path: PathBuf, reason: String },
 }
