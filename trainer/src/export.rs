@@ -30,15 +30,25 @@ pub fn onnx_bytes(
         AxisSpec::Static,
         AxisSpec::Static,
     ])];
-    let onnx = OnnxExporter::new()
-        .export_dynamic(
+    // without the colour half, the encoder alone: no unused histogram weights in the file
+    let onnx = if colour_weight <= 0.0 {
+        OnnxExporter::new().export_dynamic(
+            &model.encoder,
+            sample,
+            validation,
+            &specs,
+            |m: &Encoder, x: Tensor<4>| m.output(which, x),
+        )
+    } else {
+        OnnxExporter::new().export_dynamic(
             model,
             sample,
             validation,
             &specs,
             |m: &RetrievalModel, x: Tensor<4>| m.forward(x, which, colour_weight),
         )
-        .map_err(|e| Error::Export(e.to_string()))?;
+    }
+    .map_err(|e| Error::Export(e.to_string()))?;
     Ok(onnx.into_bytes())
 }
 
