@@ -267,3 +267,56 @@ fn every_white_cell_of_a_field_is_found() {
     // the fields without boxes each hold a white cell the boxes miss; other finds are few
     assert!(extra * 100 <= names.len() * 5, "{extra} extra cells");
 }
+
+/// The half-resolution reading that flags a calibrated folder's fields agrees with the full
+/// one: on the BCCD fields (640x480) and on TRAIN fields (320x240), the median |ratio − 1|
+/// stays under 5% and 90% of readings lie within 20%, far inside the 1.44x of the flag.
+#[test]
+fn the_half_resolution_reading_agrees_with_the_full_one() {
+    let pre = shipped();
+    let mut sets: Vec<(String, Vec<std::path::PathBuf>)> = Vec::new();
+    if let Some(dir) = bccd("the_half_resolution_reading_agrees_with_the_full_one (BCCD part)") {
+        let mut f: Vec<_> = std::fs::read_dir(dir.join("fields"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        f.sort();
+        sets.push(("BCCD".into(), f.into_iter().step_by(4).collect()));
+    }
+    if let Some(train) =
+        util::real_data("the_half_resolution_reading_agrees_with_the_full_one (TRAIN part)")
+    {
+        let sub = util::real_subset(&train, 25, 1);
+        let f: Vec<_> = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+            .iter()
+            .flat_map(|c| std::fs::read_dir(sub.path().join(c)).unwrap())
+            .map(|e| std::fs::canonicalize(e.unwrap().path()).unwrap())
+            .collect();
+        sets.push(("TRAIN".into(), f));
+    }
+    for (name, files) in sets {
+        let mut dev: Vec<f32> = files
+            .iter()
+            .filter_map(|p| {
+                let img = load_rgb(p).unwrap();
+                let full = pre.field_scale(&img)?;
+                let half = pre.field_scale_coarse(&img)?;
+                Some((half / full - 1.0).abs())
+            })
+            .collect();
+        assert!(
+            dev.len() * 10 >= files.len() * 8,
+            "{name}: most fields measured both ways"
+        );
+        dev.sort_by(f32::total_cmp);
+        let (med, p90) = (dev[dev.len() / 2], dev[dev.len() * 9 / 10]);
+        println!(
+            "{name}: half-resolution reading against the full one over {} fields: median |ratio − 1| {med:.3}, 90th percentile {p90:.3}",
+            dev.len()
+        );
+        assert!(
+            med < 0.05 && p90 < 0.15,
+            "{name}: median {med}, 90th percentile {p90}"
+        );
+    }
+}

@@ -74,7 +74,7 @@ pub fn working_image(img: &RgbImage) -> (RgbImage, f32) {
 }
 
 /// Average `f` x `f` blocks; a block with any padding pixel stays padding.
-fn box_down(img: &RgbImage, f: u32) -> RgbImage {
+pub(crate) fn box_down(img: &RgbImage, f: u32) -> RgbImage {
     let (w, h) = (img.width() / f, img.height() / f);
     RgbImage::from_fn(w.max(1), h.max(1), |x, y| {
         let mut acc = [0u32; 3];
