@@ -12,22 +12,8 @@ use std::path::Path;
 fn serve_real(test: &str) -> Option<(tempfile::TempDir, tempfile::TempDir, SocketAddr)> {
     let train = util::real_data(test)?;
     let cells = util::real_subset(&train, 40, 3);
-    let embedder = runtime::Embedder::new(
-        &util::root().join("models/cellspace.onnx"),
-        &runtime::EmbedOptions {
-            device: runtime::Device::Cpu,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let (index, _) = index::embed::build_from_images(
-        cells.path(),
-        &embedder,
-        index::HnswParams::default(),
-        false,
-        None,
-    )
-    .unwrap();
+    let embedder = util::shipped_embedder();
+    let index = util::index_images(cells.path(), &embedder);
     let dir = util::tempdir();
     let at = dir.path().join("atlas");
     index.save(&at).unwrap();

@@ -225,22 +225,8 @@ fn serve_fields(fields: &Path) -> (tempfile::TempDir, std::net::SocketAddr) {
             std::fs::copy(fields.join(&n), folder.join(&n)).unwrap();
         }
     }
-    let embedder = runtime::Embedder::new(
-        &util::root().join("models/cellspace.onnx"),
-        &runtime::EmbedOptions {
-            device: runtime::Device::Cpu,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let (index, _) = index::embed::build_from_images(
-        &folder,
-        &embedder,
-        index::HnswParams::default(),
-        false,
-        None,
-    )
-    .unwrap();
+    let embedder = util::shipped_embedder();
+    let index = util::index_images(&folder, &embedder);
     let addr = index::serve::spawn_with(
         index::serve::AppState::new(index, embedder, 5),
         "127.0.0.1:0".parse().unwrap(),

@@ -19,9 +19,7 @@ fn start_with(dir: &Path, limits: index::conn::ConnLimits) -> (SocketAddr, Vec<P
         ..Default::default()
     };
     let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();
-    let (index, _) =
-        index::embed::build_from_images(dir, &embedder, index::HnswParams::default(), false, None)
-            .unwrap();
+    let index = util::index_images(dir, &embedder);
     let paths = index
         .rows()
         .iter()
@@ -811,14 +809,7 @@ fn case_06_slowloris_connections_are_cut_and_capped_per_address() {
 fn case_03_a_running_server_follows_edits_of_its_index() {
     let cells = synthetic_cells();
     let embedder = runtime::Embedder::new(&util::tiny_model(), &Default::default()).unwrap();
-    let (idx, _) = index::embed::build_from_images(
-        cells.path(),
-        &embedder,
-        index::HnswParams::default(),
-        false,
-        None,
-    )
-    .unwrap();
+    let idx = util::index_images(cells.path(), &embedder);
     let store = util::tempdir();
     let dir = store.path().join("atlas.index");
     idx.save(&dir).unwrap();
@@ -882,16 +873,8 @@ fn soak_mixed_clients_beside_slowloris_and_aborted_uploads() {
         Some(train) => util::real_subset(train, 12, 3),
         None => synthetic_cells(),
     };
-    let model = util::root().join("models/cellspace.onnx");
-    let embedder = runtime::Embedder::new(&model, &Default::default()).unwrap();
-    let (idx, _) = index::embed::build_from_images(
-        cells.path(),
-        &embedder,
-        index::HnswParams::default(),
-        false,
-        None,
-    )
-    .unwrap();
+    let embedder = util::shipped_embedder();
+    let idx = util::index_images(cells.path(), &embedder);
     let n = idx.len();
     let classes: Vec<String> = idx.rows().iter().filter_map(|r| r.class.clone()).collect();
     let paths: Vec<PathBuf> = idx.rows().iter().map(|r| PathBuf::from(&r.path)).collect();

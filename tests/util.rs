@@ -107,6 +107,27 @@ pub fn real_subset(train: &Path, per_class: usize, offset: usize) -> tempfile::T
     dir
 }
 
+/// The shipped model on the CPU.
+#[allow(dead_code)]
+pub fn shipped_embedder() -> runtime::Embedder {
+    runtime::Embedder::new(
+        &root().join("models/cellspace.onnx"),
+        &runtime::EmbedOptions {
+            device: runtime::Device::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// An index of every image below `dir`, embedded with `embedder` (default HNSW parameters).
+#[allow(dead_code)]
+pub fn index_images(dir: &Path, embedder: &runtime::Embedder) -> index::CellIndex {
+    index::embed::build_from_images(dir, embedder, index::HnswParams::default(), false, None)
+        .unwrap()
+        .0
+}
+
 /// A workspace binary built beside the test executable (target/<profile>/NAME).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -295,23 +295,22 @@ impl Preprocess {
     /// no band, calibration or override: what a [`Calibration`] is the median of. None when
     /// the model's window is not in red-cell diameters, or the scale cannot be measured.
     pub fn field_scale(&self, img: &RgbImage) -> Option<f32> {
-        let ResizeRule::CellWindow(cfg) = &self.resize else {
-            return None;
-        };
-        cfg.window_rbc?;
-        let (image, anchors, _) = self.standardised(img, cfg);
-        raw_scale(&image, anchors.as_ref(), cfg)
+        self.read_scale(img, raw_scale)
     }
 
     /// [`Preprocess::field_scale`] read at half resolution: what flags a field of a calibrated
     /// folder (whose window the calibration sizes).
     pub fn field_scale_coarse(&self, img: &RgbImage) -> Option<f32> {
+        self.read_scale(img, coarse_scale)
+    }
+
+    fn read_scale(&self, img: &RgbImage, ruler: ScaleReader) -> Option<f32> {
         let ResizeRule::CellWindow(cfg) = &self.resize else {
             return None;
         };
         cfg.window_rbc?;
         let (image, anchors, _) = self.standardised(img, cfg);
-        coarse_scale(&image, anchors.as_ref(), cfg)
+        ruler(&image, anchors.as_ref(), cfg)
     }
 
     /// The diameter a window is sized by, from the field's own measurement `d`. In a calibrated
@@ -437,6 +436,9 @@ impl Preprocess {
 fn beyond_range(cfg: &LocateConfig, d: f32) -> bool {
     cfg.rbc_px_range.is_some_and(|[lo, hi]| d < lo || d > hi)
 }
+
+/// A red-cell reading of a standardised field ([`raw_scale`] or [`coarse_scale`]).
+type ScaleReader = fn(&RgbImage, Option<&crate::field::Anchors>, &LocateConfig) -> Option<f32>;
 
 /// [`raw_scale`] at half the ruler's working resolution, in the field's pixels.
 fn coarse_scale(
