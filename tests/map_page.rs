@@ -106,10 +106,17 @@ fn the_map_api_colours_counts_edits_and_exports() {
     );
     assert_eq!(st, 200, "{out}");
     assert_eq!(get(addr, "/api/map")["ids"].as_array().unwrap().len(), 159);
+    let now = get(addr, "/api/map?by=cluster&k=")["version"].clone(); // an empty k: the default
     let (st, out) = post(
         addr,
         "/api/export",
-        serde_json::json!({"ids": [ids[1], ids[2]]}),
+        serde_json::json!({"version": version, "ids": [ids[1], ids[2]]}),
+    );
+    assert_eq!(st, 409, "ids of an older atlas are not exported: {out}");
+    let (st, out) = post(
+        addr,
+        "/api/export",
+        serde_json::json!({"version": now, "ids": [ids[1], ids[2]]}),
     );
     assert_eq!(st, 200, "{out}");
     let cells = out["cells"].as_array().unwrap();
@@ -119,8 +126,37 @@ fn the_map_api_colours_counts_edits_and_exports() {
         cells[0]["path"].as_str().unwrap().ends_with(".jpeg"),
         "{out}"
     );
-    let (st, _) = post(addr, "/api/export", serde_json::json!({"ids": [ids[0]]}));
+    let (st, _) = post(
+        addr,
+        "/api/export",
+        serde_json::json!({"version": now, "ids": [ids[0]]}),
+    );
     assert_eq!(st, 404, "a removed cell is not exported");
+}
+
+/// A server told not to take edits refuses them (403) and changes nothing.
+#[test]
+fn a_read_only_server_refuses_edits() {
+    let cells = util::tempdir();
+    util::cells_folder(cells.path(), 12, &["A", "B"]);
+    let embedder = runtime::Embedder::new(&util::tiny_model(), &Default::default()).unwrap();
+    let index = util::index_images(cells.path(), &embedder);
+    let dir = util::tempdir();
+    let at = dir.path().join("atlas");
+    index.save(&at).unwrap();
+    let mut state =
+        index::serve::AppState::watching(&at, index::CellIndex::open(&at).unwrap(), embedder, 5);
+    state.edits = false;
+    let addr = index::serve::spawn_with(state, "127.0.0.1:0".parse().unwrap(), Default::default())
+        .unwrap();
+    let map = get(addr, "/api/map");
+    let (st, out) = post(
+        addr,
+        "/api/edit",
+        serde_json::json!({"version": map["version"], "ids": [0], "remove": true}),
+    );
+    assert_eq!(st, 403, "{out}");
+    assert_eq!(index::CellIndex::open(&at).unwrap().live(), 12);
 }
 
 /// Run JavaScript in the page; its value.

@@ -451,7 +451,12 @@ fn coarse_scale(
         return raw_scale(image, anchors, cfg);
     }
     let half = crate::field::box_down(&work, 2);
-    Some(2.0 * factor * raw_scale(&half, anchors, cfg)?)
+    // small red cells (a demagnified folder: what the flag is for) may not read at half
+    // resolution (under 8 of its pixels): then the full reading
+    match raw_scale(&half, anchors, cfg) {
+        Some(d) if d >= 8.0 => Some(2.0 * factor * d),
+        _ => raw_scale(image, anchors, cfg),
+    }
 }
 
 fn raw_scale(

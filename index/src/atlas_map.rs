@@ -117,15 +117,11 @@ pub enum Edit {
 }
 
 /// Lock the index in `dir`, open it, check that it is the atlas `version` named, apply `edit`
-/// to `ids` (every one a live cell) and save it atomically; returns the saved atlas's version.
-pub fn edit_saved(dir: &Path, version: &str, ids: &[usize], edit: &Edit) -> Result<String> {
+/// to `ids` (every one a live cell) and save it atomically; returns the saved index.
+pub fn edit_saved(dir: &Path, version: &str, ids: &[usize], edit: &Edit) -> Result<CellIndex> {
     let _lock = crate::ops::lock(dir)?;
     let mut index = CellIndex::open(dir)?;
-    if self::version(&index) != version {
-        return Err(Error::Conflict(
-            "the atlas changed since this map was loaded (another edit, add or compact): reload the map and select again".into(),
-        ));
-    }
+    check_version(&index, version)?;
     if ids.is_empty() {
         return Err(Error::Invalid("no cells selected".into()));
     }
@@ -149,5 +145,16 @@ pub fn edit_saved(dir: &Path, version: &str, ids: &[usize], edit: &Edit) -> Resu
         }
     }
     index.save(dir)?;
-    Ok(self::version(&index))
+    Ok(index)
+}
+
+/// The error of a request naming an atlas `version` that is not `current`'s.
+pub fn check_version(current: &CellIndex, version: &str) -> Result<()> {
+    if self::version(current) == version {
+        Ok(())
+    } else {
+        Err(Error::Conflict(
+            "the atlas changed since this map was loaded (another edit, add or compact): reload the map and select again".into(),
+        ))
+    }
 }

@@ -152,6 +152,12 @@ impl Live {
         result.map(|()| true)
     }
 
+    /// Serve `index` from now on: the one an edit from the page has just saved (its reload does
+    /// not wait for the watcher, which may swap the same save in again, harmlessly).
+    pub fn install(&self, index: CellIndex) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Atlas::new(index));
+    }
+
     fn reopen(&self, dir: &Path) -> Result<()> {
         let index = CellIndex::open(dir)?;
         let model = self.current().index.model().onnx_sha256.clone();

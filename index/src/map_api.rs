@@ -20,13 +20,18 @@ const DEFAULT_CLUSTERS: usize = 8;
 #[derive(Deserialize)]
 pub(crate) struct MapParams {
     by: Option<String>,
-    k: Option<usize>,
+    /// Text, so that an empty or odd box on the page falls back to the default, not to a
+    /// plain-text rejection the page cannot read.
+    k: Option<String>,
 }
 
 pub(crate) async fn map(State(s): State<Arc<AppState>>, Query(p): Query<MapParams>) -> Response {
     let a = s.live.current();
     let by = p.by.unwrap_or_else(|| "class".into());
-    let k = p.k.unwrap_or(DEFAULT_CLUSTERS).clamp(2, MAX_CLUSTERS);
+    let k =
+        p.k.and_then(|k| k.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_CLUSTERS)
+            .clamp(2, MAX_CLUSTERS);
     let r = tokio::task::spawn_blocking(move || map_view(&a, &by, k)).await;
     match r {
         Ok(Ok(v)) => Json(v).into_response(),
@@ -103,6 +108,12 @@ pub(crate) async fn edit(
             );
         }
     };
+    if !s.edits {
+        return error(
+            StatusCode::FORBIDDEN,
+            "edits from the page are off on this server (index serve --read-only, or a non-loopback address without --allow-edits)",
+        );
+    }
     let Some(dir) = s.live.dir().map(std::path::Path::to_path_buf) else {
         return error(
             StatusCode::CONFLICT,
@@ -112,8 +123,10 @@ pub(crate) async fn edit(
     let s2 = s.clone();
     let n = req.ids.len();
     let r = tokio::task::spawn_blocking(move || {
-        let v = edit_saved(&dir, &req.version, &req.ids, &edit)?;
-        s2.live.refresh()?;
+        let saved = edit_saved(&dir, &req.version, &req.ids, &edit)?;
+        let v = crate::atlas_map::version(&saved);
+        // the next request sees the edit: installed now, not when the watcher looks
+        s2.live.install(saved);
         Ok::<_, crate::Error>(v)
     })
     .await;
@@ -130,6 +143,9 @@ pub(crate) async fn edit(
 
 #[derive(Deserialize)]
 pub(crate) struct ExportRequest {
+    /// The atlas the ids were taken from (the map's `version`): row ids of a compacted or
+    /// rebuilt index name other cells.
+    version: String,
     ids: Vec<usize>,
 }
 
@@ -144,6 +160,9 @@ pub(crate) async fn export(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     let a = s.live.current();
+    if let Err(e) = crate::atlas_map::check_version(&a.index, &req.version) {
+        return error(StatusCode::CONFLICT, e.to_string());
+    }
     let map = a.index.map();
     let mut cells = Vec::with_capacity(req.ids.len());
     for id in req.ids {

@@ -39,6 +39,9 @@ pub struct AppState {
     /// Uploads waiting for a slot; past `max_waiting` a request gets 503 with Retry-After.
     pub waiting: Arc<std::sync::atomic::AtomicUsize>,
     pub max_waiting: usize,
+    /// Whether the page may relabel and remove cells (`POST /api/edit`); the CLI turns it off
+    /// on a non-loopback address unless asked.
+    pub edits: bool,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             decode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_waiting: 4 * cores,
+            edits: true,
         }
     }
 }

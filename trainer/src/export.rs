@@ -173,6 +173,14 @@ pub fn export_run(
             let r: RobustnessReport = serde_json::from_str(&text).map_err(|e| {
                 cellspace_core::Error::invalid(p, format!("not a trainer robustness report: {e}"))
             })?;
+            // its folds must have seen the fields as this model does (another recipe's, or
+            // folds served with another standardisation, say nothing about this one)
+            if r.preprocess.fingerprint() != cfg.preprocess().fingerprint() {
+                return Err(Error::Config(format!(
+                    "{}: measured with another preprocessing than this run's (another recipe, or --serve-stain-anchors): it cannot choose this model's output",
+                    p.display()
+                )));
+            }
             Some(choose_under_shift(&r)?)
         }
         None => None,
@@ -239,7 +247,7 @@ pub fn export_run(
     let metrics = serde_json::json!({
         "estimate_on_unseen_cells": estimate_json(cv_report.as_ref(), choice.as_ref(), how),
         "cross_validation": cv_report,
-        "robustness": choice,
+        "robustness": choice.as_ref().filter(|_| how == Chosen::UnderShift),
         "served": served,
         "held_out_validation": best.validation,
         "histogram_baseline_same_split": baseline,
