@@ -322,15 +322,24 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let (st, v) = self.call_status(method, path, body);
+        assert!(st == 200, "webdriver {method} {path}: {st} {v}");
+        v["value"].clone()
+    }
+
+    fn call_status(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let text = if body.is_null() {
             String::new()
         } else {
             body.to_string()
         };
         let (st, out) = http(self.addr, method, path, text.as_bytes());
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        assert!(st == 200, "webdriver {method} {path}: {st} {v}");
-        v["value"].clone()
+        (st, serde_json::from_slice(&out).unwrap_or_default())
     }
 
     /// A WebDriver command of this session (`path` after `/session/ID`).
@@ -368,15 +377,17 @@ impl Browser {
         found
     }
 
-    /// An element's attribute (None when it has none).
+    /// An element's attribute (None when it has none, or when the page has replaced the
+    /// element since it was found: a page that redraws on an answer does, and a test polling
+    /// it then finds it again).
     pub fn attribute(&self, id: &str, name: &str) -> Option<String> {
-        self.wd(
-            "GET",
-            &format!("/element/{id}/attribute/{name}"),
-            serde_json::Value::Null,
-        )
-        .as_str()
-        .map(str::to_string)
+        let path = format!("/session/{}/element/{id}/attribute/{name}", self.session);
+        let (st, v) = self.call_status("GET", &path, serde_json::Value::Null);
+        if st == 404 && v["value"]["error"] == "stale element reference" {
+            return None;
+        }
+        assert!(st == 200, "webdriver GET {path}: {st} {v}");
+        v["value"].as_str().map(str::to_string)
     }
 }
 
