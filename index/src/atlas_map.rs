@@ -45,6 +45,7 @@ pub fn view(
     index: &CellIndex,
     map: &[[f32; 2]],
     by: &str,
+    version: &str,
     value_of: impl Fn(usize) -> Option<String>,
 ) -> MapView {
     let ids: Vec<usize> = (0..index.len())
@@ -84,7 +85,7 @@ pub fn view(
     let other = legend.len().saturating_sub(1) as u16;
     MapView {
         by: by.to_string(),
-        version: version(index),
+        version: version.to_string(),
         x: ids.iter().map(|&i| map[i][0]).collect(),
         y: ids.iter().map(|&i| map[i][1]).collect(),
         value: values
@@ -121,7 +122,7 @@ pub enum Edit {
 pub fn edit_saved(dir: &Path, version: &str, ids: &[usize], edit: &Edit) -> Result<CellIndex> {
     let _lock = crate::ops::lock(dir)?;
     let mut index = CellIndex::open(dir)?;
-    check_version(&index, version)?;
+    check_version(&self::version(&index), version)?;
     if ids.is_empty() {
         return Err(Error::Invalid("no cells selected".into()));
     }
@@ -149,8 +150,8 @@ pub fn edit_saved(dir: &Path, version: &str, ids: &[usize], edit: &Edit) -> Resu
 }
 
 /// The error of a request naming an atlas `version` that is not `current`'s.
-pub fn check_version(current: &CellIndex, version: &str) -> Result<()> {
-    if self::version(current) == version {
+pub fn check_version(current: &str, version: &str) -> Result<()> {
+    if current == version {
         Ok(())
     } else {
         Err(Error::Conflict(

@@ -28,10 +28,19 @@ pub struct Atlas {
 #[derive(Default)]
 pub struct MapCache {
     pub laid_out: std::sync::OnceLock<Vec<[f32; 2]>>,
+    /// [`crate::atlas_map::version`] of the atlas, hashed once (every row), not per request.
+    pub version: std::sync::OnceLock<String>,
     pub clusters: Mutex<std::collections::BTreeMap<usize, Arc<Vec<Option<usize>>>>>,
 }
 
 impl Atlas {
+    /// Which rows this atlas holds ([`crate::atlas_map::version`]), computed once.
+    pub fn version(&self) -> &str {
+        self.map_cache
+            .version
+            .get_or_init(|| crate::atlas_map::version(&self.index))
+    }
+
     pub fn new(index: CellIndex) -> Self {
         let root = common_dir(index.rows().iter().map(|r| r.path.as_str()));
         Self {

@@ -52,7 +52,7 @@ fn map_view(a: &Atlas, by: &str, k: usize) -> crate::Result<crate::atlas_map::Ma
         "cluster" => Some(cluster_of(a, k)?),
         _ => None,
     };
-    let mut v = view(index, map, by, |i| match (&clusters, by) {
+    let mut v = view(index, map, by, a.version(), |i| match (&clusters, by) {
         (Some(c), _) => c[i].map(|c| format!("c{c}")),
         (None, "class") => index.rows()[i].class.clone(),
         (None, field) => index.rows()[i].field(field).map(str::to_string),
@@ -160,7 +160,7 @@ pub(crate) async fn export(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     let a = s.live.current();
-    if let Err(e) = crate::atlas_map::check_version(&a.index, &req.version) {
+    if let Err(e) = crate::atlas_map::check_version(a.version(), &req.version) {
         return error(StatusCode::CONFLICT, e.to_string());
     }
     let map = a.index.map();

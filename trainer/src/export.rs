@@ -166,25 +166,16 @@ pub fn export_run(
 ) -> Result<PathBuf> {
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_served_model(run_dir, &Device::flex())?;
-    let cv_report: Option<serde_json::Value> = opts.cv.as_deref().map(read_report).transpose()?;
-    let choice = match opts.robustness.as_deref() {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| cellspace_core::Error::io(p, e))?;
-            let r: RobustnessReport = serde_json::from_str(&text).map_err(|e| {
-                cellspace_core::Error::invalid(p, format!("not a trainer robustness report: {e}"))
-            })?;
-            // its folds must have seen the fields as this model does (another recipe's, or
-            // folds served with another standardisation, say nothing about this one)
-            if r.preprocess.fingerprint() != cfg.preprocess().fingerprint() {
-                return Err(Error::Config(format!(
-                    "{}: measured with another preprocessing than this run's (another recipe, or --serve-stain-anchors): it cannot choose this model's output",
-                    p.display()
-                )));
-            }
-            Some(choose_under_shift(&r)?)
-        }
-        None => None,
-    };
+    let cv_report: Option<serde_json::Value> = opts
+        .cv
+        .as_deref()
+        .map(|p| read_json(p, "a trainer cv report"))
+        .transpose()?;
+    let choice = opts
+        .robustness
+        .as_deref()
+        .map(|p| choice_for(p, &cfg))
+        .transpose()?;
     let by_hand = opts.output.is_some() || opts.colour_weight.is_some();
     if let Some(c) = choice.as_ref().filter(|_| !by_hand) {
         (best.output, best.colour_weight) = (c.output, c.colour_weight);
@@ -272,10 +263,25 @@ enum Chosen {
     UnderShift,
 }
 
-fn read_report(p: &Path) -> Result<serde_json::Value> {
+/// A JSON report at `p`, or an error naming the file and `what` it should have been.
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> Result<T> {
     let text = std::fs::read_to_string(p).map_err(|e| cellspace_core::Error::io(p, e))?;
     Ok(serde_json::from_str(&text)
-        .map_err(|e| cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}")))?)
+        .map_err(|e| cellspace_core::Error::invalid(p, format!("not {what}: {e}")))?)
+}
+
+/// The output a `trainer robustness` report at `p` chooses for a model of `cfg`: refused
+/// when its folds saw the fields otherwise than this model does (another recipe, or folds
+/// served with another standardisation say nothing about this one).
+fn choice_for(p: &Path, cfg: &crate::train::TrainConfig) -> Result<ProtocolChoice> {
+    let r: RobustnessReport = read_json(p, "a trainer robustness report")?;
+    if r.preprocess.fingerprint() != cfg.preprocess().fingerprint() {
+        return Err(Error::Config(format!(
+            "{}: measured with another preprocessing than this run's (another recipe, or --serve-stain-anchors): it cannot choose this model's output",
+            p.display()
+        )));
+    }
+    choose_under_shift(&r)
 }
 
 fn training_json(
