@@ -105,6 +105,7 @@ fn case_07_non_finite_models_are_neither_exported_nor_served() {
     let card = trainer::export::export_encoder(
         &good,
         EmbeddingOutput::Head,
+        Default::default(),
         0.0,
         &pre,
         Default::default(),
@@ -117,6 +118,7 @@ fn case_07_non_finite_models_are_neither_exported_nor_served() {
     let err = trainer::export::export_encoder(
         &bad,
         EmbeddingOutput::Head,
+        Default::default(),
         0.0,
         &pre,
         Default::default(),
@@ -132,7 +134,14 @@ fn case_07_non_finite_models_are_neither_exported_nor_served() {
         encoder: bad,
         colour: trainer::colour::ColourHistogram::new(&pre, &Device::flex()),
     };
-    let bytes = trainer::export::onnx_bytes(&full, EmbeddingOutput::Head, 0.0, pre.size).unwrap();
+    let bytes = trainer::export::onnx_bytes(
+        &full,
+        EmbeddingOutput::Head,
+        Default::default(),
+        0.0,
+        pre.size,
+    )
+    .unwrap();
     std::fs::write(to.with_extension("onnx"), &bytes).unwrap();
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&card).unwrap()).unwrap();

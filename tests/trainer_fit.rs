@@ -278,6 +278,43 @@ fn cross_validation_reports_every_fold_and_resumes() {
         .unwrap();
     assert_eq!(again.served.knn200_per_fold, report.served.knn200_per_fold);
     assert!(again.seconds < report.seconds);
+
+    // the shift protocol on those folds, one view and eight, and the choice it makes
+    use trainer::tta::TestTimeViews;
+    let plan = trainer::robustness::RobustnessPlan {
+        data_dir: data.path(),
+        cv_dir: Some(out.path()),
+        cfg: &cfg,
+        folds: 3,
+        shifts: cellspace_core::shift::parse("lamp:1.15,1,0.85;mag:2").unwrap(),
+        per_group: 1,
+        serve_stain_anchors: false,
+        views: vec![TestTimeViews::None, TestTimeViews::Dihedral8],
+        device: Device::flex(),
+    };
+    let rob = trainer::robustness::robustness(&plan).unwrap();
+    let shifts: Vec<&str> = rob.rows.iter().map(|r| r.shift.as_str()).collect();
+    assert_eq!(shifts, ["clean", "lamp:1.15,1,0.85", "mag:2"]);
+    for row in &rob.rows {
+        for name in [
+            "learned head",
+            "learned head, 8 views",
+            "learned backbone, 8 views",
+        ] {
+            let v = &row.learned[name];
+            assert_eq!(
+                v.len(),
+                3,
+                "{name} under {}: one figure per fold",
+                row.shift
+            );
+            assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{name}: {v:?}");
+        }
+        assert_eq!(row.histogram.len(), 3);
+    }
+    let choice = trainer::choice::choose_under_shift(&rob).unwrap();
+    let parsed = trainer::choice::parse_candidate(&choice.name).expect("a learned candidate");
+    assert_eq!(parsed, (choice.output, choice.views, choice.colour_weight));
 }
 
 #[test]

@@ -26,6 +26,10 @@ pub struct ModelCard {
     pub embedding_dim: usize,
     /// Whether outputs are L2-normalised (cosine = dot product).
     pub l2_normalized: bool,
+    /// Views the graph averages its embedding over (inside the ONNX: the runtime makes one
+    /// call either way); cards before this field are `none`.
+    #[serde(default)]
+    pub test_time_views: TestTimeViews,
     /// Training configuration (free-form JSON written by the trainer).
     #[serde(default)]
     pub training: serde_json::Value,
@@ -38,6 +42,29 @@ pub struct ModelCard {
     /// RFC 3339 time of export.
     #[serde(default)]
     pub created: String,
+}
+
+/// Whether the served embedding averages over the square's symmetries (test-time
+/// augmentation, done inside the exported graph).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestTimeViews {
+    /// One view: the window as it is.
+    #[default]
+    None,
+    /// The eight symmetries of the square (four quarter turns, each mirrored or not).
+    #[serde(rename = "dihedral-8")]
+    Dihedral8,
+}
+
+impl TestTimeViews {
+    /// How many encoder passes one embedding costs.
+    pub fn passes(self) -> usize {
+        match self {
+            TestTimeViews::None => 1,
+            TestTimeViews::Dihedral8 => 8,
+        }
+    }
 }
 
 impl ModelCard {

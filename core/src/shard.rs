@@ -66,49 +66,17 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
     let Some(first) = dirs.first() else {
         return Err(Error::Other("no shard folders given".into()));
     };
-    let mut loaded = Vec::with_capacity(dirs.len());
-    for d in dirs {
-        let e = Embeddings::load(d)?;
-        if !e.state.complete {
-            return Err(refuse(
-                d,
-                format!(
-                    "an incomplete shard ({} rows so far): run its `runtime embed --shard` again to finish it",
-                    e.state.rows
-                ),
-            ));
-        }
-        let Some(shard) = e.state.shard else {
-            return Err(refuse(d, "not a shard (made without --shard)"));
-        };
-        loaded.push((d, shard, e));
-    }
+    let loaded = dirs
+        .iter()
+        .map(|d| load_shard(d).map(|(s, e)| (d, s, e)))
+        .collect::<Result<Vec<_>>>()?;
     let (_, s0, e0) = &loaded[0];
     for (d, s, e) in &loaded[1..] {
         if let Some(why) = unlike_first(e, s, e0, s0, first) {
             return Err(refuse(d, why));
         }
     }
-    let mut seen = vec![None::<&Path>; s0.count];
-    for (d, s, _) in &loaded {
-        if let Some(other) = seen[s.index] {
-            return Err(refuse(
-                d,
-                format!("shard {s} given twice (also {})", other.display()),
-            ));
-        }
-        seen[s.index] = Some(d.as_path());
-    }
-    let missing: Vec<String> = (0..s0.count)
-        .filter(|&i| seen[i].is_none())
-        .map(|i| format!("{i}/{}", s0.count))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::Other(format!(
-            "missing shards {}: embed them (`runtime embed DIR --shard I/N`) and merge again",
-            missing.join(", ")
-        )));
-    }
+    check_every_shard_once(&loaded, s0.count)?;
     let dim = e0.dim;
     let mut all: Vec<(ManifestRow, &[f32], &Path)> = Vec::new();
     let mut failures = Vec::new();
@@ -122,15 +90,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
             }
             all.push((r.clone(), e.row(i), d.as_path()));
         }
-        let fp = d.join(crate::embeddings::FAILURES_FILE);
-        if let Ok(text) = std::fs::read_to_string(&fp) {
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                failures.push(
-                    serde_json::from_str::<Failure>(line)
-                        .map_err(|e| refuse(&fp, e.to_string()))?,
-                );
-            }
-        }
+        failures.extend(read_failures(d)?);
     }
     all.sort_by(|a, b| (&a.0.path, a.0.cell).cmp(&(&b.0.path, b.0.cell)));
     if let Some(w) = all
@@ -167,6 +127,61 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Merged> {
         failures,
         state,
     })
+}
+
+/// A finished shard folder and its shard, or why it cannot be merged.
+fn load_shard(d: &Path) -> Result<(Shard, Embeddings)> {
+    let e = Embeddings::load(d)?;
+    if !e.state.complete {
+        return Err(refuse(
+            d,
+            format!(
+                "an incomplete shard ({} rows so far): run its `runtime embed --shard` again to finish it",
+                e.state.rows
+            ),
+        ));
+    }
+    let Some(shard) = e.state.shard else {
+        return Err(refuse(d, "not a shard (made without --shard)"));
+    };
+    Ok((shard, e))
+}
+
+/// Each of the `count` shards given exactly once.
+fn check_every_shard_once(loaded: &[(&PathBuf, Shard, Embeddings)], count: usize) -> Result<()> {
+    let mut seen = vec![None::<&Path>; count];
+    for (d, s, _) in loaded {
+        if let Some(other) = seen[s.index] {
+            return Err(refuse(
+                d,
+                format!("shard {s} given twice (also {})", other.display()),
+            ));
+        }
+        seen[s.index] = Some(d.as_path());
+    }
+    let missing: Vec<String> = (0..count)
+        .filter(|&i| seen[i].is_none())
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Other(format!(
+            "missing shards {}: embed them (`runtime embed DIR --shard I/N`) and merge again",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The failures a shard folder recorded (none without the file).
+fn read_failures(d: &Path) -> Result<Vec<Failure>> {
+    let fp = d.join(crate::embeddings::FAILURES_FILE);
+    let Ok(text) = std::fs::read_to_string(&fp) else {
+        return Ok(vec![]);
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| serde_json::from_str::<Failure>(line).map_err(|e| refuse(&fp, e.to_string())))
+        .collect()
 }
 
 /// One embeddings folder, or the shard folders of one split merged ([`merge`]).

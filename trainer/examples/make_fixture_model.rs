@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let card = export_encoder(
         &model,
         EmbeddingOutput::Backbone,
+        Default::default(),
         0.0,
         &Preprocess::blood_cells(16),
         info,

@@ -7,14 +7,28 @@
 //! over the clean row and every shift) is scored on this fold. The candidate shipped is the one
 //! best on all folds; the nested figures say what that rule of choice is worth on unseen cells.
 //! A candidate that wins clean and loses under shift does not win here, because every shift
-//! weighs as much as the clean row.
+//! weighs as much as the clean row. Candidates within [`TIE`] of the best tie, and the
+//! cheapest to serve wins: test-time views or the colour histogram must buy more than noise.
 
-use crate::cv::output_name;
+use crate::cv::views_name;
 use crate::eval::COLOUR_WEIGHTS;
 use crate::model::EmbeddingOutput;
 use crate::robustness::RobustnessReport;
+use crate::tta::TestTimeViews;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+
+/// Candidates whose score (kNN-200, mean over folds, clean row and shifts) lies within this
+/// of the best one tie, and the cheapest of them to serve is chosen: a difference this small
+/// is a tenth of the folds' SD, and eight test-time views cost eight times the inference.
+pub const TIE: f64 = 0.005;
+
+/// What serving a candidate costs, to break ties: encoder passes, then whether the in-graph
+/// colour histogram is computed too (most of one pass's time) and widens the vectors.
+fn cost(name: &str) -> (usize, bool) {
+    let (_, views, w) = parse_candidate(name).expect("names are parsed");
+    (views.passes(), w > 0.0)
+}
 
 /// The chosen embedding and what the nested choice scored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +36,10 @@ pub struct ProtocolChoice {
     /// The candidate's name in the report (`trainer cv`'s names).
     pub name: String,
     pub output: EmbeddingOutput,
+    /// Whether the embedding averages over the window's eight symmetries (reports before
+    /// test-time views measured one view).
+    #[serde(default)]
+    pub views: TestTimeViews,
     pub colour_weight: f32,
     /// How it was chosen, in words (for the card).
     pub rule: String,
@@ -73,9 +91,11 @@ pub fn choose_under_shift(report: &RobustnessReport) -> Result<ProtocolChoice> {
             let f: Vec<usize> = (0..folds).filter(|&f| keep(f)).collect();
             f.iter().map(|&k| score(n, k)).sum::<f64>() / f.len().max(1) as f64
         };
+        let top = names.iter().map(|n| mean(n)).fold(f64::MIN, f64::max);
         names
             .iter()
-            .max_by(|a, b| mean(a).total_cmp(&mean(b)))
+            .filter(|n| mean(n) >= top - TIE)
+            .min_by(|a, b| cost(a).cmp(&cost(b)).then(mean(b).total_cmp(&mean(a))))
             .expect("names is not empty")
     };
     let chosen_per_fold: Vec<String> = (0..folds).map(|k| best_over(&|f| f != k).clone()).collect();
@@ -106,11 +126,14 @@ pub fn choose_under_shift(report: &RobustnessReport) -> Result<ProtocolChoice> {
         .map(|r| (r.shift.clone(), crate::robustness::mean_sd(&r.histogram).0))
         .collect();
     let name = best_over(&|_| true).clone();
-    let (output, colour_weight) = parse_candidate(&name).expect("names are parsed");
+    let (output, views, colour_weight) = parse_candidate(&name).expect("names are parsed");
     Ok(ProtocolChoice {
-        rule: "the candidate with the best kNN-200 over the folds, mean of the clean row and every shift; figures: nested (each fold scored with the candidate best on the other folds)".into(),
+        rule: format!(
+            "the candidate with the best kNN-200 over the folds, mean of the clean row and every shift (within {TIE} of the best, the cheapest to serve: fewest encoder passes, then no colour histogram); figures: nested (each fold scored with the candidate best on the other folds)"
+        ),
         name,
         output,
+        views,
         colour_weight,
         chosen_per_fold,
         clean_mean,
@@ -141,12 +164,14 @@ fn worst_of(rows: &[(String, f64)]) -> (String, f64) {
 
 /// The output and colour weight a learned candidate's name stands for (`None` for the
 /// histogram alone or an unknown name).
-pub fn parse_candidate(name: &str) -> Option<(EmbeddingOutput, f32)> {
+pub fn parse_candidate(name: &str) -> Option<(EmbeddingOutput, TestTimeViews, f32)> {
+    let views = [TestTimeViews::None, TestTimeViews::Dihedral8];
     [EmbeddingOutput::Backbone, EmbeddingOutput::Head]
         .into_iter()
-        .flat_map(|o| COLOUR_WEIGHTS.iter().map(move |&w| (o, w)))
-        .filter(|&(_, w)| w < 1.0)
-        .find(|&(output, colour_weight)| output_name(output, colour_weight) == name)
+        .flat_map(|o| views.into_iter().map(move |v| (o, v)))
+        .flat_map(|(o, v)| COLOUR_WEIGHTS.iter().map(move |&w| (o, v, w)))
+        .filter(|&(_, _, w)| w < 1.0)
+        .find(|&(output, views, w)| views_name(output, views, w) == name)
 }
 
 #[cfg(test)]
@@ -214,15 +239,47 @@ mod tests {
         assert_eq!(c.histogram_clean, 0.5);
     }
 
+    /// Eight views score 0.002 above one view: a tie, and the one view (an eighth of the
+    /// inference) is served; 0.02 above is a win.
+    #[test]
+    fn a_tie_goes_to_the_cheaper_candidate() {
+        let (one, eight) = ("learned head", "learned head, 8 views");
+        let report = |gain: f64| RobustnessReport {
+            folds: 3,
+            query_cells: vec![60; 3],
+            per_group: 1,
+            rows: vec![
+                row("clean", &[(one, [0.84; 3]), (eight, [0.84 + gain; 3])]),
+                row("lamp", &[(one, [0.80; 3]), (eight, [0.80 + gain; 3])]),
+            ],
+            served: None,
+            preprocess: Preprocess::blood_cells(64),
+            seconds: 1.0,
+        };
+        let c = choose_under_shift(&report(0.002)).unwrap();
+        assert_eq!((c.name.as_str(), c.views), (one, TestTimeViews::None));
+        assert_eq!(c.chosen_per_fold, [one; 3]);
+        let c = choose_under_shift(&report(0.02)).unwrap();
+        assert_eq!(
+            (c.name.as_str(), c.views),
+            (eight, TestTimeViews::Dihedral8)
+        );
+    }
+
     #[test]
     fn names_parse_back_to_the_output_and_weight() {
+        let one = TestTimeViews::None;
         assert_eq!(
             parse_candidate("head + colour, w 0.3"),
-            Some((EmbeddingOutput::Head, 0.3))
+            Some((EmbeddingOutput::Head, one, 0.3))
         );
         assert_eq!(
             parse_candidate("learned backbone"),
-            Some((EmbeddingOutput::Backbone, 0.0))
+            Some((EmbeddingOutput::Backbone, one, 0.0))
+        );
+        assert_eq!(
+            parse_candidate("learned head, 8 views"),
+            Some((EmbeddingOutput::Head, TestTimeViews::Dihedral8, 0.0))
         );
         assert_eq!(
             parse_candidate("in-graph colour histogram (model input)"),

@@ -135,13 +135,15 @@ impl RetrievalModel {
         if colour_weight >= 1.0 {
             return hist;
         }
-        let learned = self.encoder.output(which, x);
-        let a = (1.0 - colour_weight * colour_weight).sqrt();
-        Tensor::cat(
-            vec![learned.mul_scalar(a), hist.mul_scalar(colour_weight)],
-            1,
-        )
+        blend_graph(self.encoder.output(which, x), hist, colour_weight)
     }
+}
+
+/// The served blend of a learned embedding `[B, dl]` and the histogram `[B, dh]` at weight
+/// `w` in (0, 1): `[B, dl + dh]`, L2-normalised when both are.
+pub fn blend_graph(learned: Tensor<2>, hist: Tensor<2>, w: f32) -> Tensor<2> {
+    let a = (1.0 - w * w).sqrt();
+    Tensor::cat(vec![learned.mul_scalar(a), hist.mul_scalar(w)], 1)
 }
 
 /// Blend two sets of L2-normalised rows the way [`RetrievalModel::forward`] does.

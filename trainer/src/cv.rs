@@ -19,6 +19,7 @@
 use crate::eval::{Candidate, Split, ValidationResult, histogram_baseline, validate};
 use crate::model::EmbeddingOutput;
 use crate::train::{FitOptions, TrainConfig, fit_loaded, load_data, load_served_model};
+use crate::tta::TestTimeViews;
 use crate::{Error, Result};
 use burn::prelude::*;
 use cellspace_core::metrics::RetrievalReport;
@@ -76,6 +77,17 @@ pub fn candidate_name(c: &Candidate) -> String {
 }
 
 /// Name of the embedding `output` blended with the colour histogram at `colour_weight`.
+/// The name of a candidate averaged over `views` ([`crate::tta`]): [`output_name`] itself for
+/// one view, so that reports from before test-time views read the same.
+pub fn views_name(output: EmbeddingOutput, views: TestTimeViews, colour_weight: f32) -> String {
+    let name = output_name(output, colour_weight);
+    match views {
+        TestTimeViews::None => name,
+        TestTimeViews::Dihedral8 if colour_weight >= 1.0 => name,
+        TestTimeViews::Dihedral8 => format!("{name}, 8 views"),
+    }
+}
+
 pub fn output_name(output: EmbeddingOutput, colour_weight: f32) -> String {
     let out = match output {
         EmbeddingOutput::Backbone => "backbone",

@@ -68,33 +68,8 @@ impl CellImages {
             load_rgb(&entries[i].path).ok()
         });
         let pre = &pre.clone().with_calibration(calibration);
-        let bar = progress(entries.len() as u64, "decoding");
         let groups_file = SourceGroups::find(root)?;
-        let decoded: Vec<Result<Decoded, String>> = entries
-            .par_iter()
-            .map(|e| {
-                let r = load_rgb(&e.path)
-                    .map(|img| {
-                        let (window, location) = pre.window(&img);
-                        let square =
-                            image::imageops::resize(&window, cache, cache, FilterType::Triangle);
-                        let input = pre.resize_window(window);
-                        let signature = groups_file
-                            .is_none()
-                            .then(|| cellspace_core::duplicates::signature(&img));
-                        Decoded {
-                            square,
-                            input,
-                            location,
-                            signature,
-                        }
-                    })
-                    .map_err(|err| err.to_string());
-                bar.inc(1);
-                r
-            })
-            .collect();
-        bar.finish_and_clear();
+        let decoded = decode_all(&entries, pre, cache, groups_file.is_none());
         let mut kept = Vec::new();
         let mut squares = Vec::new();
         let mut inputs = Vec::new();
@@ -123,19 +98,7 @@ impl CellImages {
         }
         let groups = match &groups_file {
             Some(g) => groups_for(&kept, Some(g)),
-            None => {
-                let est = cellspace_core::duplicates::group(
-                    &signatures,
-                    cellspace_core::duplicates::DEFAULT_THRESHOLD,
-                );
-                log::info!(
-                    "no {} in or beside {}: estimated {} source groups of near-duplicate images",
-                    cellspace_core::dataset::GROUPS_FILE,
-                    root.display(),
-                    est.iter().collect::<std::collections::HashSet<_>>().len()
-                );
-                est.into_iter().map(|g| format!("est:{g}")).collect()
-            }
+            None => estimated_groups(&signatures, root),
         };
         let labels = kept
             .iter()
@@ -151,7 +114,13 @@ impl CellImages {
             failed,
             calibration,
         };
-        if let Some(c) = &data.calibration {
+        data.log_summary(pre);
+        Ok(data)
+    }
+
+    /// The folder's calibration, stain shift and localisation flags, in the log.
+    fn log_summary(&self, pre: &Preprocess) {
+        if let Some(c) = &self.calibration {
             log::info!(
                 "red-cell scale of the folder: {:.1} px (median of {} of {} fields measured)",
                 c.rbc_px,
@@ -162,7 +131,7 @@ impl CellImages {
         if let Some(s) = pre.folder_stain_shift() {
             log::info!("stain shift of the folder: {}", s.describe());
         }
-        let flags = data.flag_counts();
+        let flags = self.flag_counts();
         if !flags.is_empty() {
             let text: Vec<String> = flags
                 .iter()
@@ -170,11 +139,10 @@ impl CellImages {
                 .collect();
             log::info!(
                 "white cell located in {} images; flagged: {}",
-                data.len(),
+                self.len(),
                 text.join(", ")
             );
         }
-        Ok(data)
     }
 
     /// How many images carry each localisation flag.
@@ -346,4 +314,54 @@ pub fn spawn_batches(data: Arc<CellImages>, plan: EpochPlan) -> Receiver<Batch> 
         }
     });
     rx
+}
+
+/// Every entry decoded and cut to its window (and the window's `cache`-px square), in
+/// parallel with a progress bar; with `signatures`, each field's near-duplicate signature.
+fn decode_all(
+    entries: &[ImageEntry],
+    pre: &Preprocess,
+    cache: u32,
+    signatures: bool,
+) -> Vec<Result<Decoded, String>> {
+    let bar = progress(entries.len() as u64, "decoding");
+    let decoded = entries
+        .par_iter()
+        .map(|e| {
+            let r = load_rgb(&e.path)
+                .map(|img| {
+                    let (window, location) = pre.window(&img);
+                    let square =
+                        image::imageops::resize(&window, cache, cache, FilterType::Triangle);
+                    let input = pre.resize_window(window);
+                    let signature = signatures.then(|| cellspace_core::duplicates::signature(&img));
+                    Decoded {
+                        square,
+                        input,
+                        location,
+                        signature,
+                    }
+                })
+                .map_err(|err| err.to_string());
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    decoded
+}
+
+/// Source groups estimated from near-duplicate signatures, where no groups file exists.
+fn estimated_groups(signatures: &[f32], root: &Path) -> Vec<String> {
+    let est = cellspace_core::duplicates::group(
+        signatures,
+        cellspace_core::duplicates::DEFAULT_THRESHOLD,
+    );
+    log::info!(
+        "no {} in or beside {}: estimated {} source groups of near-duplicate images",
+        cellspace_core::dataset::GROUPS_FILE,
+        root.display(),
+        est.iter().collect::<std::collections::HashSet<_>>().len()
+    );
+    est.into_iter().map(|g| format!("est:{g}")).collect()
 }

@@ -2,10 +2,11 @@
 //! embedded) and its model card `NAME.json`, both written atomically.
 
 use crate::choice::{ProtocolChoice, choose_under_shift};
-use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel};
+use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel, blend_graph};
 use crate::model::{EmbeddingOutput, Encoder};
 use crate::robustness::RobustnessReport;
 use crate::train::{FitSummary, load_served_model};
+use crate::tta::{TestTimeViews, ViewedEncoder};
 use crate::{Error, Result};
 use burn::prelude::*;
 use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
@@ -13,12 +14,48 @@ use cellspace_core::card::{CARD_FORMAT, ModelCard};
 use cellspace_core::preprocess::Preprocess;
 use std::path::{Path, PathBuf};
 
-/// Export `model` (inference mode, plain device) to ONNX bytes; `[B, 3, S, S] -> [B, D]`.
+/// Export `model` (inference mode, plain device) to ONNX bytes; `[B, 3, S, S] -> [B, D]`,
+/// the learned half averaged over `views` ([`crate::tta`]). One view exports the modules
+/// themselves, so their files (and weight names) are as before test-time views.
 pub fn onnx_bytes(
     model: &RetrievalModel,
     which: EmbeddingOutput,
+    views: TestTimeViews,
     colour_weight: f32,
     size: u32,
+) -> Result<Vec<u8>> {
+    // without the colour half, the encoder alone: no unused histogram weights in the file
+    let learned_only = colour_weight <= 0.0;
+    match views {
+        TestTimeViews::None if learned_only => {
+            capture(&model.encoder, size, |m: &Encoder, x| m.output(which, x))
+        }
+        TestTimeViews::None => capture(model, size, |m: &RetrievalModel, x| {
+            m.forward(x, which, colour_weight)
+        }),
+        TestTimeViews::Dihedral8 => {
+            let served = ServedGraph {
+                encoder: ViewedEncoder::new(model.encoder.clone(), views),
+                colour: model.colour.clone(),
+            };
+            if learned_only {
+                capture(&served.encoder, size, |m: &ViewedEncoder, x| {
+                    m.output(which, x)
+                })
+            } else {
+                capture(&served, size, |m: &ServedGraph, x| {
+                    m.forward(x, which, colour_weight)
+                })
+            }
+        }
+    }
+}
+
+/// `forward` of `module` traced into ONNX with a dynamic batch axis over `size`-px inputs.
+fn capture<M: burn::module::Module>(
+    module: &M,
+    size: u32,
+    forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
 ) -> Result<Vec<u8>> {
     let s = size as usize;
     let device = Device::flex();
@@ -30,26 +67,27 @@ pub fn onnx_bytes(
         AxisSpec::Static,
         AxisSpec::Static,
     ])];
-    // without the colour half, the encoder alone: no unused histogram weights in the file
-    let onnx = if colour_weight <= 0.0 {
-        OnnxExporter::new().export_dynamic(
-            &model.encoder,
-            sample,
-            validation,
-            &specs,
-            |m: &Encoder, x: Tensor<4>| m.output(which, x),
-        )
-    } else {
-        OnnxExporter::new().export_dynamic(
-            model,
-            sample,
-            validation,
-            &specs,
-            |m: &RetrievalModel, x: Tensor<4>| m.forward(x, which, colour_weight),
-        )
-    }
-    .map_err(|e| Error::Export(e.to_string()))?;
+    let onnx = OnnxExporter::new()
+        .export_dynamic(module, sample, validation, &specs, forward)
+        .map_err(|e| Error::Export(e.to_string()))?;
     Ok(onnx.into_bytes())
+}
+
+/// [`RetrievalModel`] with its encoder served under test-time views.
+#[derive(Module, Debug)]
+struct ServedGraph {
+    encoder: ViewedEncoder,
+    colour: ColourHistogram,
+}
+
+impl ServedGraph {
+    fn forward(&self, x: Tensor<4>, which: EmbeddingOutput, colour_weight: f32) -> Tensor<2> {
+        let hist = self.colour.forward(x.clone());
+        if colour_weight >= 1.0 {
+            return hist;
+        }
+        blend_graph(self.encoder.output(which, x), hist, colour_weight)
+    }
 }
 
 /// What a card says beyond the model's own numbers.
@@ -65,6 +103,7 @@ pub struct CardInfo {
 pub fn export_encoder(
     model: &Encoder,
     which: EmbeddingOutput,
+    views: TestTimeViews,
     colour_weight: f32,
     pre: &Preprocess,
     info: CardInfo,
@@ -80,7 +119,7 @@ pub fn export_encoder(
         encoder: model.clone(),
         colour: ColourHistogram::new(pre, &device),
     };
-    let bytes = onnx_bytes(&full, which, colour_weight, pre.size)?;
+    let bytes = onnx_bytes(&full, which, views, colour_weight, pre.size)?;
     let (input_name, output_name) = graph_io_names(&bytes)
         .ok_or_else(|| Error::Export("exported ONNX has no single input/output".into()))?;
     let learned_dim = match (which, &model.head) {
@@ -106,6 +145,7 @@ pub fn export_encoder(
         preprocess: pre.clone(),
         embedding_dim,
         l2_normalized: true,
+        test_time_views: views,
         training: info.training,
         data: info.data,
         metrics: info.metrics,
@@ -150,6 +190,9 @@ pub struct ExportOptions {
     pub robustness: Option<PathBuf>,
     pub output: Option<EmbeddingOutput>,
     pub colour_weight: Option<f32>,
+    /// Serve the embedding averaged over these views ([`crate::tta`]) instead of the choice's
+    /// (one view without a robustness report).
+    pub views: Option<TestTimeViews>,
 }
 
 /// Export the served model of `run_dir` to `to` (a path without extension, e.g.
@@ -176,21 +219,8 @@ pub fn export_run(
         .as_deref()
         .map(|p| choice_for(p, &cfg))
         .transpose()?;
-    let by_hand = opts.output.is_some() || opts.colour_weight.is_some();
-    if let Some(c) = choice.as_ref().filter(|_| !by_hand) {
-        (best.output, best.colour_weight) = (c.output, c.colour_weight);
-    }
-    if let Some(o) = opts.output {
-        best.output = o;
-    }
-    if let Some(w) = opts.colour_weight {
-        if !(0.0..1.0).contains(&w) {
-            return Err(Error::Config(
-                "--colour-weight must be in [0, 1): the learned embedding is always served".into(),
-            ));
-        }
-        best.colour_weight = w;
-    }
+    let by_hand = opts.output.is_some() || opts.colour_weight.is_some() || opts.views.is_some();
+    let views = settle_served(&mut best, choice.as_ref().filter(|_| !by_hand), opts)?;
     if best.output == EmbeddingOutput::Head && model.head.is_none() {
         return Err(Error::Config(
             "--output head: this model has no projection head".into(),
@@ -249,7 +279,43 @@ pub fn export_run(
         metrics,
     };
     let pre = cfg.preprocess();
-    export_encoder(&model, best.output, best.colour_weight, &pre, info, to)
+    export_encoder(
+        &model,
+        best.output,
+        views,
+        best.colour_weight,
+        &pre,
+        info,
+        to,
+    )
+}
+
+/// The served output, colour weight and views: the run's, or `choice`'s, each replaced by
+/// the one given by hand in `opts`.
+fn settle_served(
+    best: &mut crate::train::ServedInfo,
+    choice: Option<&ProtocolChoice>,
+    opts: &ExportOptions,
+) -> Result<TestTimeViews> {
+    let mut views = TestTimeViews::None;
+    if let Some(c) = choice {
+        (best.output, views, best.colour_weight) = (c.output, c.views, c.colour_weight);
+    }
+    if let Some(v) = opts.views {
+        views = v;
+    }
+    if let Some(o) = opts.output {
+        best.output = o;
+    }
+    if let Some(w) = opts.colour_weight {
+        if !(0.0..1.0).contains(&w) {
+            return Err(Error::Config(
+                "--colour-weight must be in [0, 1): the learned embedding is always served".into(),
+            ));
+        }
+        best.colour_weight = w;
+    }
+    Ok(views)
 }
 
 /// How the served output and colour weight were settled.

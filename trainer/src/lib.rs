@@ -25,6 +25,7 @@ pub mod robustness;
 pub mod robustness_table;
 pub mod train;
 pub mod tsne;
+pub mod tta;
 
 /// Everything that can go wrong in the trainer.
 #[derive(Debug, thiserror::Error)]

@@ -230,6 +230,17 @@ impl Encoder {
         l2_normalize(self.raw_embed(x))
     }
 
+    /// The backbone's embedding and the head's output (none without a head) from one pass:
+    /// [`embed`](Self::embed) and [`project`](Self::project) at once. `x`: [B, 3, H, W].
+    pub fn both(&self, x: Tensor<4>) -> (Tensor<2>, Option<Tensor<2>>) {
+        let raw = self.raw_embed(x);
+        let head = self
+            .head
+            .as_ref()
+            .map(|h| l2_normalize(h.out.forward(relu(h.hidden.forward(raw.clone())))));
+        (l2_normalize(raw), head)
+    }
+
     /// The projection head's output (or [`embed`](Self::embed) when there is no head).
     pub fn project(&self, x: Tensor<4>) -> Tensor<2> {
         match &self.head {

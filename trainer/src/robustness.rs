@@ -13,11 +13,12 @@
 //! cross-validation's figure for the same query cells.
 
 use crate::colour::{ColourHistogram, blend};
-use crate::cv::output_name;
+use crate::cv::{output_name, views_name};
 use crate::data::CellImages;
 use crate::eval::{COLOUR_WEIGHTS, Split, embed_with};
-use crate::model::{EmbeddingOutput, Encoder};
+use crate::model::EmbeddingOutput;
 use crate::train::{TrainConfig, load_served_model};
+use crate::tta::{TestTimeViews, ViewedEncoder};
 use crate::{Error, Result};
 use burn::prelude::*;
 use cellspace_core::classify::few_label_accuracy;
@@ -91,56 +92,28 @@ pub struct RobustnessPlan<'a> {
     pub per_group: usize,
     /// Serve the od-anchors folds of `cv_dir` with stain-anchors (see [`serve_stain_anchors`]).
     pub serve_stain_anchors: bool,
+    /// The views each learned output is measured under (each one a set of candidates):
+    /// `[None]` measures the plain outputs, `[None, Dihedral8]` also their test-time averages.
+    pub views: Vec<TestTimeViews>,
+    /// Where the folds' encoders run (the fit flags' `--device`).
+    pub device: Device,
 }
 
 /// Run the protocol (see the module docs).
 pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
     let started = std::time::Instant::now();
-    let (cfg, folds) = match plan.cv_dir {
-        Some(dir) => {
-            let run = dir.join("fold-1");
-            let mut cfg = crate::train::load_config(&run)?;
-            if plan.serve_stain_anchors {
-                cfg = serve_stain_anchors(cfg)?;
-            }
-            let folds = cfg.fold.map_or(plan.folds, |[_, n]| n);
-            (cfg, folds)
-        }
-        None => (
-            plan.cfg.clone().with_measured_reference(plan.data_dir)?,
-            plan.folds,
-        ),
-    };
+    let (cfg, folds) = protocol_config(plan)?;
     let pre = cfg.preprocess();
     let data = crate::train::load_data(&cfg, plan.data_dir)?;
     if plan.serve_stain_anchors {
-        let shift = pre
-            .clone()
-            .with_calibration(data.calibration)
-            .folder_stain_shift();
-        if !shift.is_some_and(|s| s.is_none()) {
-            return Err(Error::Config(format!(
-                "the training folder's stain shift is {shift:?}, not none: its fields would not \
-                 come out as the folds were trained on them; train with --colour stain-anchors"
-            )));
-        }
+        check_no_stain_shift(&pre, &data)?;
     }
     let mut specs = vec![ShiftSpec {
         name: "clean".into(),
         steps: vec![],
     }];
     specs.extend(plan.shifts.iter().cloned());
-    let mut rows: Vec<ShiftRow> = specs
-        .iter()
-        .map(|s| ShiftRow {
-            shift: s.name.clone(),
-            learned: BTreeMap::new(),
-            histogram: vec![],
-            flagged: vec![],
-            flags: Default::default(),
-            few_label: Default::default(),
-        })
-        .collect();
+    let mut rows: Vec<ShiftRow> = specs.iter().map(|s| ShiftRow::empty(&s.name)).collect();
     let mut query_cells = Vec::new();
     let served = plan
         .cv_dir
@@ -149,30 +122,9 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
         let split = Split::fold(&data, k, folds, cfg.seed, usize::MAX);
         let queries = per_group(&data, &split.val, plan.per_group);
         query_cells.push(queries.len());
-        let model = match plan.cv_dir {
-            Some(dir) => Some(load_served_model(
-                &dir.join(format!("fold-{}", k + 1)),
-                &Device::flex(),
-            )?),
-            None => None,
-        };
-        let fold = FoldData::new(&data, &split.train, &pre, model.as_ref());
+        let fold = FoldData::new(&data, &split.train, &pre, fold_model(plan, k, &pre)?);
         for (spec, row) in specs.iter().zip(rows.iter_mut()) {
-            let m = fold.shifted(&data, &queries, spec, &pre, cfg.seed)?;
-            for (name, x) in m.learned {
-                row.learned.entry(name).or_default().push(x);
-            }
-            for (name, per_n) in m.few_label {
-                let e = row.few_label.entry(name).or_default();
-                for (n, x) in per_n {
-                    e.entry(n).or_default().push(x);
-                }
-            }
-            row.histogram.push(m.histogram);
-            row.flagged.push(m.flagged);
-            for f in m.flags {
-                *row.flags.entry(f.name().to_string()).or_default() += 1;
-            }
+            row.push(fold.shifted(&data, &queries, spec, &pre, cfg.seed)?);
         }
         log::info!(
             "fold {}/{folds}: {} query cells under {} shifts; clean kNN-200 {} (histogram {:.3})",
@@ -198,6 +150,87 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
     })
 }
 
+/// The folds' configuration (from the `trainer cv` folder, else the plan's) and their count.
+fn protocol_config(plan: &RobustnessPlan) -> Result<(TrainConfig, usize)> {
+    Ok(match plan.cv_dir {
+        Some(dir) => {
+            let mut cfg = crate::train::load_config(&dir.join("fold-1"))?;
+            if plan.serve_stain_anchors {
+                cfg = serve_stain_anchors(cfg)?;
+            }
+            let folds = cfg.fold.map_or(plan.folds, |[_, n]| n);
+            (cfg, folds)
+        }
+        None => (
+            plan.cfg.clone().with_measured_reference(plan.data_dir)?,
+            plan.folds,
+        ),
+    })
+}
+
+/// `--serve-stain-anchors` holds only where the training folder's stain shift settles to none.
+fn check_no_stain_shift(pre: &Preprocess, data: &CellImages) -> Result<()> {
+    let shift = pre
+        .clone()
+        .with_calibration(data.calibration)
+        .folder_stain_shift();
+    if !shift.is_some_and(|s| s.is_none()) {
+        return Err(Error::Config(format!(
+            "the training folder's stain shift is {shift:?}, not none: its fields would not \
+             come out as the folds were trained on them; train with --colour stain-anchors"
+        )));
+    }
+    Ok(())
+}
+
+/// Fold `k`'s model of the plan's `trainer cv` folder, under each of the plan's views.
+fn fold_model(plan: &RobustnessPlan, k: usize, pre: &Preprocess) -> Result<Option<FoldModel>> {
+    let Some(dir) = plan.cv_dir else {
+        return Ok(None);
+    };
+    let (encoder, _, _) = load_served_model(&dir.join(format!("fold-{}", k + 1)), &plan.device)?;
+    Ok(Some(FoldModel {
+        encoders: plan
+            .views
+            .iter()
+            .map(|&v| (v, ViewedEncoder::new(encoder.clone(), v)))
+            .collect(),
+        device: plan.device.clone(),
+        colour: ColourHistogram::new(pre, &Device::flex()),
+    }))
+}
+
+impl ShiftRow {
+    fn empty(shift: &str) -> Self {
+        ShiftRow {
+            shift: shift.into(),
+            learned: BTreeMap::new(),
+            histogram: vec![],
+            flagged: vec![],
+            flags: Default::default(),
+            few_label: Default::default(),
+        }
+    }
+
+    /// Add one fold's figures under this row's shift.
+    fn push(&mut self, m: Measured) {
+        for (name, x) in m.learned {
+            self.learned.entry(name).or_default().push(x);
+        }
+        for (name, per_n) in m.few_label {
+            let e = self.few_label.entry(name).or_default();
+            for (n, x) in per_n {
+                e.entry(n).or_default().push(x);
+            }
+        }
+        self.histogram.push(m.histogram);
+        self.flagged.push(m.flagged);
+        for f in m.flags {
+            *self.flags.entry(f.name().to_string()).or_default() += 1;
+        }
+    }
+}
+
 /// At most `n` images of each source group among `idx`, the first ones in order.
 fn per_group(data: &CellImages, idx: &[usize], n: usize) -> Vec<usize> {
     let mut seen: std::collections::HashMap<&str, usize> = Default::default();
@@ -213,7 +246,7 @@ fn per_group(data: &CellImages, idx: &[usize], n: usize) -> Vec<usize> {
 
 /// A fold's clean gallery, embedded once.
 struct FoldData {
-    model: Option<(Encoder, ColourHistogram)>,
+    model: Option<FoldModel>,
     gallery: Option<Bases>,
     gallery_hist: Vec<f32>,
     gallery_labels: Vec<String>,
@@ -235,22 +268,38 @@ fn serve_stain_anchors(mut cfg: TrainConfig) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// The learned outputs and the in-graph colour histogram of some inputs, `[n, d]` each.
+/// The learned outputs (under each measured [`TestTimeViews`]) and the in-graph colour
+/// histogram of some inputs, `[n, d]` each.
 struct Bases {
-    backbone: Vec<f32>,
-    head: Option<Vec<f32>>,
+    learned: Vec<(EmbeddingOutput, TestTimeViews, Vec<f32>)>,
     colour: Vec<f32>,
 }
 
 impl Bases {
-    fn of(model: &(Encoder, ColourHistogram), inputs: &[Vec<f32>], size: u32) -> Self {
-        let (enc, colour) = model;
-        let device = Device::flex();
-        let out = |which| embed_with(inputs, size, &device, |x| enc.output(which, x));
+    fn of(model: &FoldModel, inputs: &[Vec<f32>], size: u32) -> Self {
+        let mut learned = Vec::new();
+        for (views, enc) in &model.encoders {
+            let views = *views;
+            // one pass per view gives both outputs, side by side in one row
+            let rows = embed_with(inputs, size, &model.device, |x| match enc.both(x) {
+                (b, Some(h)) => Tensor::cat(vec![b, h], 1),
+                (b, None) => b,
+            });
+            let db = enc.encoder.fc.weight.dims()[1];
+            let d = rows.len() / inputs.len().max(1);
+            let part = |from: usize, to: usize| -> Vec<f32> {
+                rows.chunks(d.max(1))
+                    .flat_map(|r| r[from..to].iter().copied())
+                    .collect()
+            };
+            learned.push((EmbeddingOutput::Backbone, views, part(0, db)));
+            if d > db {
+                learned.push((EmbeddingOutput::Head, views, part(db, d)));
+            }
+        }
         Self {
-            backbone: out(EmbeddingOutput::Backbone),
-            head: enc.head.as_ref().map(|_| out(EmbeddingOutput::Head)),
-            colour: embed_with(inputs, size, &device, |x| colour.forward(x)),
+            learned,
+            colour: embed_with(inputs, size, &Device::flex(), |x| model.colour.forward(x)),
         }
     }
 
@@ -259,15 +308,10 @@ impl Bases {
     fn candidates(&self, n: usize) -> Vec<(String, Vec<f32>)> {
         let mut out = Vec::new();
         let dh = self.colour.len() / n.max(1);
-        let learned = [
-            (EmbeddingOutput::Backbone, Some(&self.backbone)),
-            (EmbeddingOutput::Head, self.head.as_ref()),
-        ];
-        for (output, emb) in learned {
-            let Some(e) = emb else { continue };
+        for (output, views, e) in &self.learned {
             let dl = e.len() / n.max(1);
             for &w in COLOUR_WEIGHTS.iter().filter(|&&w| w < 1.0) {
-                let name = output_name(output, w);
+                let name = views_name(*output, *views, w);
                 let v = if w <= 0.0 {
                     e.clone()
                 } else {
@@ -284,16 +328,17 @@ impl Bases {
     }
 }
 
+/// A fold's model as the protocol runs it: the encoder on `device` under each measured view
+/// set, and the in-graph colour histogram (on the plain CPU device).
+struct FoldModel {
+    encoders: Vec<(TestTimeViews, ViewedEncoder)>,
+    device: Device,
+    colour: ColourHistogram,
+}
+
 /// `trainer cv`'s name of an embedding.
 impl FoldData {
-    fn new(
-        data: &CellImages,
-        train: &[usize],
-        pre: &Preprocess,
-        model: Option<&(Encoder, TrainConfig, crate::train::ServedInfo)>,
-    ) -> Self {
-        let model =
-            model.map(|(enc, _, _)| (enc.clone(), ColourHistogram::new(pre, &Device::flex())));
+    fn new(data: &CellImages, train: &[usize], pre: &Preprocess, model: Option<FoldModel>) -> Self {
         let gallery = model.as_ref().map(|m| {
             let inputs: Vec<Vec<f32>> = train.iter().map(|&i| data.prepared(i, pre)).collect();
             Bases::of(m, &inputs, pre.size)

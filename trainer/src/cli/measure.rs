@@ -5,6 +5,7 @@ use cellspace_core::cli::Report;
 use cellspace_core::outcome::{self, OK};
 use std::path::PathBuf;
 use trainer::model::EmbeddingOutput;
+use trainer::tta::TestTimeViews;
 
 /// Estimate which images are copies of one original (no labels): writes path<TAB>group.
 #[derive(clap::Args)]
@@ -110,6 +111,15 @@ pub struct ExportArgs {
     /// Serve this colour weight instead of the run's.
     #[arg(long, value_parser = cellspace_core::cli::number::non_negative_f32)]
     pub colour_weight: Option<f32>,
+    /// Serve the embedding averaged over these views instead of the report's choice:
+    /// none, or dihedral-8 (the window's eight symmetries, inside the graph; 8x the inference).
+    #[arg(long, value_parser = parse_views)]
+    pub views: Option<TestTimeViews>,
+}
+
+fn parse_views(s: &str) -> Result<TestTimeViews, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?}: not one of none, dihedral-8"))
 }
 
 /// Run `trainer export`.
@@ -122,6 +132,7 @@ pub fn export(args: ExportArgs) -> Result<u8> {
         robustness,
         output,
         colour_weight,
+        views,
     } = args;
     let opts = trainer::export::ExportOptions {
         data,
@@ -129,6 +140,7 @@ pub fn export(args: ExportArgs) -> Result<u8> {
         robustness,
         output,
         colour_weight,
+        views,
     };
     let card = trainer::export::export_run(&run, &out, None, &opts)?;
     eprintln!(

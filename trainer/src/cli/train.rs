@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use cellspace_core::outcome::{self, OK, PARTIAL};
 use std::path::PathBuf;
 use trainer::train::{fit, install_ctrlc};
+use trainer::tta::TestTimeViews;
 
 /// Run `trainer fit`.
 pub fn fit_cmd(a: FitArgs) -> Result<u8> {
@@ -105,6 +106,7 @@ pub fn cv(args: CvArgs) -> Result<u8> {
                 shifts: &spec,
                 per_group,
                 serve_stain_anchors: false,
+                tta: false,
             };
             run_robustness(&fit, Some(&fit.out), &fit.out, &sets)?
         }
@@ -138,6 +140,10 @@ pub struct RobustnessArgs {
     /// they were trained on: its stain shift settles to none).
     #[arg(long)]
     pub serve_stain_anchors: bool,
+    /// With --cv: measure every learned output also averaged over the window's eight
+    /// symmetries (test-time augmentation, as `trainer export --views dihedral-8` serves it).
+    #[arg(long)]
+    pub tta: bool,
 }
 
 /// Run `trainer robustness`.
@@ -149,6 +155,7 @@ pub fn robustness(args: RobustnessArgs) -> Result<u8> {
         shifts,
         per_group,
         serve_stain_anchors,
+        tta,
     } = args;
     let out = cv.clone().unwrap_or_else(|| fit.out.clone());
     let sets = RobustnessSets {
@@ -156,6 +163,7 @@ pub fn robustness(args: RobustnessArgs) -> Result<u8> {
         shifts: &shifts,
         per_group,
         serve_stain_anchors,
+        tta,
     };
     run_robustness(&fit, cv.as_deref(), &out, &sets)?;
     Ok(OK)
@@ -189,6 +197,7 @@ struct RobustnessSets<'a> {
     shifts: &'a str,
     per_group: usize,
     serve_stain_anchors: bool,
+    tta: bool,
 }
 
 /// `trainer robustness` (and `trainer cv --shifts`): the table on stderr, the report in
@@ -210,6 +219,11 @@ fn run_robustness(
         shifts,
         per_group: sets.per_group,
         serve_stain_anchors: sets.serve_stain_anchors,
+        views: match sets.tta {
+            true => vec![TestTimeViews::None, TestTimeViews::Dihedral8],
+            false => vec![TestTimeViews::None],
+        },
+        device: trainer::device::select(fit.device)?,
     };
     let report = trainer::robustness::robustness(&plan)?;
     eprintln!(
