@@ -56,11 +56,7 @@ pub fn bench(
     let ad = device.clone().autodiff();
     let mut model = crate::train::fresh_encoder(cfg, &ad);
     let mut optim = burn::optim::AdamWConfig::new().init();
-    let out = if cfg.loss == LossKind::Ntxent {
-        EmbeddingOutput::Head
-    } else {
-        EmbeddingOutput::Backbone
-    };
+    let out = cfg.loss.trains();
     let mut batches = spawn_batches(data.clone(), plan.clone()).into_iter();
     // one warm-up step
     let b = batches

@@ -6,7 +6,6 @@
 use crate::checkpoint::{append_line, record_err, save_served};
 use crate::data::{CellImages, EpochPlan, epoch_order, progress, spawn_batches};
 use crate::eval::{ColourCache, Split, ValidationResult, validate_with};
-use crate::loss::LossKind;
 use crate::model::{EmbeddingOutput, Encoder};
 use crate::train::{
     CHECKPOINT_DIR, FitOptions, METRICS_FILE, MODEL_FILE, RunState, ServedInfo, TrainConfig,
@@ -90,10 +89,7 @@ impl<'a> Run<'a> {
             pre: cfg.preprocess(),
             batches_per_epoch,
             total_steps: (batches_per_epoch * cfg.epochs).max(1),
-            train_output: match cfg.loss {
-                LossKind::Ntxent => EmbeddingOutput::Head,
-                LossKind::Triplet => EmbeddingOutput::Backbone,
-            },
+            train_output: cfg.loss.trains(),
             log_progress: !std::io::IsTerminal::is_terminal(&std::io::stderr()),
             cfg,
             data,

@@ -17,7 +17,7 @@ pub use crate::checkpoint::{
 use crate::checkpoint::{load_state, record_err, save_checkpoint};
 use crate::data::{Batch, CellImages};
 use crate::eval::{ColourCache, Split, ValidationResult};
-use crate::loss::{LossKind, nt_xent, triplet_batch_hard};
+use crate::loss::{LossKind, Objective};
 use crate::model::{EmbeddingOutput, Encoder, EncoderConfig};
 use crate::{Error, Result};
 use burn::module::Module;
@@ -145,6 +145,17 @@ pub enum Crop {
 pub const SCALE_BAND: f32 = 1.2;
 
 impl TrainConfig {
+    /// The configured loss, ready to apply to a batch.
+    pub fn objective(&self) -> Objective {
+        Objective::new(
+            self.loss,
+            self.margin,
+            self.fn_threshold,
+            self.temperature,
+            self.debias,
+        )
+    }
+
     /// The preprocessing this configuration trains and serves with. Standardisation and the
     /// red-cell scale need the [`reference`](Self::reference), which
     /// [`with_measured_reference`](Self::with_measured_reference) fills in.
@@ -521,10 +532,7 @@ pub fn train_step(
     let z = model.output(output, Tensor::cat(vec![x1, x2], 0)); // [2N, D]
     let z1 = z.clone().narrow(0, 0, n);
     let z2 = z.narrow(0, n, n);
-    let loss = match cfg.loss {
-        LossKind::Triplet => triplet_batch_hard(z1, z2, cfg.margin, cfg.fn_threshold).0,
-        LossKind::Ntxent => nt_xent(z1, z2, cfg.temperature, cfg.debias),
-    };
+    let loss = cfg.objective().forward(z1, z2);
     let value = loss.clone().into_scalar::<f32>();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr, model, grads), value)

@@ -113,13 +113,13 @@ pub struct FitArgs {
 }
 
 pub fn config(a: &FitArgs) -> Result<TrainConfig> {
-    let encoder = EncoderConfig::preset(a.arch).with_dim(a.dim).with_head_dim(
-        if a.loss == LossKind::Ntxent {
-            a.head_dim
-        } else {
-            0
-        },
-    );
+    let encoder =
+        EncoderConfig::preset(a.arch)
+            .with_dim(a.dim)
+            .with_head_dim(match a.loss.trains() {
+                EmbeddingOutput::Head => a.head_dim,
+                EmbeddingOutput::Backbone => 0,
+            });
     let augment = trainer::augment::AugmentConfig::new()
         .with_brightness(a.jitter)
         .with_contrast(a.jitter)

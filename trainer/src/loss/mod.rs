@@ -1,6 +1,18 @@
-//! The two self-supervised objectives. Both take the L2-normalised embeddings of two augmented
-//! views of the same N images, `z1[i]` and `z2[i]`, stacked as 2N rows: row `i` and row
-//! `i ± N` are the positive pair, every row of another image is a negative.
+//! The two self-supervised objectives, each a `Config` and a module in its own file (burn's
+//! loss style): [`triplet`] and [`ntxent`]. Both take the L2-normalised embeddings of two
+//! augmented views of the same N images, `z1[i]` and `z2[i]`, stacked as 2N rows: row `i` and
+//! row `i ± N` are the positive pair, every row of another image is a negative.
+//!
+//! A new loss is a file here, a [`LossKind`] variant, and its arms in [`LossKind::trains`]
+//! and [`Objective`] (the run's flags reach it through `TrainConfig::objective`).
+
+pub mod ntxent;
+pub mod triplet;
+
+pub use ntxent::{NtXentLoss, NtXentLossConfig, nt_xent};
+pub use triplet::{TripletLoss, TripletLossConfig, triplet_batch_hard};
+
+use crate::model::EmbeddingOutput;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -15,12 +27,64 @@ pub enum LossKind {
     Ntxent,
 }
 
+impl LossKind {
+    /// The encoder output the loss trains: NT-Xent the projection head (SimCLR's), triplet
+    /// the backbone embedding (it has no head).
+    pub fn trains(self) -> EmbeddingOutput {
+        match self {
+            LossKind::Ntxent => EmbeddingOutput::Head,
+            LossKind::Triplet => EmbeddingOutput::Backbone,
+        }
+    }
+}
+
+/// The configured loss of a run, ready to apply to a batch's two views.
+#[derive(Debug, Clone)]
+pub enum Objective {
+    Triplet(TripletLoss),
+    Ntxent(NtXentLoss),
+}
+
+impl Objective {
+    /// The `kind` of loss with the run's parameters (the others are ignored).
+    pub fn new(
+        kind: LossKind,
+        margin: f32,
+        fn_threshold: f32,
+        temperature: f32,
+        debias: f32,
+    ) -> Self {
+        match kind {
+            LossKind::Triplet => Objective::Triplet(
+                TripletLossConfig::new()
+                    .with_margin(margin)
+                    .with_fn_threshold(fn_threshold)
+                    .init(),
+            ),
+            LossKind::Ntxent => Objective::Ntxent(
+                NtXentLossConfig::new()
+                    .with_temperature(temperature)
+                    .with_debias(debias)
+                    .init(),
+            ),
+        }
+    }
+
+    /// The loss of the two views' embeddings. `z1`, `z2`: `[N, D]` -> `[1]`.
+    pub fn forward(&self, z1: Tensor<2>, z2: Tensor<2>) -> Tensor<1> {
+        match self {
+            Objective::Triplet(l) => l.forward(z1, z2).0,
+            Objective::Ntxent(l) => l.forward(z1, z2),
+        }
+    }
+}
+
 /// A value added to masked similarities / subtracted from masked logits: far outside [-1, 1].
 const MASK: f32 = 1.0e4;
 
 /// Stack both views: [N, D] x 2 -> [2N, D]; returns the similarity matrix [2N, 2N] and
 /// a mask that is true on pairs of the same image (self and the positive).
-fn pair_setup(z1: Tensor<2>, z2: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tensor<2, Bool>) {
+pub(crate) fn pair_setup(z1: Tensor<2>, z2: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tensor<2, Bool>) {
     let [n, _] = z1.dims();
     let device = z1.device();
     let z = Tensor::cat(vec![z1, z2], 0); // [2N, D]
@@ -34,69 +98,9 @@ fn pair_setup(z1: Tensor<2>, z2: Tensor<2>) -> (Tensor<2>, Tensor<2>, Tensor<2, 
 }
 
 /// Index of the positive partner of each of the 2N rows.
-fn positive_index(n: usize, device: &Device) -> Tensor<2, Int> {
+pub(crate) fn positive_index(n: usize, device: &Device) -> Tensor<2, Int> {
     let idx: Vec<i64> = (0..2 * n).map(|i| ((i + n) % (2 * n)) as i64).collect();
     Tensor::<1, Int>::from_data(TensorData::new(idx, [2 * n]), device).reshape([2 * n, 1])
-}
-
-/// Triplet loss with batch-hard mining. Distances are Euclidean between unit vectors,
-/// `sqrt(2 - 2 cos)`. Each of the 2N rows is an anchor, its other view the positive, and the
-/// hardest negative the closest row of any other image (either view). Negatives with cosine
-/// above `fn_threshold` (< 1.0 enables it) are ignored as probable same-kind false negatives.
-/// Returns (loss, hardest negative index per anchor).
-pub fn triplet_batch_hard(
-    z1: Tensor<2>,
-    z2: Tensor<2>,
-    margin: f32,
-    fn_threshold: f32,
-) -> (Tensor<1>, Tensor<1, Int>) {
-    let [n, _] = z1.dims();
-    let device = z1.device();
-    let (_, sim, same) = pair_setup(z1, z2);
-    let dist = sim
-        .clone()
-        .mul_scalar(-2.0)
-        .add_scalar(2.0)
-        .clamp_min(1e-12)
-        .sqrt(); // [2N, 2N]
-    let pos = dist.clone().gather(1, positive_index(n, &device)); // [2N, 1]
-    let mut neg_mask = same;
-    if fn_threshold < 1.0 {
-        neg_mask = neg_mask.bool_or(sim.greater_elem(fn_threshold));
-    }
-    let masked = dist.mask_fill(neg_mask, MASK); // [2N, 2N]
-    let hardest = masked.clone().argmin(1); // [2N, 1]
-    let neg = masked.min_dim(1); // [2N, 1]
-    // an anchor whose every negative was masked has neg = MASK: its term is 0 (relu)
-    let loss = (pos - neg).add_scalar(margin).clamp_min(0.0).mean();
-    (loss, hardest.reshape([2 * n]))
-}
-
-/// NT-Xent (SimCLR): softmax over each row's similarities / temperature, the other view as
-/// the target, self-similarity excluded from the denominator. With `debias` = τ⁺ > 0 the
-/// negatives term is the debiased estimator of Chuang et al. (2020), which discounts the
-/// expected share τ⁺ of same-class "negatives" (e.g. 0.25 for four balanced cell types).
-pub fn nt_xent(z1: Tensor<2>, z2: Tensor<2>, temperature: f32, debias: f32) -> Tensor<1> {
-    let [n, _] = z1.dims();
-    let device = z1.device();
-    let (_, sim, same) = pair_setup(z1, z2);
-    let logits = sim.div_scalar(temperature); // [2N, 2N]
-    let pos = logits.clone().gather(1, positive_index(n, &device)); // [2N, 1]
-    if debias <= 0.0 {
-        let self_mask = Tensor::<2, Bool>::diag_mask([2 * n, 2 * n], 0, &device).bool_not();
-        let masked = logits.mask_fill(self_mask, -MASK);
-        let max = masked.clone().max_dim(1).detach(); // [2N, 1]
-        let lse = (masked - max.clone()).exp().sum_dim(1).log() + max; // [2N, 1]
-        return (lse - pos).mean();
-    }
-    // debiased: all quantities in exp space; logits are bounded by 1/t so exp is safe for t >= 0.05
-    let m = (2 * n - 2) as f32;
-    let neg_exp = logits.exp().mask_fill(same, 0.0).sum_dim(1); // [2N, 1]
-    let pos_exp = pos.clone().exp();
-    let ng = (neg_exp - pos_exp.clone().mul_scalar(debias * m))
-        .div_scalar(1.0 - debias)
-        .clamp_min(m * (-1.0 / temperature).exp());
-    ((pos_exp.clone() + ng).log() - pos).mean()
 }
 
 #[cfg(test)]
