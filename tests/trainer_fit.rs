@@ -312,9 +312,16 @@ fn cross_validation_reports_every_fold_and_resumes() {
         }
         assert_eq!(row.histogram.len(), 3);
     }
+    // the nested estimate scores each fold with the other folds' choice, from the report
     let choice = trainer::choice::choose_under_shift(&rob).unwrap();
-    let parsed = trainer::choice::parse_candidate(&choice.name).expect("a learned candidate");
-    assert_eq!(parsed, (choice.output, choice.views, choice.colour_weight));
+    assert_eq!(choice.chosen_per_fold.len(), 3);
+    for (k, name) in choice.chosen_per_fold.iter().enumerate() {
+        assert_eq!(
+            choice.clean_per_fold[k], rob.rows[0].learned[name][k],
+            "fold {k}"
+        );
+    }
+    assert!((0.0..=1.0).contains(&choice.worst) && choice.worst <= choice.shifts_mean + 1e-12);
 }
 
 #[test]

@@ -319,9 +319,10 @@ impl StainGrid {
     }
 
     /// `region` as the white cells it holds: itself, unless its stain spans more than
-    /// [`TWO_CELLS_RBC`] red-cell diameters; then split in two along its stain's long axis (a
-    /// weighted 2-means of its blocks), each part split again up to `depth` times, kept when
-    /// both parts hold [`CELL_BLOCKS`] blocks.
+    /// [`TWO_CELLS_RBC`] red-cell diameters; then split in two (a stain-weighted 2-means of
+    /// its blocks, started from the halves either side of its centre across its wider side),
+    /// each part split again up to `depth` times, kept when both parts hold [`CELL_BLOCKS`]
+    /// blocks.
     fn split_touching(
         &self,
         region: Vec<usize>,

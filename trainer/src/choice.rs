@@ -78,26 +78,7 @@ pub fn choose_under_shift(report: &RobustnessReport) -> Result<ProtocolChoice> {
         return bad("no learned embedding was measured (run it on a trainer cv folder)");
     }
     let folds = report.folds;
-    let score = |name: &str, fold: usize| -> f64 {
-        let xs: Vec<f64> = report
-            .rows
-            .iter()
-            .filter_map(|r| r.learned.get(name).and_then(|v| v.get(fold)).copied())
-            .collect();
-        xs.iter().sum::<f64>() / xs.len().max(1) as f64
-    };
-    let best_over = |keep: &dyn Fn(usize) -> bool| -> &String {
-        let mean = |n: &str| {
-            let f: Vec<usize> = (0..folds).filter(|&f| keep(f)).collect();
-            f.iter().map(|&k| score(n, k)).sum::<f64>() / f.len().max(1) as f64
-        };
-        let top = names.iter().map(|n| mean(n)).fold(f64::MIN, f64::max);
-        names
-            .iter()
-            .filter(|n| mean(n) >= top - TIE)
-            .min_by(|a, b| cost(a).cmp(&cost(b)).then(mean(b).total_cmp(&mean(a))))
-            .expect("names is not empty")
-    };
+    let best_over = |keep: &dyn Fn(usize) -> bool| best_candidate(report, &names, keep);
     let chosen_per_fold: Vec<String> = (0..folds).map(|k| best_over(&|f| f != k).clone()).collect();
     // the nested choice's kNN-200 on fold k under row r
     let nested = |r: &crate::robustness::ShiftRow| -> Vec<f64> {
@@ -148,6 +129,32 @@ pub fn choose_under_shift(report: &RobustnessReport) -> Result<ProtocolChoice> {
         folds,
         query_cells: report.query_cells.clone(),
     })
+}
+
+/// The candidate among `names` best over the folds `keep` accepts (kNN-200, mean of every
+/// row of `report`); within [`TIE`] of the best, the cheapest to serve.
+fn best_candidate<'a>(
+    report: &RobustnessReport,
+    names: &[&'a String],
+    keep: &dyn Fn(usize) -> bool,
+) -> &'a String {
+    let score = |name: &str, fold: usize| -> f64 {
+        let xs: Vec<f64> = report
+            .rows
+            .iter()
+            .filter_map(|r| r.learned.get(name).and_then(|v| v.get(fold)).copied())
+            .collect();
+        xs.iter().sum::<f64>() / xs.len().max(1) as f64
+    };
+    let f: Vec<usize> = (0..report.folds).filter(|&f| keep(f)).collect();
+    let mean = |n: &str| f.iter().map(|&k| score(n, k)).sum::<f64>() / f.len().max(1) as f64;
+    let top = names.iter().map(|n| mean(n)).fold(f64::MIN, f64::max);
+    names
+        .iter()
+        .filter(|n| mean(n) >= top - TIE)
+        .min_by(|a, b| cost(a).cmp(&cost(b)).then(mean(b).total_cmp(&mean(a))))
+        .or(names.first())
+        .expect("names is not empty")
 }
 
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {

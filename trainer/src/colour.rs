@@ -128,15 +128,28 @@ impl RetrievalModel {
         which: crate::model::EmbeddingOutput,
         colour_weight: f32,
     ) -> Tensor<2> {
-        if colour_weight <= 0.0 {
-            return self.encoder.output(which, x);
-        }
-        let hist = self.colour.forward(x.clone());
-        if colour_weight >= 1.0 {
-            return hist;
-        }
-        blend_graph(self.encoder.output(which, x), hist, colour_weight)
+        served(&self.colour, x, colour_weight, |x| {
+            self.encoder.output(which, x)
+        })
     }
+}
+
+/// The served embedding of `x` from its learned one (`learned`) and the colour histogram at
+/// weight `colour_weight`: the learned alone at 0, the histogram alone at 1, else the blend.
+pub fn served(
+    colour: &ColourHistogram,
+    x: Tensor<4>,
+    colour_weight: f32,
+    learned: impl FnOnce(Tensor<4>) -> Tensor<2>,
+) -> Tensor<2> {
+    if colour_weight <= 0.0 {
+        return learned(x);
+    }
+    let hist = colour.forward(x.clone());
+    if colour_weight >= 1.0 {
+        return hist;
+    }
+    blend_graph(learned(x), hist, colour_weight)
 }
 
 /// The served blend of a learned embedding `[B, dl]` and the histogram `[B, dh]` at weight

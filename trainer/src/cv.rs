@@ -76,7 +76,6 @@ pub fn candidate_name(c: &Candidate) -> String {
     output_name(c.output, c.colour_weight)
 }
 
-/// Name of the embedding `output` blended with the colour histogram at `colour_weight`.
 /// The name of a candidate averaged over `views` ([`crate::tta`]): [`output_name`] itself for
 /// one view, so that reports from before test-time views read the same.
 pub fn views_name(output: EmbeddingOutput, views: TestTimeViews, colour_weight: f32) -> String {
@@ -88,6 +87,7 @@ pub fn views_name(output: EmbeddingOutput, views: TestTimeViews, colour_weight: 
     }
 }
 
+/// Name of the embedding `output` blended with the colour histogram at `colour_weight`.
 pub fn output_name(output: EmbeddingOutput, colour_weight: f32) -> String {
     let out = match output {
         EmbeddingOutput::Backbone => "backbone",

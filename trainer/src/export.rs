@@ -1,94 +1,19 @@
 //! ONNX export: the best model of a run becomes `NAME.onnx` (dynamic batch axis, weights
-//! embedded) and its model card `NAME.json`, both written atomically.
+//! embedded) and its model card `NAME.json`, both written atomically. The graph itself is
+//! traced in [`crate::onnx`].
 
 use crate::choice::{ProtocolChoice, choose_under_shift};
-use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel, blend_graph};
+use crate::colour::{ColourHistogram, DIM as COLOUR_DIM, RetrievalModel};
 use crate::model::{EmbeddingOutput, Encoder};
+pub use crate::onnx::{graph_io_names, onnx_bytes};
 use crate::robustness::RobustnessReport;
 use crate::train::{FitSummary, load_served_model};
-use crate::tta::{TestTimeViews, ViewedEncoder};
+use crate::tta::TestTimeViews;
 use crate::{Error, Result};
 use burn::prelude::*;
-use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
 use cellspace_core::card::{CARD_FORMAT, ModelCard};
 use cellspace_core::preprocess::Preprocess;
 use std::path::{Path, PathBuf};
-
-/// Export `model` (inference mode, plain device) to ONNX bytes; `[B, 3, S, S] -> [B, D]`,
-/// the learned half averaged over `views` ([`crate::tta`]). One view exports the modules
-/// themselves, so their files (and weight names) are as before test-time views.
-pub fn onnx_bytes(
-    model: &RetrievalModel,
-    which: EmbeddingOutput,
-    views: TestTimeViews,
-    colour_weight: f32,
-    size: u32,
-) -> Result<Vec<u8>> {
-    // without the colour half, the encoder alone: no unused histogram weights in the file
-    let learned_only = colour_weight <= 0.0;
-    match views {
-        TestTimeViews::None if learned_only => {
-            capture(&model.encoder, size, |m: &Encoder, x| m.output(which, x))
-        }
-        TestTimeViews::None => capture(model, size, |m: &RetrievalModel, x| {
-            m.forward(x, which, colour_weight)
-        }),
-        TestTimeViews::Dihedral8 => {
-            let served = ServedGraph {
-                encoder: ViewedEncoder::new(model.encoder.clone(), views),
-                colour: model.colour.clone(),
-            };
-            if learned_only {
-                capture(&served.encoder, size, |m: &ViewedEncoder, x| {
-                    m.output(which, x)
-                })
-            } else {
-                capture(&served, size, |m: &ServedGraph, x| {
-                    m.forward(x, which, colour_weight)
-                })
-            }
-        }
-    }
-}
-
-/// `forward` of `module` traced into ONNX with a dynamic batch axis over `size`-px inputs.
-fn capture<M: burn::module::Module>(
-    module: &M,
-    size: u32,
-    forward: impl Fn(&M, Tensor<4>) -> Tensor<2>,
-) -> Result<Vec<u8>> {
-    let s = size as usize;
-    let device = Device::flex();
-    let sample = Tensor::<4>::zeros([2, 3, s, s], &device);
-    let validation = Tensor::<4>::zeros([3, 3, s, s], &device);
-    let specs = [InputSpec::new([
-        AxisSpec::dynamic("batch"),
-        AxisSpec::Static,
-        AxisSpec::Static,
-        AxisSpec::Static,
-    ])];
-    let onnx = OnnxExporter::new()
-        .export_dynamic(module, sample, validation, &specs, forward)
-        .map_err(|e| Error::Export(e.to_string()))?;
-    Ok(onnx.into_bytes())
-}
-
-/// [`RetrievalModel`] with its encoder served under test-time views.
-#[derive(Module, Debug)]
-struct ServedGraph {
-    encoder: ViewedEncoder,
-    colour: ColourHistogram,
-}
-
-impl ServedGraph {
-    fn forward(&self, x: Tensor<4>, which: EmbeddingOutput, colour_weight: f32) -> Tensor<2> {
-        let hist = self.colour.forward(x.clone());
-        if colour_weight >= 1.0 {
-            return hist;
-        }
-        blend_graph(self.encoder.output(which, x), hist, colour_weight)
-    }
-}
 
 /// What a card says beyond the model's own numbers.
 #[derive(Debug, Clone, Default)]
@@ -185,13 +110,14 @@ pub fn first_non_finite<M: burn::module::Module>(model: &M) -> Option<f32> {
 pub struct ExportOptions {
     pub data: Option<PathBuf>,
     pub cv: Option<PathBuf>,
-    /// A `trainer robustness` report of the same recipe's folds: without `output` and
-    /// `colour_weight`, the served output is the one it chooses ([`choose_under_shift`]).
+    /// A `trainer robustness` report of the same recipe's folds: without `output`,
+    /// `colour_weight` and `views`, the served embedding is the one it chooses
+    /// ([`choose_under_shift`]); with any of them, all three are the run's or given by hand.
     pub robustness: Option<PathBuf>,
     pub output: Option<EmbeddingOutput>,
     pub colour_weight: Option<f32>,
-    /// Serve the embedding averaged over these views ([`crate::tta`]) instead of the choice's
-    /// (one view without a robustness report).
+    /// Serve the embedding averaged over these views ([`crate::tta`]) instead of one view; a
+    /// hand choice, like `output` and `colour_weight` (the report's choice is then not used).
     pub views: Option<TestTimeViews>,
 }
 
@@ -232,29 +158,25 @@ pub fn export_run(
             .and_then(|t| serde_json::from_str(&t).ok());
     let mut locate_flags = serde_json::Value::Null;
     if let Some(dir) = opts.data.as_deref() {
-        let images =
-            crate::data::CellImages::load(dir, &cfg.preprocess(), cfg.image_size, cfg.limit)?;
-        let split = crate::eval::Split::for_config(&images, &cfg);
-        if !split.val.is_empty() {
-            let validation =
-                crate::eval::validate(&model, &images, &split, &cfg.preprocess(), cfg.seed)?;
-            let base = crate::eval::histogram_baseline(&images, &split, cfg.seed);
-            baseline = Some(serde_json::to_value(base).expect("report serialises"));
+        let again = measure_again(run_dir, dir, (&model, &cfg))?;
+        if let Some((validation, base)) = again.validation {
             best.validation = Some(validation);
+            baseline = Some(base);
         }
-        crate::train::write_pictures(run_dir, &images, &split, &cfg.preprocess(), cfg.seed)?;
-        locate_flags = flag_json(&images);
+        locate_flags = again.flags;
     }
     let how = match (&choice, by_hand) {
         (Some(_), false) => Chosen::UnderShift,
         (_, true) => Chosen::FromCvTable,
         (None, false) => Chosen::Fixed,
     };
+    // the held-out validation measured one view: it describes an eight-view model only roughly
     let served = best
         .validation
         .as_ref()
+        .filter(|_| views == TestTimeViews::None)
         .and_then(|v| v.candidate(best.output, best.colour_weight));
-    let training = training_json(run_dir, &cfg, &best, how, summary);
+    let training = training_json(run_dir, &cfg, (&best, views), how, summary);
     let data = serde_json::json!({
         "train_images": summary.map(|s| s.train_images),
         "validation_images": summary.map(|s| s.val_images),
@@ -290,8 +212,37 @@ pub fn export_run(
     )
 }
 
-/// The served output, colour weight and views: the run's, or `choice`'s, each replaced by
-/// the one given by hand in `opts`.
+/// What `export --data` measures again with this build.
+struct Remeasured {
+    /// The held-out validation and the histogram baseline on the same split (none when the
+    /// run held nothing out).
+    validation: Option<(crate::eval::ValidationResult, serde_json::Value)>,
+    flags: serde_json::Value,
+}
+
+/// The run's held-out validation and its pictures, again, on its data folder `dir`.
+fn measure_again(
+    run_dir: &Path,
+    dir: &Path,
+    (model, cfg): (&Encoder, &crate::train::TrainConfig),
+) -> Result<Remeasured> {
+    let images = crate::data::CellImages::load(dir, &cfg.preprocess(), cfg.image_size, cfg.limit)?;
+    let split = crate::eval::Split::for_config(&images, cfg);
+    let mut validation = None;
+    if !split.val.is_empty() {
+        let v = crate::eval::validate(model, &images, &split, &cfg.preprocess(), cfg.seed)?;
+        let base = crate::eval::histogram_baseline(&images, &split, cfg.seed);
+        validation = Some((v, serde_json::to_value(base).expect("report serialises")));
+    }
+    crate::train::write_pictures(run_dir, &images, &split, &cfg.preprocess(), cfg.seed)?;
+    Ok(Remeasured {
+        validation,
+        flags: flag_json(&images),
+    })
+}
+
+/// The served output, colour weight and views: `choice`'s (none when any is given by hand),
+/// else the run's, each replaced by the one given by hand in `opts`.
 fn settle_served(
     best: &mut crate::train::ServedInfo,
     choice: Option<&ProtocolChoice>,
@@ -353,7 +304,7 @@ fn choice_for(p: &Path, cfg: &crate::train::TrainConfig) -> Result<ProtocolChoic
 fn training_json(
     run_dir: &Path,
     cfg: &crate::train::TrainConfig,
-    best: &crate::train::ServedInfo,
+    (best, views): (&crate::train::ServedInfo, TestTimeViews),
     how: Chosen,
     summary: Option<&FitSummary>,
 ) -> serde_json::Value {
@@ -372,10 +323,11 @@ fn training_json(
         "config": cfg,
         "output": best.output,
         "colour_weight": best.colour_weight,
+        "test_time_views": views,
         "epoch": best.epoch,
         "recipe": match how {
             Chosen::Fixed => "fixed before training: the last epoch, the configured output and colour weight (nothing chosen on validation)",
-            Chosen::FromCvTable => "the last epoch; output and colour weight chosen at export from a cross-validation table (see metrics.cross_validation.chosen_on_other_folds for the estimate of that choice)",
+            Chosen::FromCvTable => "the last epoch; output, colour weight or test-time views given by hand at export (the others the run's), e.g. from a cross-validation table (see metrics.cross_validation.chosen_on_other_folds for the estimate of such a choice; it measured one view)",
             Chosen::UnderShift => "the last epoch; output and colour weight chosen at export under the shift protocol (see metrics.robustness for the rule and the nested estimate of that choice)",
         },
         "run_dir": run_dir.display().to_string(),
@@ -449,69 +401,4 @@ fn hardware() -> String {
         .map(|n| n.get())
         .unwrap_or(1);
     format!("{cpu}, {cores} cores")
-}
-
-/// Names of the single graph input and output of an ONNX model (a minimal protobuf walk:
-/// ModelProto.graph = 7, GraphProto.input = 11 / output = 12, ValueInfoProto.name = 1).
-pub fn graph_io_names(onnx: &[u8]) -> Option<(String, String)> {
-    let graph = fields(onnx).into_iter().find(|(f, _)| *f == 7)?.1;
-    let name_of = |v: &[u8]| -> Option<String> {
-        let n = fields(v).into_iter().find(|(f, _)| *f == 1)?.1;
-        String::from_utf8(n.to_vec()).ok()
-    };
-    let gf = fields(graph);
-    let inputs: Vec<String> = gf
-        .iter()
-        .filter(|(f, _)| *f == 11)
-        .filter_map(|(_, v)| name_of(v))
-        .collect();
-    let outputs: Vec<String> = gf
-        .iter()
-        .filter(|(f, _)| *f == 12)
-        .filter_map(|(_, v)| name_of(v))
-        .collect();
-    match (inputs.as_slice(), outputs.as_slice()) {
-        ([i], [o]) => Some((i.clone(), o.clone())),
-        _ => None,
-    }
-}
-
-/// Length-delimited fields (wire type 2) of a protobuf message; other wire types are skipped.
-fn fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= ((byte & 0x7f) as u64) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let Some(key) = varint(&mut b) else { break };
-        match key & 7 {
-            0 => {
-                if varint(&mut b).is_none() {
-                    break;
-                }
-            }
-            1 => b = b.get(8..).unwrap_or_default(),
-            5 => b = b.get(4..).unwrap_or_default(),
-            2 => {
-                let Some(len) = varint(&mut b) else { break };
-                let len = len as usize;
-                if len > b.len() {
-                    break;
-                }
-                out.push((key >> 3, &b[..len]));
-                b = &b[len..];
-            }
-            _ => break,
-        }
-    }
-    out
 }

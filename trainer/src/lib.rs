@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod augment;
 pub mod bench;
+pub mod candidates;
 pub mod checkpoint;
 pub mod choice;
 pub mod colour;
@@ -20,6 +21,7 @@ pub mod export;
 pub mod init;
 pub mod loss;
 pub mod model;
+pub mod onnx;
 pub mod plot;
 pub mod robustness;
 pub mod robustness_table;

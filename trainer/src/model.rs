@@ -234,22 +234,22 @@ impl Encoder {
     /// [`embed`](Self::embed) and [`project`](Self::project) at once. `x`: [B, 3, H, W].
     pub fn both(&self, x: Tensor<4>) -> (Tensor<2>, Option<Tensor<2>>) {
         let raw = self.raw_embed(x);
-        let head = self
-            .head
-            .as_ref()
-            .map(|h| l2_normalize(h.out.forward(relu(h.hidden.forward(raw.clone())))));
-        (l2_normalize(raw), head)
+        (l2_normalize(raw.clone()), self.head_of(raw))
     }
 
     /// The projection head's output (or [`embed`](Self::embed) when there is no head).
     pub fn project(&self, x: Tensor<4>) -> Tensor<2> {
         match &self.head {
-            Some(h) => {
-                let z = h.out.forward(relu(h.hidden.forward(self.raw_embed(x))));
-                l2_normalize(z)
-            }
+            // the head alone: the exported graph holds no unused backbone normalisation
+            Some(_) => self.head_of(self.raw_embed(x)).expect("a head"),
             None => self.embed(x),
         }
+    }
+
+    /// The head's L2-normalised output of un-normalised embeddings (none without a head).
+    fn head_of(&self, raw: Tensor<2>) -> Option<Tensor<2>> {
+        let h = self.head.as_ref()?;
+        Some(l2_normalize(h.out.forward(relu(h.hidden.forward(raw)))))
     }
 }
 

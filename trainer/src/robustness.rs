@@ -12,13 +12,12 @@
 //! Labels only measure. The clean row is computed through the same path, so it matches the
 //! cross-validation's figure for the same query cells.
 
-use crate::colour::{ColourHistogram, blend};
-use crate::cv::{output_name, views_name};
+use crate::candidates::{Bases, FoldModel};
+use crate::cv::output_name;
 use crate::data::CellImages;
-use crate::eval::{COLOUR_WEIGHTS, Split, embed_with};
-use crate::model::EmbeddingOutput;
-use crate::train::{TrainConfig, load_served_model};
-use crate::tta::{TestTimeViews, ViewedEncoder};
+use crate::eval::Split;
+use crate::train::TrainConfig;
+use crate::tta::TestTimeViews;
 use crate::{Error, Result};
 use burn::prelude::*;
 use cellspace_core::classify::few_label_accuracy;
@@ -122,7 +121,11 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
         let split = Split::fold(&data, k, folds, cfg.seed, usize::MAX);
         let queries = per_group(&data, &split.val, plan.per_group);
         query_cells.push(queries.len());
-        let fold = FoldData::new(&data, &split.train, &pre, fold_model(plan, k, &pre)?);
+        let model = match plan.cv_dir {
+            Some(dir) => Some(FoldModel::load(dir, k, &plan.views, &plan.device, &pre)?),
+            None => None,
+        };
+        let fold = FoldData::new(&data, &split.train, &pre, model);
         for (spec, row) in specs.iter().zip(rows.iter_mut()) {
             row.push(fold.shifted(&data, &queries, spec, &pre, cfg.seed)?);
         }
@@ -181,23 +184,6 @@ fn check_no_stain_shift(pre: &Preprocess, data: &CellImages) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Fold `k`'s model of the plan's `trainer cv` folder, under each of the plan's views.
-fn fold_model(plan: &RobustnessPlan, k: usize, pre: &Preprocess) -> Result<Option<FoldModel>> {
-    let Some(dir) = plan.cv_dir else {
-        return Ok(None);
-    };
-    let (encoder, _, _) = load_served_model(&dir.join(format!("fold-{}", k + 1)), &plan.device)?;
-    Ok(Some(FoldModel {
-        encoders: plan
-            .views
-            .iter()
-            .map(|&v| (v, ViewedEncoder::new(encoder.clone(), v)))
-            .collect(),
-        device: plan.device.clone(),
-        colour: ColourHistogram::new(pre, &Device::flex()),
-    }))
 }
 
 impl ShiftRow {
@@ -268,75 +254,6 @@ fn serve_stain_anchors(mut cfg: TrainConfig) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// The learned outputs (under each measured [`TestTimeViews`]) and the in-graph colour
-/// histogram of some inputs, `[n, d]` each.
-struct Bases {
-    learned: Vec<(EmbeddingOutput, TestTimeViews, Vec<f32>)>,
-    colour: Vec<f32>,
-}
-
-impl Bases {
-    fn of(model: &FoldModel, inputs: &[Vec<f32>], size: u32) -> Self {
-        let mut learned = Vec::new();
-        for (views, enc) in &model.encoders {
-            let views = *views;
-            // one pass per view gives both outputs, side by side in one row
-            let rows = embed_with(inputs, size, &model.device, |x| match enc.both(x) {
-                (b, Some(h)) => Tensor::cat(vec![b, h], 1),
-                (b, None) => b,
-            });
-            let db = enc.encoder.fc.weight.dims()[1];
-            let d = rows.len() / inputs.len().max(1);
-            let part = |from: usize, to: usize| -> Vec<f32> {
-                rows.chunks(d.max(1))
-                    .flat_map(|r| r[from..to].iter().copied())
-                    .collect()
-            };
-            learned.push((EmbeddingOutput::Backbone, views, part(0, db)));
-            if d > db {
-                learned.push((EmbeddingOutput::Head, views, part(db, d)));
-            }
-        }
-        Self {
-            learned,
-            colour: embed_with(inputs, size, &Device::flex(), |x| model.colour.forward(x)),
-        }
-    }
-
-    /// Every candidate served embedding: each learned output alone and blended with the
-    /// colour histogram at the weights `trainer cv` reports, and the histogram alone.
-    fn candidates(&self, n: usize) -> Vec<(String, Vec<f32>)> {
-        let mut out = Vec::new();
-        let dh = self.colour.len() / n.max(1);
-        for (output, views, e) in &self.learned {
-            let dl = e.len() / n.max(1);
-            for &w in COLOUR_WEIGHTS.iter().filter(|&&w| w < 1.0) {
-                let name = views_name(*output, *views, w);
-                let v = if w <= 0.0 {
-                    e.clone()
-                } else {
-                    blend(e, dl, &self.colour, dh, w)
-                };
-                out.push((name, v));
-            }
-        }
-        out.push((
-            output_name(EmbeddingOutput::Backbone, 1.0),
-            self.colour.clone(),
-        ));
-        out
-    }
-}
-
-/// A fold's model as the protocol runs it: the encoder on `device` under each measured view
-/// set, and the in-graph colour histogram (on the plain CPU device).
-struct FoldModel {
-    encoders: Vec<(TestTimeViews, ViewedEncoder)>,
-    device: Device,
-    colour: ColourHistogram,
-}
-
-/// `trainer cv`'s name of an embedding.
 impl FoldData {
     fn new(data: &CellImages, train: &[usize], pre: &Preprocess, model: Option<FoldModel>) -> Self {
         let gallery = model.as_ref().map(|m| {

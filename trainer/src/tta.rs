@@ -11,7 +11,8 @@
 //! encoder whose every kernel is transposed: with square kernels and the same stride and
 //! padding on both axes, each layer of that copy on a window is the layer on the transposed
 //! window, transposed, and the global pooling forgets the last transpose. It costs eight
-//! encoder passes, and the file holds the weights twice.
+//! encoder passes, and the file holds the convolution kernels twice (the copy shares the
+//! other weights and the batch-norm statistics, which a transpose does not change).
 //!
 //! # Shapes
 //! - input: `[batch, 3, size, size]`
@@ -49,7 +50,8 @@ struct TransposeKernels;
 impl ModuleMapper for TransposeKernels {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         match D {
-            // new ids: the exporter must not take them for the untransposed weights
+            // fresh parameters (and ids): nothing keyed by parameter id takes the copy's
+            // kernels for the originals (the copy's other parameters are the originals')
             4 => Param::from_tensor(param.val().swap_dims(2, 3)),
             _ => param,
         }
@@ -79,11 +81,7 @@ impl ViewedEncoder {
     /// The served embedding: [`Encoder::output`] itself for one view, else the L2-normalised
     /// sum of its (L2-normalised) outputs over the eight views. `x`: `[B, 3, S, S]` -> `[B, D]`.
     pub fn output(&self, which: EmbeddingOutput, x: Tensor<4>) -> Tensor<2> {
-        self.sum_over_views(x, |e, x| {
-            let y = e.output(which, x);
-            (y.clone(), Some(y))
-        })
-        .0
+        self.sum_over_views(x, |e, x| (e.output(which, x), None)).0
     }
 
     /// [`Encoder::both`] under the views: each output the L2-normalised sum over them.

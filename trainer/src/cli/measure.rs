@@ -111,8 +111,9 @@ pub struct ExportArgs {
     /// Serve this colour weight instead of the run's.
     #[arg(long, value_parser = cellspace_core::cli::number::non_negative_f32)]
     pub colour_weight: Option<f32>,
-    /// Serve the embedding averaged over these views instead of the report's choice:
-    /// none, or dihedral-8 (the window's eight symmetries, inside the graph; 8x the inference).
+    /// Serve the embedding averaged over these views: none, or dihedral-8 (the window's eight
+    /// symmetries, inside the graph; 8x the inference). Like --output and --colour-weight a
+    /// hand choice: the --robustness report's choice is then not used.
     #[arg(long, value_parser = parse_views)]
     pub views: Option<TestTimeViews>,
 }
