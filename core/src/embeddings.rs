@@ -39,8 +39,10 @@ pub struct ManifestRow {
 /// The version of the code that sizes and places windows, which the card's preprocessing does
 /// not describe: 1, a calibrated folder's field whose own red cells read beyond 20% of the
 /// folder's was sized (in part, in full beyond 44%) by its own reading; 2, every field of a
-/// calibrated folder is sized by the calibration, and windows carry the cell's box.
-pub const WINDOW_RULE: u32 = 2;
+/// calibrated folder is sized by the calibration, and windows carry the cell's box; 3, every
+/// cell of a field (`--cells all`) splits two touching white cells
+/// ([`crate::locate::TWO_CELLS_RBC`]).
+pub const WINDOW_RULE: u32 = 3;
 
 fn first_window_rule() -> u32 {
     1
