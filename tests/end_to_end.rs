@@ -50,7 +50,7 @@ fn library_path_fit_export_embed_index_query() {
     let embedder = runtime::Embedder::new(
         &card,
         &runtime::EmbedOptions {
-            device: runtime::Device::Cpu,
+            device: runtime::Device::CPU,
             ..Default::default()
         },
     )

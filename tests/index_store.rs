@@ -174,7 +174,7 @@ fn index_refuses_a_model_it_was_not_built_with() {
     .unwrap();
     b.build().save(&dir.path().join("m")).unwrap();
     let opts = runtime::EmbedOptions {
-        device: runtime::Device::Cpu,
+        device: runtime::Device::CPU,
         ..Default::default()
     };
     let err =
@@ -192,7 +192,7 @@ fn index_refuses_a_model_it_was_not_built_with() {
 fn index_refuses_the_same_onnx_with_other_preprocessing() {
     let dir = util::tempdir();
     let opts = runtime::EmbedOptions {
-        device: runtime::Device::Cpu,
+        device: runtime::Device::CPU,
         ..Default::default()
     };
     let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();
@@ -230,7 +230,7 @@ fn embed_synthetic(dir: &std::path::Path, n: u32) -> (std::path::PathBuf, std::p
     let e = runtime::Embedder::new(
         &util::tiny_model(),
         &runtime::EmbedOptions {
-            device: runtime::Device::Cpu,
+            device: runtime::Device::CPU,
             ..Default::default()
         },
     )

@@ -12,7 +12,7 @@ fn embedder() -> Embedder {
     Embedder::new(
         &util::tiny_model(),
         &EmbedOptions {
-            device: runtime::Device::Cpu,
+            device: runtime::Device::CPU,
             ..Default::default()
         },
     )
@@ -235,7 +235,7 @@ fn model_whose_checksum_or_card_disagrees_is_refused() {
 #[test]
 fn explicit_gpu_without_support_is_an_error_not_a_cpu_run() {
     let opts = EmbedOptions {
-        device: runtime::Device::Cuda,
+        device: "cuda".parse().unwrap(),
         ..Default::default()
     };
     let err = Embedder::new(&util::tiny_model(), &opts)

@@ -15,7 +15,7 @@ fn start(dir: &Path) -> (SocketAddr, Vec<PathBuf>) {
 
 fn start_with(dir: &Path, limits: index::conn::ConnLimits) -> (SocketAddr, Vec<PathBuf>) {
     let opts = runtime::EmbedOptions {
-        device: runtime::Device::Cpu,
+        device: runtime::Device::CPU,
         ..Default::default()
     };
     let embedder = runtime::Embedder::new(&util::tiny_model(), &opts).unwrap();

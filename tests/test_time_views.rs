@@ -13,7 +13,7 @@ fn embedder(card: &std::path::Path) -> runtime::Embedder {
     runtime::Embedder::new(
         card,
         &runtime::EmbedOptions {
-            device: runtime::Device::Cpu,
+            device: runtime::Device::CPU,
             ..Default::default()
         },
     )

@@ -113,7 +113,7 @@ pub fn shipped_embedder() -> runtime::Embedder {
     runtime::Embedder::new(
         &root().join("models/cellspace.onnx"),
         &runtime::EmbedOptions {
-            device: runtime::Device::Cpu,
+            device: runtime::Device::CPU,
             ..Default::default()
         },
     )

@@ -176,6 +176,42 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
             0.0,
         );
     }
+    let (bg, t) = background_and_cut(px);
+    let table = OdTable::new(&bg);
+    let od_tot: Vec<f32> = px.iter().map(|p| table.od(*p).iter().sum()).collect();
+    let n_bg = od_tot.iter().filter(|&&o| o < t).count();
+    let share = n_bg as f32 / px.len() as f32;
+    let mean = |keep: &dyn Fn(f32) -> bool| {
+        let v: Vec<f32> = od_tot.iter().copied().filter(|&o| keep(o)).collect();
+        v.iter().sum::<f32>() / v.len().max(1) as f32
+    };
+    let contrast = mean(&|o| o >= t) - mean(&|o| o < t);
+    let mut problems = Vec::new();
+    // background must be a real share of the field and clearly lighter than the tissue
+    if share < 0.05 || contrast < 0.15 {
+        problems.push(FieldProblem::NoBackground);
+    }
+    let red = red_cells(px, &od_tot, t, &table);
+    if red.is_none() {
+        problems.push(FieldProblem::NoRedCells);
+    }
+    match (red, problems.is_empty()) {
+        (Some(red_cells), true) => FieldColour {
+            anchors: Some(Anchors {
+                background: bg,
+                red_cells,
+            }),
+            problems,
+            background_share: share,
+        },
+        _ => failed(problems, share),
+    }
+}
+
+/// The plasma background's colour and the optical-density cut between it and the tissue: the
+/// brightest pixels first, then four rounds of an Otsu cut on the density against that
+/// background and the median of what falls below it.
+fn background_and_cut(px: &[[u8; 3]]) -> ([f32; 3], f32) {
     let lum: Vec<f32> = px
         .iter()
         .map(|p| p.iter().map(|&c| c as f32).sum())
@@ -212,30 +248,19 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
                 .map(|(p, _)| *p),
         );
     }
-    let table = OdTable::new(&bg);
-    for (o, p) in od_tot.iter_mut().zip(px) {
-        *o = table.od(*p).iter().sum();
-    }
-    let n_bg = od_tot.iter().filter(|&&o| o < t).count();
-    let share = n_bg as f32 / px.len() as f32;
-    let mean = |keep: &dyn Fn(f32) -> bool| {
-        let v: Vec<f32> = od_tot.iter().copied().filter(|&o| keep(o)).collect();
-        v.iter().sum::<f32>() / v.len().max(1) as f32
-    };
-    let contrast = mean(&|o| o >= t) - mean(&|o| o < t);
-    let mut problems = Vec::new();
-    // background must be a real share of the field and clearly lighter than the tissue
-    if share < 0.05 || contrast < 0.15 {
-        problems.push(FieldProblem::NoBackground);
-    }
+    (bg, t)
+}
+
+/// The red cells' mean optical density: the chromatic half of the tissue (density `≥ t`),
+/// when it is a real share of the field and looks like haemoglobin.
+fn red_cells(px: &[[u8; 3]], od_tot: &[f32], t: f32, table: &OdTable) -> Option<[f32; 3]> {
     let tissue: Vec<[f32; 3]> = px
         .iter()
-        .zip(&od_tot)
+        .zip(od_tot)
         .filter(|(_, o)| **o >= t)
         .map(|(p, _)| table.od(*p))
         .collect();
-    let red = red_cell_density(&tissue);
-    let red = match red {
+    match red_cell_density(&tissue) {
         Some((r, n))
             if n * 50 >= px.len()
                 && r.iter().sum::<f32>() > 0.1
@@ -243,21 +268,7 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
         {
             Some(r)
         }
-        _ => {
-            problems.push(FieldProblem::NoRedCells);
-            None
-        }
-    };
-    match (red, problems.is_empty()) {
-        (Some(red_cells), true) => FieldColour {
-            anchors: Some(Anchors {
-                background: bg,
-                red_cells,
-            }),
-            problems,
-            background_share: share,
-        },
-        _ => failed(problems, share),
+        _ => None,
     }
 }
 

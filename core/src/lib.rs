@@ -33,6 +33,20 @@ pub mod standardise;
 
 use std::path::PathBuf;
 
+/// An error's whole text: its message, then each source's, joined by ": " (what anyhow's `{:#}`
+/// prints at the CLI edge). The errors of cellspace's libraries never repeat their source in
+/// their own message, so this is where a report or a failures file gets the full reason.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        next = s.source();
+    }
+    text
+}
+
 /// Everything that can go wrong in the shared core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -87,58 +87,21 @@ pub fn evaluate(
 ) -> RetrievalReport {
     assert_eq!(gallery.dim, query.dim, "dimension mismatch");
     let dim = gallery.dim;
-    let per_query: Vec<(Option<&str>, Option<&str>, f64, f64)> = (0..query.len())
+    let per_query: Vec<QueryScore> = (0..query.len())
         .into_par_iter()
-        .map(|i| {
-            let q = query.row(i);
-            let qg = query.groups.map(|g| g[i].as_str());
-            let keep = |j: usize| match exclude {
-                Exclude::Nothing => true,
-                Exclude::SelfMatch => j != i,
-                Exclude::SameGroup => {
-                    j != i
-                        && match (qg, gallery.groups) {
-                            (Some(a), Some(gs)) => gs[j] != a,
-                            _ => true,
-                        }
-                }
-            };
-            let label = query.labels[i].as_str();
-            // R = relevant items that may be retrieved
-            let r = (0..gallery.len())
-                .filter(|&j| keep(j) && gallery.labels[j] == label)
-                .count();
-            let need = r.max(200);
-            let nn = topk(q, gallery.emb, dim, need, keep);
-            if nn.is_empty() {
-                return (None, None, 0.0, 0.0);
-            }
-            let p1 = (gallery.labels[nn[0].0] == label) as u8 as f64;
-            let mut hits = 0usize;
-            let mut ap = 0.0;
-            for (rank, &(j, _)) in nn.iter().take(r).enumerate() {
-                if gallery.labels[j] == label {
-                    hits += 1;
-                    ap += hits as f64 / (rank + 1) as f64;
-                }
-            }
-            let map_r = if r > 0 { ap / r as f64 } else { 0.0 };
-            let knn11 = majority(nn.iter().take(11).map(|&(j, _)| gallery.labels[j].as_str()));
-            let knn200 = weighted_vote(&nn[..nn.len().min(200)], gallery.labels).map(|v| v.class);
-            (knn11, knn200, p1, map_r)
-        })
+        .map(|i| score_query(gallery, query, i, exclude))
         .collect();
     let n = per_query.len().max(1) as f64;
     let right = |p: Option<&str>, i: usize| (p == Some(query.labels[i].as_str())) as u8 as f64;
     let knn11: Vec<f64> = per_query
         .iter()
         .enumerate()
-        .map(|(i, t)| right(t.0, i))
+        .map(|(i, t)| right(t.knn11, i))
         .collect();
     let knn200: Vec<f64> = per_query
         .iter()
         .enumerate()
-        .map(|(i, t)| right(t.1, i))
+        .map(|(i, t)| right(t.knn200, i))
         .collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
     let n_classes = {
@@ -150,7 +113,7 @@ pub fn evaluate(
     let clusters = kmeans(query.emb, dim, n_classes.max(1), 50, seed);
     let (per_original_acc, n_originals) = match query.groups {
         Some(groups) => {
-            let votes: Vec<Option<&str>> = per_query.iter().map(|t| t.1).collect();
+            let votes: Vec<Option<&str>> = per_query.iter().map(|t| t.knn200).collect();
             per_original(&votes, query.labels, groups)
         }
         None => (0.0, 0),
@@ -160,14 +123,68 @@ pub fn evaluate(
         n_gallery: gallery.len(),
         knn11_acc: mean(&knn11),
         knn200_acc: mean(&knn200),
-        precision_at_1: per_query.iter().map(|t| t.2).sum::<f64>() / n,
-        map_at_r: per_query.iter().map(|t| t.3).sum::<f64>() / n,
+        precision_at_1: per_query.iter().map(|t| t.p1).sum::<f64>() / n,
+        map_at_r: per_query.iter().map(|t| t.map_r).sum::<f64>() / n,
         kmeans_nmi: nmi(&clusters, query.labels),
         kmeans_ari: ari(&clusters, query.labels),
         knn11_balanced: balanced(&knn11, query.labels),
         knn200_balanced: balanced(&knn200, query.labels),
         per_original_acc,
         n_originals,
+    }
+}
+
+/// One query's votes and scores.
+#[derive(Default)]
+struct QueryScore<'a> {
+    knn11: Option<&'a str>,
+    knn200: Option<&'a str>,
+    p1: f64,
+    map_r: f64,
+}
+
+/// Query `i` against the gallery, without the items `exclude` keeps out of its answers.
+fn score_query<'a>(
+    gallery: &Labeled<'a>,
+    query: &Labeled,
+    i: usize,
+    exclude: Exclude,
+) -> QueryScore<'a> {
+    let q = query.row(i);
+    let qg = query.groups.map(|g| g[i].as_str());
+    let keep = |j: usize| match exclude {
+        Exclude::Nothing => true,
+        Exclude::SelfMatch => j != i,
+        Exclude::SameGroup => {
+            j != i
+                && match (qg, gallery.groups) {
+                    (Some(a), Some(gs)) => gs[j] != a,
+                    _ => true,
+                }
+        }
+    };
+    let label = query.labels[i].as_str();
+    // R = relevant items that may be retrieved
+    let r = (0..gallery.len())
+        .filter(|&j| keep(j) && gallery.labels[j] == label)
+        .count();
+    let nn = topk(q, gallery.emb, gallery.dim, r.max(200), keep);
+    if nn.is_empty() {
+        return QueryScore::default();
+    }
+    let mut hits = 0usize;
+    let mut ap = 0.0;
+    for (rank, &(j, _)) in nn.iter().take(r).enumerate() {
+        if gallery.labels[j] == label {
+            hits += 1;
+            ap += hits as f64 / (rank + 1) as f64;
+        }
+    }
+    QueryScore {
+        knn11: majority(nn.iter().take(11).map(|&(j, _)| gallery.labels[j].as_str())),
+        knn200: weighted_vote(&nn[..nn.len().min(200)], gallery.labels).map(|v| v.class),
+        p1: (gallery.labels[nn[0].0] == label) as u8 as f64,
+        map_r: if r > 0 { ap / r as f64 } else { 0.0 },
     }
 }
 

@@ -44,7 +44,6 @@ pub fn bench(
     max_queries: usize,
 ) -> Result<BenchReport> {
     let n = vectors.len() / dim;
-    let hold_out = 10;
     let model = ModelRef {
         name: name.into(),
         card: String::new(),
@@ -52,15 +51,7 @@ pub fn bench(
         dim,
         preprocess_sha256: String::new(),
     };
-    let mut queries = Vec::new();
-    let mut base = Vec::new();
-    for (i, v) in vectors.chunks_exact(dim).enumerate() {
-        if i % hold_out == 0 && queries.len() < max_queries * dim {
-            queries.extend_from_slice(v);
-        } else {
-            base.extend_from_slice(v);
-        }
-    }
+    let (queries, base) = hold_out_queries(vectors, dim, max_queries);
     let rss_before = peak_rss_bytes();
     let mut builder = IndexBuilder::new(model, params)?;
     for v in base.chunks_exact(dim) {
@@ -80,15 +71,7 @@ pub fn bench(
     let index = index?;
     let nq = queries.len() / dim;
     // the truth: every indexed row, exactly (whatever the index's store)
-    let exact: Vec<Vec<usize>> = queries
-        .chunks_exact(dim)
-        .map(|q| {
-            cellspace_core::metrics::topk(q, &base, dim, 10, |_| true)
-                .into_iter()
-                .map(|(i, _)| i)
-                .collect()
-        })
-        .collect();
+    let exact = exact_top10(&queries, &base, dim);
     drop(base);
     // the index's own scan of its store (exact on f32; codes re-ranked on int8)
     let t = thread_cpu_seconds();
@@ -96,30 +79,10 @@ pub fn bench(
         index.scan_top(q, 10)?;
     }
     let brute = nq as f64 / (thread_cpu_seconds() - t);
-    let mut rows = Vec::new();
-    for &ef in efs {
-        let t = thread_cpu_seconds();
-        let found: Vec<Vec<usize>> = queries
-            .chunks_exact(dim)
-            .map(|q| {
-                index
-                    .search_ids(q, &crate::Filter::default(), 10, Some(ef))
-                    .map(|h| h.into_iter().map(|(id, _)| id).collect())
-            })
-            .collect::<Result<_>>()?;
-        let qps = nq as f64 / (thread_cpu_seconds() - t);
-        let recall = found
-            .iter()
-            .zip(&exact)
-            .map(|(f, e)| f.iter().filter(|i| e.contains(i)).count() as f64 / e.len().max(1) as f64)
-            .sum::<f64>()
-            / nq.max(1) as f64;
-        rows.push(EfRow {
-            ef,
-            queries_per_s: qps,
-            recall_at_10: recall,
-        });
-    }
+    let rows = efs
+        .iter()
+        .map(|&ef| ef_row(&index, &queries, dim, &exact, ef))
+        .collect::<Result<Vec<_>>>()?;
     Ok(BenchReport {
         name: name.into(),
         clock: "thread CPU time",
@@ -129,12 +92,70 @@ pub fn bench(
         build_seconds,
         memory_bytes_per_vector: index.memory_bytes() as f64 / (n - nq).max(1) as f64,
         peak_rss_bytes: rss_after,
-
         peak_rss_growth_per_vector: rss_before
             .zip(rss_after)
             .map(|(b, a)| a.saturating_sub(b) as f64 / (n - nq).max(1) as f64),
         brute_force_queries_per_s: brute,
         rows,
+    })
+}
+
+/// Every tenth vector as a query (at most `max_queries`), the rest indexed.
+fn hold_out_queries(vectors: &[f32], dim: usize, max_queries: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut queries = Vec::new();
+    let mut base = Vec::new();
+    for (i, v) in vectors.chunks_exact(dim).enumerate() {
+        if i % 10 == 0 && queries.len() < max_queries * dim {
+            queries.extend_from_slice(v);
+        } else {
+            base.extend_from_slice(v);
+        }
+    }
+    (queries, base)
+}
+
+/// Each query's ten nearest rows of `base` by an exact scan in f32.
+fn exact_top10(queries: &[f32], base: &[f32], dim: usize) -> Vec<Vec<usize>> {
+    queries
+        .chunks_exact(dim)
+        .map(|q| {
+            cellspace_core::metrics::topk(q, base, dim, 10, |_| true)
+                .into_iter()
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect()
+}
+
+/// Speed and recall@10 of the graph search at one `ef`.
+fn ef_row(
+    index: &crate::CellIndex,
+    queries: &[f32],
+    dim: usize,
+    exact: &[Vec<usize>],
+    ef: usize,
+) -> Result<EfRow> {
+    let nq = queries.len() / dim;
+    let t = thread_cpu_seconds();
+    let found: Vec<Vec<usize>> = queries
+        .chunks_exact(dim)
+        .map(|q| {
+            index
+                .search_ids(q, &crate::Filter::default(), 10, Some(ef))
+                .map(|h| h.into_iter().map(|(id, _)| id).collect())
+        })
+        .collect::<Result<_>>()?;
+    let qps = nq as f64 / (thread_cpu_seconds() - t);
+    let recall = found
+        .iter()
+        .zip(exact)
+        .map(|(f, e)| f.iter().filter(|i| e.contains(i)).count() as f64 / e.len().max(1) as f64)
+        .sum::<f64>()
+        / nq.max(1) as f64;
+    Ok(EfRow {
+        ef,
+        queries_per_s: qps,
+        recall_at_10: recall,
     })
 }
 

@@ -192,7 +192,7 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
         "model_sha256": a.index.model().onnx_sha256,
         "dim": a.index.model().dim,
         "index_size": a.index.live(),
-        "execution_provider": s.embedder.provider().name(),
+        "execution_provider": s.embedder.provider().label(),
     });
     if let Some(p) = s.live.problem() {
         answer["warning"] = format!("serving the index as it was before its last save: {p}").into();
@@ -211,16 +211,9 @@ async fn query(
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let body = match body {
+    let body = match upload_body(body) {
         Ok(b) => b,
-        // every error the API gives is JSON, a too-large upload too
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("upload larger than {} MB", MAX_UPLOAD / (1024 * 1024)),
-            );
-        }
-        Err(r) => return error(r.status(), r.body_text()),
+        Err((status, msg)) => return error(status, msg),
     };
     let k = p.k.unwrap_or(s.default_k).clamp(1, 200);
     if let Some(path) = p.path {
@@ -243,42 +236,12 @@ async fn query(
     }
     let slot = match decode_slot(s.decode_slots.clone(), &s.waiting, s.max_waiting).await {
         Ok(slot) => slot,
-        Err(SlotError::Busy) => {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy decoding other uploads: try again in a second",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return r;
-        }
-        Err(SlotError::Closed) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the server is shutting down",
-            );
-        }
+        Err(e) => return e.response(),
     };
+    let cell = p.cell.unwrap_or(0);
     let r = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let img = cellspace_core::preprocess::decode_rgb(&body).map_err(|e| {
-            (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("not a readable image: {e}"),
-            )
-        })?;
-        let up =
-            crate::upload::embed_cell(&s.embedder, &img, p.cell.unwrap_or(0)).map_err(|e| {
-                let status = match e {
-                    crate::upload::UploadError::NoSuchCell { .. } => StatusCode::BAD_REQUEST,
-                    crate::upload::UploadError::Embed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                (status, e.to_string())
-            })?;
-        let sha = cellspace_core::sha256_hex(&body);
-        other_cells(&a, &up.vector, k, Some(&sha), conditions)
-            .map(|hits| (hits, up))
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        answer_upload(&s, &a, &body, cell, k, conditions)
     })
     .await;
     match r {
@@ -288,6 +251,49 @@ async fn query(
     }
 }
 
+/// The uploaded bytes, or the status and message of the JSON error for a body that could not
+/// be read (every error the API gives is JSON, a too-large upload too).
+fn upload_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, (StatusCode, String)> {
+    match body {
+        Ok(b) => Ok(b),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload larger than {} MB", MAX_UPLOAD / (1024 * 1024)),
+        )),
+        Err(r) => Err((r.status(), r.body_text())),
+    }
+}
+
+/// An uploaded field's chosen cell, embedded, and its neighbours (run on a blocking thread).
+fn answer_upload(
+    s: &AppState,
+    a: &crate::live::Atlas,
+    body: &[u8],
+    cell: usize,
+    k: usize,
+    conditions: Vec<crate::Condition>,
+) -> Result<(Vec<Hit>, crate::upload::UploadedCell), (StatusCode, String)> {
+    let img = cellspace_core::preprocess::decode_rgb(body).map_err(|e| {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("not a readable image: {e}"),
+        )
+    })?;
+    let up = crate::upload::embed_cell(&s.embedder, &img, cell).map_err(|e| {
+        let status = match e {
+            crate::upload::UploadError::NoSuchCell { .. } => StatusCode::BAD_REQUEST,
+            crate::upload::UploadError::Embed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, e.to_string())
+    })?;
+    let sha = cellspace_core::sha256_hex(body);
+    other_cells(a, &up.vector, k, Some(&sha), conditions)
+        .map(|hits| (hits, up))
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 /// Why an upload got no decoding slot.
 #[derive(Debug, PartialEq)]
 enum SlotError {
@@ -295,6 +301,27 @@ enum SlotError {
     Busy,
     /// The semaphore was closed.
     Closed,
+}
+
+impl SlotError {
+    /// The API's answer: busy is a 503 with a retry hint.
+    fn response(self) -> Response {
+        match self {
+            SlotError::Busy => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy decoding other uploads: try again in a second",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                r
+            }
+            SlotError::Closed => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server is shutting down",
+            ),
+        }
+    }
 }
 
 /// A place in the upload queue, given back when dropped: also when the client disconnects

@@ -89,7 +89,7 @@ pub fn bench(
     }
     Ok(BenchReport {
         images: prepared.len(),
-        provider: probe.provider().name().into(),
+        provider: probe.provider().label().into(),
         model: probe.card().name.clone(),
         decode_images_per_s: decode,
         rows,

@@ -3,6 +3,7 @@
 //! trainer measured with; decoding runs in parallel on rayon workers, one batch ahead of
 //! inference, so on CPU the execution provider sets the pace.
 
+use crate::ep::{Device, ExecutionProvider, ProviderError};
 use crate::{Error, Result, ortlib};
 use cellspace_core::card::ModelCard;
 use cellspace_core::locate::Location;
@@ -11,29 +12,7 @@ use image::RgbImage;
 use ort::session::Session;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-/// Where inference runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// TensorRT, then CUDA (where compiled in), then CPU: the first that starts.
-    Auto,
-    Cpu,
-    Cuda,
-    Tensorrt,
-}
-
-impl Device {
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Auto => "auto",
-            Device::Cpu => "CPU",
-            Device::Cuda => "CUDA",
-            Device::Tensorrt => "TensorRT",
-        }
-    }
-}
+use std::sync::{Arc, Mutex};
 
 /// How to build an [`Embedder`].
 #[derive(Debug, Clone)]
@@ -66,7 +45,7 @@ pub struct Embedder {
     session: Mutex<Session>,
     card: ModelCard,
     card_path: PathBuf,
-    provider: Device,
+    provider: &'static dyn ExecutionProvider,
     notes: Vec<String>,
     input_name: String,
     output_name: String,
@@ -97,39 +76,7 @@ impl Embedder {
             std::fs::read(&onnx_path).map_err(|e| cellspace_core::Error::io(&onnx_path, e))?;
         card.verify_checksum(&onnx_path, &bytes)?;
         let (env, _) = ortlib::environment()?;
-        let order: Vec<Device> = match opts.device {
-            Device::Auto => [
-                (cfg!(feature = "tensorrt"), Device::Tensorrt),
-                (cfg!(feature = "cuda"), Device::Cuda),
-                (true, Device::Cpu),
-            ]
-            .into_iter()
-            .filter_map(|(compiled, d)| compiled.then_some(d))
-            .collect(),
-            d => vec![d],
-        };
-        let mut notes = Vec::new();
-        let mut chosen = None;
-        for d in order {
-            match build_session(env, d, &bytes, opts) {
-                Ok(s) => {
-                    chosen = Some((s, d));
-                    break;
-                }
-                // the CPU provider always exists: when it cannot start, the model is at fault
-                Err(e) if d == Device::Cpu => {
-                    return Err(Error::Model {
-                        path: onnx_path.clone(),
-                        reason: format!("onnxruntime cannot load this model: {e}"),
-                    });
-                }
-                Err(e) if opts.device == Device::Auto => {
-                    notes.push(format!("{} unavailable: {e}", d.name()))
-                }
-                Err(e) => return Err(Error::Provider(d.name(), e)),
-            }
-        }
-        let (session, provider) = chosen.ok_or_else(|| Error::Provider("CPU", notes.join("; ")))?;
+        let (session, provider, notes) = start_session(env, &bytes, opts, &onnx_path)?;
         let bad = |reason: String| Error::Model {
             path: onnx_path.clone(),
             reason,
@@ -188,7 +135,7 @@ impl Embedder {
         self.card.embedding_dim
     }
     /// The execution provider that runs this model.
-    pub fn provider(&self) -> Device {
+    pub fn provider(&self) -> &'static dyn ExecutionProvider {
         self.provider
     }
     /// Why faster providers were skipped (device auto).
@@ -210,18 +157,17 @@ impl Embedder {
             .try_extract_tensor::<f32>()
             .map_err(failed("reading its output"))?;
         if data.len() != n * self.dim() {
-            return Err(Error::Inference(format!(
-                "model returned {} values for {n} images of dim {}",
-                data.len(),
-                self.dim()
-            )));
+            return Err(Error::OutputShape {
+                values: data.len(),
+                images: n,
+                dim: self.dim(),
+            });
         }
         if let Some(i) = data.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Inference(format!(
-                "the model returned {} for image {} of the batch: not a finite number (a model trained to NaN?); nothing was written",
-                data[i],
-                i / self.dim().max(1) + 1
-            )));
+            return Err(Error::NonFinite {
+                value: data[i],
+                image: i / self.dim().max(1) + 1,
+            });
         }
         Ok(data.to_vec())
     }
@@ -281,7 +227,7 @@ impl Embedder {
         &self,
         paths: &[PathBuf],
         progress: impl FnMut(usize),
-    ) -> Vec<Result<Vec<f32>, String>> {
+    ) -> Vec<Result<Vec<f32>, FileError>> {
         self.embed_paths_located(paths, progress)
             .into_iter()
             .map(|r| r.map(|(v, _)| v))
@@ -337,7 +283,7 @@ impl Embedder {
         mut progress: impl FnMut(usize),
     ) -> Vec<LocatedCells> {
         debug_assert_eq!(pre.fingerprint(), self.card.preprocess.fingerprint());
-        type Prepared = Result<Vec<(Vec<f32>, Option<Location>)>, String>;
+        type Prepared = LocatedCells;
         let mut results: Vec<LocatedCells> = Vec::with_capacity(paths.len());
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Prepared>>(1);
@@ -346,7 +292,7 @@ impl Embedder {
                     let prepared: Vec<Prepared> = chunk
                         .par_iter()
                         .map(|p| {
-                            let img = load_rgb(p).map_err(|e| e.to_string())?;
+                            let img = load_rgb(p).map_err(|e| Arc::new(Error::from(e)))?;
                             Ok(if all {
                                 pre.prepare_cells(&img)
                             } else {
@@ -389,7 +335,8 @@ impl Embedder {
                         }
                     }
                     Err(e) => {
-                        results.extend(prepared.into_iter().map(|r| r.and(Err(e.to_string()))))
+                        let e = Arc::new(e);
+                        results.extend(prepared.into_iter().map(|r| r.and(Err(e.clone()))))
                     }
                 }
                 progress(len);
@@ -399,86 +346,76 @@ impl Embedder {
     }
 }
 
+/// Why one file of a batch was not embedded: its own error, or its batch's inference error
+/// (shared by every file of that batch).
+pub type FileError = Arc<Error>;
+
 /// One file's embedding and where its white cell was found, or why the file failed.
-pub type Located = Result<(Vec<f32>, Option<Location>), String>;
+pub type Located = Result<(Vec<f32>, Option<Location>), FileError>;
 
 /// Every white cell's embedding and window in one file (at least one), or why it failed.
-pub type LocatedCells = Result<Vec<(Vec<f32>, Option<Location>)>, String>;
+pub type LocatedCells = Result<Vec<(Vec<f32>, Option<Location>)>, FileError>;
+
+/// The session on the first of `opts.device`'s providers that starts, that provider, and why
+/// the faster ones before it were skipped (`--device auto`).
+fn start_session(
+    env: &ort::environment::Environment,
+    bytes: &[u8],
+    opts: &EmbedOptions,
+    onnx_path: &Path,
+) -> Result<(Session, &'static dyn ExecutionProvider, Vec<String>)> {
+    let mut notes = Vec::new();
+    for p in opts.device.candidates() {
+        match build_session(env, p, bytes, opts) {
+            Ok(s) => return Ok((s, p, notes)),
+            // the CPU provider always exists: when it cannot start, the model is at fault
+            Err(e) if p.always_there() => {
+                return Err(Error::Model {
+                    path: onnx_path.to_path_buf(),
+                    reason: format!(
+                        "onnxruntime cannot load this model: {}",
+                        cellspace_core::error_text(&e)
+                    ),
+                });
+            }
+            Err(e) if opts.device == Device::Auto => notes.push(format!(
+                "{} unavailable: {}",
+                p.label(),
+                cellspace_core::error_text(&e)
+            )),
+            Err(source) => {
+                return Err(Error::Provider {
+                    name: p.label(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(Error::NoProvider(notes.join("; ")))
+}
 
 fn build_session(
     env: &ort::environment::Environment,
-    device: Device,
+    provider: &dyn ExecutionProvider,
     bytes: &[u8],
     opts: &EmbedOptions,
-) -> std::result::Result<Session, String> {
-    let mut builder = Session::builder(env).map_err(|e| e.to_string())?;
+) -> std::result::Result<Session, ProviderError> {
+    let ort_failed = |source: ort::Error| ProviderError::Ort {
+        source,
+        needs: provider.needs(),
+    };
+    let mut builder = Session::builder(env).map_err(ort_failed)?;
     if let Some(t) = opts.threads {
-        builder = builder.with_intra_threads(t).map_err(|e| e.to_string())?;
+        builder = builder
+            .with_intra_threads(t)
+            .map_err(|e| ort_failed(e.into()))?;
     }
-    let ep = execution_provider(device, opts)?;
-    if let Some(ep) = ep {
+    if let Some(ep) = provider.dispatch(opts)? {
         builder = builder
             .with_execution_providers([ep])
-            .map_err(|e| format!("{e}{}", gpu_hint(device)))?;
+            .map_err(|e| ort_failed(e.into()))?;
     }
-    builder
-        .commit_from_memory(bytes)
-        .map_err(|e| format!("{e}{}", gpu_hint(device)))
-}
-
-fn gpu_hint(device: Device) -> &'static str {
-    match device {
-        Device::Cpu | Device::Auto => "",
-        Device::Cuda => {
-            " (the CUDA provider needs the onnxruntime-gpu library: CELLSPACE_ORT_GPU=1 scripts/setup-ort.sh, plus CUDA 13 and cuDNN 9 libraries, e.g. pip install onnxruntime-gpu[cuda,cudnn], and the NVIDIA driver's libcuda.so.1)"
-        }
-        Device::Tensorrt => {
-            " (the TensorRT provider needs the onnxruntime-gpu library and TensorRT 10's libnvinfer.so.10 on the library path)"
-        }
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_ep() -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
-    Ok(Some(ort::ep::CUDA::default().build().error_on_failure()))
-}
-#[cfg(not(feature = "cuda"))]
-fn cuda_ep() -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
-    Err("this runtime was built without the `cuda` feature (cargo build --release -p runtime --features cuda)".into())
-}
-
-#[cfg(feature = "tensorrt")]
-fn tensorrt_ep(
-    opts: &EmbedOptions,
-) -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
-    let cache = opts.trt_cache.clone().unwrap_or_else(default_trt_cache);
-    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
-    Ok(Some(
-        ort::ep::TensorRT::default()
-            .with_engine_cache(true)
-            .with_engine_cache_path(cache.display().to_string())
-            .with_timing_cache(true)
-            .with_fp16(opts.fp16)
-            .build()
-            .error_on_failure(),
-    ))
-}
-#[cfg(not(feature = "tensorrt"))]
-fn tensorrt_ep(
-    _: &EmbedOptions,
-) -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
-    Err("this runtime was built without the `tensorrt` feature (cargo build --release -p runtime --features tensorrt)".into())
-}
-
-fn execution_provider(
-    device: Device,
-    opts: &EmbedOptions,
-) -> std::result::Result<Option<ort::ep::ExecutionProviderDispatch>, String> {
-    match device {
-        Device::Cpu | Device::Auto => Ok(None),
-        Device::Cuda => cuda_ep(),
-        Device::Tensorrt => tensorrt_ep(opts),
-    }
+    builder.commit_from_memory(bytes).map_err(ort_failed)
 }
 
 /// Default TensorRT engine cache folder.

@@ -71,10 +71,65 @@ pub fn embed_shard(
     entries.retain(|e| mine(&e.rel));
     let mut failures = listing_failures(problems, root, &mine);
     let mut previous = previous_rows(emb, out, &scale, cells);
+    let Sorted {
+        mut done,
+        todo,
+        reused,
+    } = reuse_unchanged(&entries, &mut previous, &mut failures);
+    let run = Run {
+        emb,
+        pre: &pre,
+        root,
+        scale: &scale,
+        out,
+        shard,
+        cells,
+    };
+    let infer_start = Instant::now();
+    let embedded = run.embed_todo(&todo, &mut done, &mut failures, show_progress)?;
+    run.save(&mut done, &failures, true)?;
+    let secs = infer_start.elapsed().as_secs_f64();
+    let summary = EmbedSummary {
+        out_dir: out.to_path_buf(),
+        total: entries.len(),
+        embedded,
+        rows: done.len(),
+        reused,
+        failed: failures.len(),
+        flagged: images_per_flag(&done),
+        seconds: started.elapsed().as_secs_f64(),
+        images_per_s: if embedded > 0 {
+            embedded as f64 / secs.max(1e-9)
+        } else {
+            0.0
+        },
+        provider: emb.provider().label().to_string(),
+        scale,
+    };
+    Ok((summary, failures))
+}
+
+/// A folder's files sorted by [`reuse_unchanged`].
+struct Sorted {
+    /// Rows reused as they were.
+    done: Vec<(ManifestRow, Vec<f32>)>,
+    /// Files to embed, with their rows (hash known).
+    todo: Vec<(ManifestRow, PathBuf)>,
+    /// Files reused.
+    reused: usize,
+}
+
+/// The rows of files unchanged since the last run (same path and content) as they were, the
+/// files still to embed, and how many files were reused; files that cannot be hashed fail.
+fn reuse_unchanged(
+    entries: &[cellspace_core::dataset::ImageEntry],
+    previous: &mut Previous,
+    failures: &mut Vec<Failure>,
+) -> Sorted {
     let mut done: Vec<(ManifestRow, Vec<f32>)> = Vec::new();
     let mut todo: Vec<(ManifestRow, PathBuf)> = Vec::new();
     let mut reused = 0usize;
-    for (e, h) in entries.iter().zip(hashed_rows(&entries)) {
+    for (e, h) in entries.iter().zip(hashed_rows(entries)) {
         match h {
             Err(reason) => failures.push(Failure {
                 path: e.rel.clone(),
@@ -96,20 +151,11 @@ pub fn embed_shard(
             },
         }
     }
-    let run = Run {
-        emb,
-        pre: &pre,
-        root,
-        scale: &scale,
-        out,
-        shard,
-        cells,
-    };
-    let infer_start = Instant::now();
-    let embedded = run.embed_todo(&todo, &mut done, &mut failures, show_progress)?;
-    run.save(&mut done, &failures, true)?;
-    let secs = infer_start.elapsed().as_secs_f64();
-    // images per flag: a field of several cells counts once for a flag any of its cells has
+    Sorted { done, todo, reused }
+}
+
+/// Images per flag: a field of several cells counts once for a flag any of its cells has.
+fn images_per_flag(done: &[(ManifestRow, Vec<f32>)]) -> std::collections::BTreeMap<String, usize> {
     let mut flagged = std::collections::BTreeMap::new();
     for rows in done.chunk_by(|a, b| a.0.path == b.0.path) {
         let flags: std::collections::BTreeSet<&str> = rows
@@ -121,24 +167,7 @@ pub fn embed_shard(
             *flagged.entry(f.to_string()).or_insert(0) += 1;
         }
     }
-    let summary = EmbedSummary {
-        out_dir: out.to_path_buf(),
-        total: entries.len(),
-        embedded,
-        rows: done.len(),
-        reused,
-        failed: failures.len(),
-        flagged,
-        seconds: started.elapsed().as_secs_f64(),
-        images_per_s: if embedded > 0 {
-            embedded as f64 / secs.max(1e-9)
-        } else {
-            0.0
-        },
-        provider: emb.provider().name().to_string(),
-        scale,
-    };
-    Ok((summary, failures))
+    flagged
 }
 
 /// The listing's problems as failures, relative to the folder like every other failure and
@@ -274,9 +303,9 @@ impl Run<'_> {
                             (row, v)
                         }));
                     }
-                    Err(reason) => failures.push(Failure {
+                    Err(e) => failures.push(Failure {
                         path: row.path.clone(),
-                        reason,
+                        reason: cellspace_core::error_text(e.as_ref()),
                     }),
                 }
             }

@@ -11,13 +11,15 @@
 
 pub mod bench;
 pub mod embedder;
+pub mod ep;
 pub mod folder;
 pub mod ortlib;
 
 pub use cellspace_core::card::ModelCard;
 /// The `.npy` format, in cellspace-core (the index reads it too).
 pub use cellspace_core::npy;
-pub use embedder::{Device, EmbedOptions, Embedder};
+pub use embedder::{EmbedOptions, Embedder};
+pub use ep::{Device, ExecutionProvider};
 
 use std::path::PathBuf;
 
@@ -26,14 +28,46 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Core(#[from] cellspace_core::Error),
-    #[error("onnxruntime library: {0}")]
-    Library(String),
+    /// `ORT_DYLIB_PATH` names no file.
+    #[error("onnxruntime library: ORT_DYLIB_PATH={} does not exist", .0.display())]
+    LibraryPathMissing(PathBuf),
+    /// No libonnxruntime where it is looked for.
+    #[error(
+        "onnxruntime library: libonnxruntime {} not found. Install it with `scripts/setup-ort.sh` (takes the PyPI wheel onnxruntime=={}; CELLSPACE_ORT_GPU=1 for onnxruntime-gpu), put libonnxruntime.so* beside the executable, or set ORT_DYLIB_PATH to the library file",
+        ortlib::ORT_VERSION,
+        ortlib::ORT_VERSION
+    )]
+    LibraryNotFound,
+    /// The library was found but onnxruntime could not start from it.
+    #[error("onnxruntime library {path} could not be loaded")]
+    Library {
+        path: PathBuf,
+        #[source]
+        source: ortlib::LoadError,
+    },
     #[error("{path}: {reason}")]
     Model { path: PathBuf, reason: String },
-    #[error("{0} execution provider could not start: {1}")]
-    Provider(&'static str, String),
-    #[error("inference failed: {0}")]
-    Inference(String),
+    #[error("{name} execution provider could not start")]
+    Provider {
+        name: &'static str,
+        #[source]
+        source: ep::ProviderError,
+    },
+    /// `--device auto` found no provider that starts (the CPU one always does).
+    #[error("no execution provider could start: {0}")]
+    NoProvider(String),
+    /// The model's output is not `n` rows of its card's dimension.
+    #[error("inference failed: model returned {values} values for {images} images of dim {dim}")]
+    OutputShape {
+        values: usize,
+        images: usize,
+        dim: usize,
+    },
+    /// The model's output holds NaN or an infinity: never written anywhere.
+    #[error(
+        "inference failed: the model returned {value} for image {image} of the batch: not a finite number (a model trained to NaN?); nothing was written"
+    )]
+    NonFinite { value: f32, image: usize },
     /// onnxruntime refused a step of an inference; its own error is the source.
     #[error("inference failed {what}")]
     Ort {

@@ -5,7 +5,7 @@
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The onnxruntime version this build's API level (`api-31`) was checked against.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -43,33 +43,45 @@ pub fn locate() -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Error::Library(format!(
-                "ORT_DYLIB_PATH={} does not exist",
-                p.display()
-            )))
+            Err(Error::LibraryPathMissing(p))
         };
     }
-    c.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        Error::Library(format!(
-            "libonnxruntime {ORT_VERSION} not found. Install it with `scripts/setup-ort.sh` (takes the PyPI wheel onnxruntime=={ORT_VERSION}; CELLSPACE_ORT_GPU=1 for onnxruntime-gpu), put libonnxruntime.so* beside the executable, or set ORT_DYLIB_PATH to the library file"
-        ))
-    })
+    c.into_iter()
+        .find(|p| p.is_file())
+        .ok_or(Error::LibraryNotFound)
 }
 
-static ENV: OnceLock<std::result::Result<(ort::environment::Environment, PathBuf), String>> =
-    OnceLock::new();
+/// Why onnxruntime could not start from a library file (ort's load or environment error).
+pub type LoadError = Arc<dyn std::error::Error + Send + Sync>;
+
+static ENV: OnceLock<(
+    PathBuf,
+    std::result::Result<ort::environment::Environment, LoadError>,
+)> = OnceLock::new();
 
 /// The process's one onnxruntime environment (loaded on first use) and the library's path.
-pub fn environment() -> Result<&'static (ort::environment::Environment, PathBuf)> {
-    ENV.get_or_init(|| {
-        let path = locate().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let env = builder
-            .with_name("cellspace")
-            .build()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok((env, path))
-    })
-    .as_ref()
-    .map_err(|e| Error::Library(e.clone()))
+pub fn environment() -> Result<(&'static ort::environment::Environment, &'static Path)> {
+    let (path, loaded) = match ENV.get() {
+        Some(done) => done,
+        None => {
+            let path = locate()?;
+            ENV.get_or_init(|| {
+                let loaded = match ort::init_from(&path) {
+                    Err(e) => Err(Arc::new(e) as LoadError),
+                    Ok(b) => b
+                        .with_name("cellspace")
+                        .build()
+                        .map_err(|e| Arc::new(e) as LoadError),
+                };
+                (path, loaded)
+            })
+        }
+    };
+    loaded
+        .as_ref()
+        .map(|env| (env, path.as_path()))
+        .map_err(|source| Error::Library {
+            path: path.clone(),
+            source: source.clone(),
+        })
 }

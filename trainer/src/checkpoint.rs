@@ -27,10 +27,13 @@ pub const LOSS_PNG: &str = "loss.png";
 pub const DATA_FILE: &str = "data.json";
 pub const MAP_PNG: &str = "embedding-map.png";
 
-pub(crate) fn record_err(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn record_err(
+    path: &Path,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 

@@ -16,6 +16,7 @@
 //! Each fold is a run directory (`OUT/fold-K/`) with checkpoints: an interrupted `cv` resumes
 //! the fold it was in and skips the finished ones (`OUT/fold-K/fold.json`).
 
+use crate::data::CellImages;
 use crate::eval::{Candidate, Split, ValidationResult, histogram_baseline, validate};
 use crate::model::EmbeddingOutput;
 use crate::train::{FitOptions, TrainConfig, fit_loaded, load_data, load_served_model};
@@ -25,6 +26,7 @@ use burn::prelude::*;
 use cellspace_core::metrics::RetrievalReport;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 /// File of a finished fold in its run directory.
 pub const FOLD_FILE: &str = "fold.json";
@@ -116,23 +118,8 @@ pub fn cross_validate(
     cfg.check()?;
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out).map_err(|e| cellspace_core::Error::io(out, e))?;
-    // one reference for every fold, kept so that a resumed cv measures nothing again
-    let kept = out.join("reference.json");
-    let cfg = &match std::fs::read_to_string(&kept)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-    {
-        Some(r) if cfg.needs_reference() => cfg.clone().with_reference(Some(r)),
-        _ => {
-            let c = cfg.clone().with_measured_reference(data_dir)?;
-            if let Some(r) = &c.reference {
-                cellspace_core::atomic::write_json(&kept, r)?;
-            }
-            c
-        }
-    };
+    let cfg = &kept_reference(cfg, data_dir, out)?;
     let data = load_data(cfg, data_dir)?;
-    let pre = cfg.preprocess();
     let mut results = Vec::new();
     for k in 0..folds {
         let run = out.join(format!("fold-{}", k + 1));
@@ -144,43 +131,8 @@ pub fn cross_validate(
             results.push(r);
             continue;
         }
-        let fold_cfg = cfg.clone().with_fold(Some([k, folds]));
-        let resume = run.join(crate::train::CHECKPOINT_DIR).exists();
-        log::info!(
-            "fold {}/{folds}: training on the other folds -> {}",
-            k + 1,
-            run.display()
-        );
-        let summary = fit_loaded(
-            &fold_cfg,
-            data.clone(),
-            &run,
-            device,
-            &FitOptions {
-                resume,
-                validate_every,
-                ..Default::default()
-            },
-        )?;
-        if summary.interrupted {
-            log::info!(
-                "interrupted: run the same command again to resume fold {}",
-                k + 1
-            );
+        let Some(r) = run_fold(cfg, &data, &run, [k, folds], device, validate_every)? else {
             return Ok(None);
-        }
-        // the fold's cells against every training cell (the per-epoch curve used a sample)
-        let split = Split::for_config(&data, &fold_cfg).regallery(&data, usize::MAX);
-        let (model, _, _) = load_served_model(&run, &Device::flex())?;
-        let validation = validate(&model, &data, &split, &pre, cfg.seed)?;
-        let r = FoldResult {
-            fold: k + 1,
-            folds,
-            train_images: split.train.len(),
-            query_images: split.val.len(),
-            histogram_baseline: histogram_baseline(&data, &split, cfg.seed),
-            validation,
-            training_seconds: summary.seconds,
         };
         cellspace_core::atomic::write_json(&done, &r)?;
         print_fold(&r, cfg);
@@ -190,6 +142,77 @@ pub fn cross_validate(
     cellspace_core::atomic::write_json(&out.join(CV_FILE), &report)?;
     plot_epochs(out, folds)?;
     Ok(Some(report))
+}
+
+/// The config with the one colour reference every fold shares, kept in `OUT/reference.json`
+/// so that a resumed cv measures nothing again.
+fn kept_reference(cfg: &TrainConfig, data_dir: &Path, out: &Path) -> Result<TrainConfig> {
+    let kept = out.join("reference.json");
+    Ok(
+        match std::fs::read_to_string(&kept)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+        {
+            Some(r) if cfg.needs_reference() => cfg.clone().with_reference(Some(r)),
+            _ => {
+                let c = cfg.clone().with_measured_reference(data_dir)?;
+                if let Some(r) = &c.reference {
+                    cellspace_core::atomic::write_json(&kept, r)?;
+                }
+                c
+            }
+        },
+    )
+}
+
+/// Train fold `k` of `folds` into `run` (resuming its checkpoint) and measure its held-out
+/// cells against every training cell; None when the training was interrupted.
+fn run_fold(
+    cfg: &TrainConfig,
+    data: &Arc<CellImages>,
+    run: &Path,
+    [k, folds]: [usize; 2],
+    device: &Device,
+    validate_every: usize,
+) -> Result<Option<FoldResult>> {
+    let fold_cfg = cfg.clone().with_fold(Some([k, folds]));
+    let resume = run.join(crate::train::CHECKPOINT_DIR).exists();
+    log::info!(
+        "fold {}/{folds}: training on the other folds -> {}",
+        k + 1,
+        run.display()
+    );
+    let summary = fit_loaded(
+        &fold_cfg,
+        data.clone(),
+        run,
+        device,
+        &FitOptions {
+            resume,
+            validate_every,
+            ..Default::default()
+        },
+    )?;
+    if summary.interrupted {
+        log::info!(
+            "interrupted: run the same command again to resume fold {}",
+            k + 1
+        );
+        return Ok(None);
+    }
+    // the fold's cells against every training cell (the per-epoch curve used a sample)
+    let split = Split::for_config(data, &fold_cfg).regallery(data, usize::MAX);
+    let (model, _, _) = load_served_model(run, &Device::flex())?;
+    let validation = validate(&model, data, &split, &cfg.preprocess(), cfg.seed)?;
+    Ok(Some(FoldResult {
+        fold: k + 1,
+        folds,
+        train_images: split.train.len(),
+        query_images: split.val.len(),
+        histogram_baseline: histogram_baseline(data, &split, cfg.seed),
+        validation,
+        training_seconds: summary.seconds,
+    }))
 }
 
 /// Picture of the per-epoch validation averaged over folds (`OUT/cv.png`): the training loss

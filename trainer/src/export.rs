@@ -35,9 +35,7 @@ pub fn export_encoder(
     to: &Path,
 ) -> Result<PathBuf> {
     if let Some(bad) = first_non_finite(model) {
-        return Err(Error::Export(format!(
-            "the model's weights hold {bad}, not a finite number (the run diverged): nothing was exported"
-        )));
+        return Err(Error::NonFiniteWeights(bad));
     }
     let device = Device::flex();
     let full = RetrievalModel {
@@ -45,8 +43,7 @@ pub fn export_encoder(
         colour: ColourHistogram::new(pre, &device),
     };
     let bytes = onnx_bytes(&full, which, views, colour_weight, pre.size)?;
-    let (input_name, output_name) = graph_io_names(&bytes)
-        .ok_or_else(|| Error::Export("exported ONNX has no single input/output".into()))?;
+    let (input_name, output_name) = graph_io_names(&bytes).ok_or(Error::GraphShape)?;
     let learned_dim = match (which, &model.head) {
         (EmbeddingOutput::Head, Some(h)) => h.out.weight.dims()[1],
         _ => model.fc.weight.dims()[1],
@@ -177,16 +174,7 @@ pub fn export_run(
         .filter(|_| views == TestTimeViews::None)
         .and_then(|v| v.candidate(best.output, best.colour_weight));
     let training = training_json(run_dir, &cfg, (&best, views), how, summary);
-    let data = serde_json::json!({
-        "train_images": summary.map(|s| s.train_images),
-        "validation_images": summary.map(|s| s.val_images),
-        "split": match cfg.fold {
-            Some([k, n]) => format!("fold {} of {n} (whole source groups) held out", k + 1),
-            None if cfg.val_fraction > 0.0 => format!("{:.0}% of source groups held out", cfg.val_fraction * 100.0),
-            None => "every image trained on; see metrics.cross_validation for the estimate on unseen cells".into(),
-        },
-        "cell_localisation_flags": locate_flags,
-    });
+    let data = data_json(&cfg, summary, locate_flags);
     let metrics = serde_json::json!({
         "estimate_on_unseen_cells": estimate_json(cv_report.as_ref(), choice.as_ref(), how),
         "cross_validation": cv_report,
@@ -210,6 +198,24 @@ pub fn export_run(
         info,
         to,
     )
+}
+
+/// The card's `data` section: what the run trained on and held out.
+fn data_json(
+    cfg: &crate::train::TrainConfig,
+    summary: Option<&FitSummary>,
+    locate_flags: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "train_images": summary.map(|s| s.train_images),
+        "validation_images": summary.map(|s| s.val_images),
+        "split": match cfg.fold {
+            Some([k, n]) => format!("fold {} of {n} (whole source groups) held out", k + 1),
+            None if cfg.val_fraction > 0.0 => format!("{:.0}% of source groups held out", cfg.val_fraction * 100.0),
+            None => "every image trained on; see metrics.cross_validation for the estimate on unseen cells".into(),
+        },
+        "cell_localisation_flags": locate_flags,
+    })
 }
 
 /// What `export --data` measures again with this build.

@@ -3,8 +3,8 @@
 //! burn-store. Layer names follow torchvision; its `downsample.0/1` become `downsample.conv/bn`
 //! and its 1000-class `fc` is left out (the embedding layer starts fresh).
 
+use crate::Result;
 use crate::model::Encoder;
-use crate::{Error, Result};
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore};
 use std::path::Path;
 
@@ -29,10 +29,7 @@ pub fn load_pretrained(mut model: Encoder, path: &Path) -> Result<(Encoder, Init
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let fail = |e: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: e,
-    };
+    let fail = |e: String| crate::checkpoint::record_err(path, e);
     let result = match ext.as_str() {
         "pth" | "pt" => {
             let mut store = PytorchStore::from_file(path).allow_partial(true);
@@ -42,7 +39,7 @@ pub fn load_pretrained(mut model: Encoder, path: &Path) -> Result<(Encoder, Init
             let mut store = store.with_predicate(keep);
             model
                 .load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| crate::checkpoint::record_err(path, e))?
         }
         "safetensors" => {
             let mut store = SafetensorsStore::from_file(path)
@@ -54,7 +51,7 @@ pub fn load_pretrained(mut model: Encoder, path: &Path) -> Result<(Encoder, Init
             let mut store = store.with_predicate(keep);
             model
                 .load_from(&mut store)
-                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| crate::checkpoint::record_err(path, e))?
         }
         _ => {
             return Err(fail(
@@ -131,9 +128,8 @@ mod tests {
     #[test]
     fn wrong_extension_is_a_clear_error() {
         let m = EncoderConfig::small().init(&Device::flex());
-        let e = load_pretrained(m, Path::new("w.bin"))
-            .unwrap_err()
-            .to_string();
+        // as the CLI prints it: the message, then its source
+        let e = cellspace_core::error_text(&load_pretrained(m, Path::new("w.bin")).unwrap_err());
         assert!(e.contains("w.bin") && e.contains(".safetensors"), "{e}");
     }
 }

@@ -36,13 +36,28 @@ pub enum Error {
     Core(#[from] cellspace_core::Error),
     #[error("{0}")]
     Data(String),
-    #[error("{path}: {reason}")]
+    /// A checkpoint, run record or weights file that cannot be read or written; the reader's
+    /// or writer's own error is the source.
+    #[error("{path}")]
     Checkpoint {
         path: std::path::PathBuf,
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("ONNX export failed: {0}")]
-    Export(String),
+    /// burn-onnx could not trace the model.
+    #[error("ONNX export failed")]
+    Export {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The weights hold NaN or an infinity: never exported.
+    #[error(
+        "ONNX export failed: the model's weights hold {0}, not a finite number (the run diverged): nothing was exported"
+    )]
+    NonFiniteWeights(f32),
+    /// The traced graph is not one input and one output.
+    #[error("ONNX export failed: exported ONNX has no single input/output")]
+    GraphShape,
     #[error("{0}")]
     Device(String),
     #[error("{0}")]

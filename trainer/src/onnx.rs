@@ -64,7 +64,7 @@ fn capture<M: burn::module::Module>(
     ])];
     let onnx = OnnxExporter::new()
         .export_dynamic(module, sample, validation, &specs, forward)
-        .map_err(|e| Error::Export(e.to_string()))?;
+        .map_err(|e| Error::Export { source: e.into() })?;
     Ok(onnx.into_bytes())
 }
 

@@ -17,7 +17,7 @@ pub use crate::checkpoint::{
 use crate::checkpoint::{load_state, record_err, save_checkpoint};
 use crate::data::{Batch, CellImages};
 use crate::eval::{ColourCache, Split, ValidationResult};
-use crate::loss::{LossKind, Objective};
+use crate::loss::{LossKind, LossParams, Objective};
 use crate::model::{EmbeddingOutput, Encoder, EncoderConfig};
 use crate::{Error, Result};
 use burn::module::Module;
@@ -149,10 +149,12 @@ impl TrainConfig {
     pub fn objective(&self) -> Objective {
         Objective::new(
             self.loss,
-            self.margin,
-            self.fn_threshold,
-            self.temperature,
-            self.debias,
+            &LossParams {
+                margin: self.margin,
+                fn_threshold: self.fn_threshold,
+                temperature: self.temperature,
+                debias: self.debias,
+            },
         )
     }
 
@@ -330,11 +332,6 @@ pub fn install_ctrlc() {
             "\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to quit now)"
         );
     });
-}
-
-/// Ask a running `fit` to stop at the next step (what Ctrl-C does).
-pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
 }
 
 /// How `fit` runs (not part of the run's configuration).

@@ -1,11 +1,10 @@
 //! `index build`, `add` and `stats`: making and growing the atlas.
 
-use crate::common::{Common, model_path};
+use crate::common::{Common, ProviderArgs, model_path};
 use anyhow::{Result, bail};
 use cellspace_core::cli::Report;
 use cellspace_core::outcome::{self, OK, PARTIAL};
 use index::{HnswParams, default_index, embed, ops};
-use runtime::{Device, EmbedOptions};
 use std::path::PathBuf;
 
 /// Build an index from a `runtime embed` output folder, or from images with --images.
@@ -34,8 +33,8 @@ pub struct BuildArgs {
     /// other field is stored with the cell (a `class` field replaces the folder name).
     #[arg(long)]
     pub meta: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: Device,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     #[arg(long, default_value_t = HnswParams::default().m, value_parser = cellspace_core::cli::number::at_least_two)]
     pub m: usize,
     #[arg(long, default_value_t = HnswParams::default().ef_construction, value_parser = cellspace_core::cli::number::at_least_one)]
@@ -58,7 +57,7 @@ pub fn build(args: BuildArgs) -> Result<u8> {
         groups,
         allow_incomplete,
         meta,
-        device,
+        provider,
         m,
         ef_construction,
         ef_search,
@@ -77,13 +76,7 @@ pub fn build(args: BuildArgs) -> Result<u8> {
         store,
         ..Default::default()
     };
-    let embedder = runtime::Embedder::new(
-        &model_path(model)?,
-        &EmbedOptions {
-            device,
-            ..Default::default()
-        },
-    )?;
+    let embedder = runtime::Embedder::new(&model_path(model)?, &provider.opts())?;
     let out = out.unwrap_or_else(default_index);
     let _lock = ops::lock(&out)?;
     let t = std::time::Instant::now();

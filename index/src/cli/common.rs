@@ -6,6 +6,32 @@ use index::default_index;
 use runtime::{Device, EmbedOptions};
 use std::path::PathBuf;
 
+/// Where the model runs, as `runtime`'s flags of the same names.
+#[derive(clap::Args, Clone)]
+pub struct ProviderArgs {
+    /// auto, tensorrt, cuda or cpu (auto: the first compiled in that starts, fastest first);
+    /// an explicit GPU that cannot start is an error.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// TensorRT: build FP16 engines.
+    #[arg(long)]
+    pub fp16: bool,
+    /// TensorRT engine cache folder.
+    #[arg(long)]
+    pub trt_cache: Option<PathBuf>,
+}
+
+impl ProviderArgs {
+    pub fn opts(&self) -> EmbedOptions {
+        EmbedOptions {
+            device: self.device,
+            fp16: self.fp16,
+            trt_cache: self.trt_cache.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Common {
     /// Index directory (default: ./cells.index or $CELLSPACE_INDEX).
@@ -14,8 +40,8 @@ pub struct Common {
     /// Model card; by default the one the index was built with (must be the same model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: Device,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
     /// µm per pixel of the query fields, when known (else the red-cell scale is measured).
     #[arg(long, value_parser = cellspace_core::cli::number::pixel_size_um)]
     pub pixel_size: Option<f32>,
@@ -39,10 +65,7 @@ impl Common {
         self.index.clone().unwrap_or_else(default_index)
     }
     pub fn opts(&self) -> EmbedOptions {
-        EmbedOptions {
-            device: self.device,
-            ..Default::default()
-        }
+        self.provider.opts()
     }
 }
 

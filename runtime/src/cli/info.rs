@@ -57,25 +57,20 @@ pub fn info(args: InfoArgs) -> Result<u8> {
                 .unwrap_or_else(|e| e.to_string())
         );
         println!(
-            "execution providers compiled in: CPU{}{}",
-            if cfg!(feature = "cuda") { ", CUDA" } else { "" },
-            if cfg!(feature = "tensorrt") {
-                ", TensorRT"
-            } else {
-                ""
-            }
+            "execution providers compiled in: {}",
+            runtime::ep::compiled_labels().join(", ")
         );
     }
     let e = load(&model)?;
     if !text {
         let result = serde_json::json!({
             "library": lib.as_ref().map(|p| p.display().to_string()).ok(),
-            "execution_provider": e.provider().name(),
+            "execution_provider": e.provider().label(),
             "card": e.card(),
         });
         outcome::emit_json(report.out.as_deref(), &result)?;
     } else {
-        println!("running on: {}", e.provider().name());
+        println!("running on: {}", e.provider().label());
         println!("{}", serde_json::to_string_pretty(e.card())?);
     }
     Ok(OK)

@@ -9,8 +9,9 @@ pub struct ModelArgs {
     /// Model (.onnx with its .json card beside it, or the card). Default: models/cellspace.json.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// auto tries TensorRT, then CUDA, then CPU; an explicit GPU that cannot start is an error.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// auto, tensorrt, cuda or cpu: auto tries TensorRT, then CUDA, then CPU (those compiled
+    /// in); an explicit GPU that cannot start is an error.
+    #[arg(long, default_value = "auto")]
     pub device: Device,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -19,7 +20,7 @@ pub struct ModelArgs {
     pub threads: Option<usize>,
     /// TensorRT: build FP16 engines.
     #[arg(long)]
-    fp16: bool,
+    pub fp16: bool,
     /// TensorRT engine cache folder.
     #[arg(long)]
     pub trt_cache: Option<PathBuf>,
@@ -69,7 +70,7 @@ pub fn load(m: &ModelArgs) -> Result<Embedder> {
         "model {} ({}-d) on {}",
         e.card().name,
         e.dim(),
-        e.provider().name()
+        e.provider().label()
     );
     Ok(e)
 }

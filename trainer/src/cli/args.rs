@@ -12,7 +12,9 @@ pub struct FitArgs {
     /// Folder of images (any tree; the parent folder name is the class, used only to measure).
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, value_enum, default_value = "ntxent")]
+    /// The self-supervised loss: ntxent (NT-Xent, SimCLR: trains a projection head) or triplet
+    /// (batch-hard negatives: trains the backbone).
+    #[arg(long, default_value = "ntxent", value_parser = loss_kind())]
     pub loss: LossKind,
     #[arg(long, default_value_t = 10, value_parser = cellspace_core::cli::number::at_least_one)]
     pub epochs: usize,
@@ -147,4 +149,11 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
     cfg.limit = a.limit;
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     Ok(cfg)
+}
+
+/// `--loss`: the registered losses by name ([`LossKind::ALL`]), listed in `--help`.
+fn loss_kind() -> impl clap::builder::TypedValueParser<Value = LossKind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(LossKind::ALL.iter().map(|k| k.name()))
+        .map(|s| s.parse::<LossKind>().expect("a registered loss"))
 }

@@ -1,10 +1,12 @@
-//! The two self-supervised objectives, each a `Config` and a module in its own file (burn's
-//! loss style): [`triplet`] and [`ntxent`]. Both take the L2-normalised embeddings of two
-//! augmented views of the same N images, `z1[i]` and `z2[i]`, stacked as 2N rows: row `i` and
-//! row `i ± N` are the positive pair, every row of another image is a negative.
+//! The self-supervised objectives, each a `Config` and a module in its own file (burn's loss
+//! style) that implements [`SelfSupervisedLoss`]: [`triplet`] and [`ntxent`]. Both take the
+//! L2-normalised embeddings of two augmented views of the same N images, `z1[i]` and `z2[i]`,
+//! stacked as 2N rows: row `i` and row `i ± N` are the positive pair, every row of another
+//! image is a negative.
 //!
-//! A new loss is a file here, a [`LossKind`] variant, and its arms in [`LossKind::trains`]
-//! and [`Objective`] (the run's flags reach it through `TrainConfig::objective`).
+//! A new loss is a file here (its `Config`, its module and its [`SelfSupervisedLoss`]), its
+//! `pub mod` line, and one line in the [`losses!`] list below, which makes its [`LossKind`]
+//! variant (`--loss NAME`, the name in configs and cards) and its [`Objective`].
 
 pub mod ntxent;
 pub mod triplet;
@@ -15,67 +17,117 @@ pub use triplet::{TripletLoss, TripletLossConfig, triplet_batch_hard};
 use crate::model::EmbeddingOutput;
 
 use burn::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// Which loss trains the encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum LossKind {
+/// The run's loss flags; each loss takes the ones it has.
+#[derive(Debug, Clone, Copy)]
+pub struct LossParams {
+    pub margin: f32,
+    pub fn_threshold: f32,
+    pub temperature: f32,
+    pub debias: f32,
+}
+
+/// One self-supervised objective as the training step applies it.
+pub trait SelfSupervisedLoss: std::fmt::Debug + Clone {
+    /// Its `--loss` value, and its name in configs and model cards.
+    const NAME: &'static str;
+    /// The encoder output it trains.
+    const TRAINS: EmbeddingOutput;
+    /// The loss with the run's parameters.
+    fn from_params(p: &LossParams) -> Self;
+    /// # Shapes
+    /// - `z1`, `z2`: `[N, D]`, L2-normalised, row `i` of both the same image
+    /// - output: `[1]`
+    fn loss(&self, z1: Tensor<2>, z2: Tensor<2>) -> Tensor<1>;
+}
+
+/// The registry: `Variant => module::Loss` per line makes [`LossKind`] (the choice, by name)
+/// and [`Objective`] (the configured loss) with every dispatch between them.
+macro_rules! losses {
+    ($($(#[$doc:meta])* $variant:ident => $module:ident :: $loss:ident,)+) => {
+        /// Which loss trains the encoder.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum LossKind {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl LossKind {
+            /// Every loss, in the registry's order.
+            pub const ALL: &'static [LossKind] = &[$(LossKind::$variant),+];
+
+            /// Its `--loss` value and its name in configs.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(LossKind::$variant => <$module::$loss as SelfSupervisedLoss>::NAME,)+
+                }
+            }
+
+            /// The encoder output the loss trains: NT-Xent the projection head (SimCLR's),
+            /// triplet the backbone embedding (it has no head).
+            pub fn trains(self) -> EmbeddingOutput {
+                match self {
+                    $(LossKind::$variant => <$module::$loss as SelfSupervisedLoss>::TRAINS,)+
+                }
+            }
+        }
+
+        /// The configured loss of a run, ready to apply to a batch's two views.
+        #[derive(Debug, Clone)]
+        pub enum Objective {
+            $($variant($module::$loss),)+
+        }
+
+        impl Objective {
+            /// The `kind` of loss with the run's parameters (the others are ignored).
+            pub fn new(kind: LossKind, params: &LossParams) -> Self {
+                match kind {
+                    $(LossKind::$variant => {
+                        Objective::$variant(<$module::$loss as SelfSupervisedLoss>::from_params(params))
+                    })+
+                }
+            }
+
+            /// The loss of the two views' embeddings. `z1`, `z2`: `[N, D]` -> `[1]`.
+            pub fn forward(&self, z1: Tensor<2>, z2: Tensor<2>) -> Tensor<1> {
+                match self {
+                    $(Objective::$variant(l) => l.loss(z1, z2),)+
+                }
+            }
+        }
+    };
+}
+
+losses! {
     /// Triplet loss with batch-hard negative mining.
-    Triplet,
+    Triplet => triplet::TripletLoss,
     /// NT-Xent (SimCLR) contrastive loss.
-    Ntxent,
+    Ntxent => ntxent::NtXentLoss,
 }
 
-impl LossKind {
-    /// The encoder output the loss trains: NT-Xent the projection head (SimCLR's), triplet
-    /// the backbone embedding (it has no head).
-    pub fn trains(self) -> EmbeddingOutput {
-        match self {
-            LossKind::Ntxent => EmbeddingOutput::Head,
-            LossKind::Triplet => EmbeddingOutput::Backbone,
-        }
+impl std::str::FromStr for LossKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LossKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = LossKind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown loss `{s}` (one of: {})", names.join(", "))
+            })
     }
 }
 
-/// The configured loss of a run, ready to apply to a batch's two views.
-#[derive(Debug, Clone)]
-pub enum Objective {
-    Triplet(TripletLoss),
-    Ntxent(NtXentLoss),
+impl serde::Serialize for LossKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
-impl Objective {
-    /// The `kind` of loss with the run's parameters (the others are ignored).
-    pub fn new(
-        kind: LossKind,
-        margin: f32,
-        fn_threshold: f32,
-        temperature: f32,
-        debias: f32,
-    ) -> Self {
-        match kind {
-            LossKind::Triplet => Objective::Triplet(
-                TripletLossConfig::new()
-                    .with_margin(margin)
-                    .with_fn_threshold(fn_threshold)
-                    .init(),
-            ),
-            LossKind::Ntxent => Objective::Ntxent(
-                NtXentLossConfig::new()
-                    .with_temperature(temperature)
-                    .with_debias(debias)
-                    .init(),
-            ),
-        }
-    }
-
-    /// The loss of the two views' embeddings. `z1`, `z2`: `[N, D]` -> `[1]`.
-    pub fn forward(&self, z1: Tensor<2>, z2: Tensor<2>) -> Tensor<1> {
-        match self {
-            Objective::Triplet(l) => l.forward(z1, z2).0,
-            Objective::Ntxent(l) => l.forward(z1, z2),
-        }
+impl<'de> serde::Deserialize<'de> for LossKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -106,6 +158,23 @@ pub(crate) fn positive_index(n: usize, device: &Device) -> Tensor<2, Int> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_registered_loss_is_found_by_its_name_and_keeps_it_in_configs() {
+        let names: Vec<&str> = LossKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["triplet", "ntxent"]);
+        for &k in LossKind::ALL {
+            assert_eq!(k.name().parse::<LossKind>().unwrap(), k);
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+            assert_eq!(serde_json::from_str::<LossKind>(&json).unwrap(), k);
+        }
+        assert_eq!(LossKind::Ntxent.trains(), EmbeddingOutput::Head);
+        assert_eq!(LossKind::Triplet.trains(), EmbeddingOutput::Backbone);
+        let err = "byol".parse::<LossKind>().unwrap_err();
+        assert!(err.contains("triplet, ntxent"), "{err}");
+        assert!(serde_json::from_str::<LossKind>("\"byol\"").is_err());
+    }
 
     fn t(rows: &[[f32; 2]]) -> Tensor<2> {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();

@@ -1,6 +1,7 @@
 //! NT-Xent (SimCLR) contrastive loss, optionally debiased.
 
-use super::{MASK, pair_setup, positive_index};
+use super::{LossParams, MASK, SelfSupervisedLoss, pair_setup, positive_index};
+use crate::model::EmbeddingOutput;
 use burn::prelude::*;
 
 /// Configuration of [`NtXentLoss`].
@@ -36,6 +37,20 @@ impl NtXentLoss {
     /// - output: `[1]`, the mean over the 2N rows
     pub fn forward(&self, z1: Tensor<2>, z2: Tensor<2>) -> Tensor<1> {
         nt_xent(z1, z2, self.temperature, self.debias)
+    }
+}
+
+impl SelfSupervisedLoss for NtXentLoss {
+    const NAME: &'static str = "ntxent";
+    const TRAINS: EmbeddingOutput = EmbeddingOutput::Head;
+    fn from_params(p: &LossParams) -> Self {
+        NtXentLossConfig::new()
+            .with_temperature(p.temperature)
+            .with_debias(p.debias)
+            .init()
+    }
+    fn loss(&self, z1: Tensor<2>, z2: Tensor<2>) -> Tensor<1> {
+        self.forward(z1, z2)
     }
 }
 

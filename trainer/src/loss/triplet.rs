@@ -1,6 +1,7 @@
 //! Triplet loss with batch-hard negative mining.
 
-use super::{MASK, pair_setup, positive_index};
+use super::{LossParams, MASK, SelfSupervisedLoss, pair_setup, positive_index};
+use crate::model::EmbeddingOutput;
 use burn::prelude::*;
 
 /// Configuration of [`TripletLoss`].
@@ -41,6 +42,20 @@ impl TripletLoss {
     /// - output: the loss `[1]`, and the index of each of the 2N anchors' hardest negative `[2N]`
     pub fn forward(&self, z1: Tensor<2>, z2: Tensor<2>) -> (Tensor<1>, Tensor<1, Int>) {
         triplet_batch_hard(z1, z2, self.margin, self.fn_threshold)
+    }
+}
+
+impl SelfSupervisedLoss for TripletLoss {
+    const NAME: &'static str = "triplet";
+    const TRAINS: EmbeddingOutput = EmbeddingOutput::Backbone;
+    fn from_params(p: &LossParams) -> Self {
+        TripletLossConfig::new()
+            .with_margin(p.margin)
+            .with_fn_threshold(p.fn_threshold)
+            .init()
+    }
+    fn loss(&self, z1: Tensor<2>, z2: Tensor<2>) -> Tensor<1> {
+        self.forward(z1, z2).0
     }
 }
 
