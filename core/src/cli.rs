@@ -114,6 +114,18 @@ fn case_16_control_characters_are_escaped_for_the_terminal() {
     assert!(out.contains("\\u{1b}") && out.starts_with('a') && out.ends_with('c'));
 }
 
+/// A flag whose values are a registry's names (`--device`, `--loss`): clap lists them in
+/// `--help` and refuses others; each accepted name is turned into `T` by its `FromStr`.
+pub fn by_name<T>(names: Vec<&'static str>) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::fmt::Debug,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|s| s.parse::<T>().expect("a listed name parses"))
+}
+
 /// Number flags checked when the command line is parsed, so that a NaN, an infinity or an
 /// out-of-range value is a usage error naming the flag, never a run that trains on it.
 pub mod number {

@@ -129,7 +129,7 @@ pub fn query(
                 Err(e) => vec![QueryResult {
                     image,
                     cell: None,
-                    error: Some(e.to_string()),
+                    error: Some(cellspace_core::error_text(&e)),
                     window: None,
                     warning: None,
                     neighbours: Vec::new(),
@@ -247,7 +247,7 @@ pub fn query_examples(
     })();
     let (neighbours, error) = match r {
         Ok(h) => (h, None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
+        Err(e) => (Vec::new(), Some(cellspace_core::error_text(&e))),
     };
     QueryResult {
         image: q.name(),

@@ -157,7 +157,7 @@ impl Live {
         }
         let result = self.reopen(&src.dir);
         *src.problem.lock().unwrap_or_else(|e| e.into_inner()) =
-            result.as_ref().err().map(|e| e.to_string());
+            result.as_ref().err().map(|e| cellspace_core::error_text(e));
         result.map(|()| true)
     }
 

@@ -51,7 +51,7 @@ impl std::fmt::Display for UploadError {
                 f,
                 "cell={cell}: the field holds {cells} white cell(s), numbered from 0"
             ),
-            UploadError::Embed(e) => write!(f, "{e}"),
+            UploadError::Embed(e) => f.write_str(&cellspace_core::error_text(e)),
         }
     }
 }

@@ -370,12 +370,15 @@ fn start_session(
             Ok(s) => return Ok((s, p, notes)),
             // the CPU provider always exists: when it cannot start, the model is at fault
             Err(e) if p.always_there() => {
+                let why = match &e {
+                    ProviderError::Ort { source, .. } | ProviderError::Session { source } => {
+                        cellspace_core::error_text(source)
+                    }
+                    other => cellspace_core::error_text(other),
+                };
                 return Err(Error::Model {
                     path: onnx_path.to_path_buf(),
-                    reason: format!(
-                        "onnxruntime cannot load this model: {}",
-                        cellspace_core::error_text(&e)
-                    ),
+                    reason: format!("onnxruntime cannot load this model: {why}"),
                 });
             }
             Err(e) if opts.device == Device::Auto => notes.push(format!(
@@ -404,11 +407,12 @@ fn build_session(
         source,
         needs: provider.needs(),
     };
-    let mut builder = Session::builder(env).map_err(ort_failed)?;
+    let session_failed = |source: ort::Error| ProviderError::Session { source };
+    let mut builder = Session::builder(env).map_err(session_failed)?;
     if let Some(t) = opts.threads {
         builder = builder
             .with_intra_threads(t)
-            .map_err(|e| ort_failed(e.into()))?;
+            .map_err(|e| session_failed(e.into()))?;
     }
     if let Some(ep) = provider.dispatch(opts)? {
         builder = builder

@@ -60,6 +60,8 @@ static ENV: OnceLock<(
 )> = OnceLock::new();
 
 /// The process's one onnxruntime environment (loaded on first use) and the library's path.
+/// A library not found is looked for again at the next call; one found but refused by
+/// onnxruntime stays refused for the process (ort loads a library once).
 pub fn environment() -> Result<(&'static ort::environment::Environment, &'static Path)> {
     let (path, loaded) = match ENV.get() {
         Some(done) => done,

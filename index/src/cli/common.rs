@@ -9,9 +9,9 @@ use std::path::PathBuf;
 /// Where the model runs, as `runtime`'s flags of the same names.
 #[derive(clap::Args, Clone)]
 pub struct ProviderArgs {
-    /// auto, tensorrt, cuda or cpu (auto: the first compiled in that starts, fastest first);
-    /// an explicit GPU that cannot start is an error.
-    #[arg(long, default_value = "auto")]
+    /// auto tries the providers compiled in, fastest first (TensorRT, CUDA, CPU); an explicit
+    /// GPU that cannot start is an error.
+    #[arg(long, default_value = "auto", value_parser = cellspace_core::cli::by_name::<Device>(Device::names()))]
     pub device: Device,
     /// TensorRT: build FP16 engines.
     #[arg(long)]

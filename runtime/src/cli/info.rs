@@ -50,12 +50,10 @@ pub fn info(args: InfoArgs) -> Result<u8> {
     let lib = runtime::ortlib::locate();
     let text = !(report.json || report.out.is_some());
     if text {
-        println!(
-            "onnxruntime library: {}",
-            lib.as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|e| e.to_string())
-        );
+        match &lib {
+            Ok(p) => println!("onnxruntime library: {}", p.display()),
+            Err(e) => println!("{e}"),
+        }
         println!(
             "execution providers compiled in: {}",
             runtime::ep::compiled_labels().join(", ")

@@ -9,9 +9,9 @@ pub struct ModelArgs {
     /// Model (.onnx with its .json card beside it, or the card). Default: models/cellspace.json.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// auto, tensorrt, cuda or cpu: auto tries TensorRT, then CUDA, then CPU (those compiled
-    /// in); an explicit GPU that cannot start is an error.
-    #[arg(long, default_value = "auto")]
+    /// auto tries the providers compiled in, fastest first (TensorRT, CUDA, CPU); an explicit
+    /// GPU that cannot start is an error.
+    #[arg(long, default_value = "auto", value_parser = cellspace_core::cli::by_name::<Device>(Device::names()))]
     pub device: Device,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,

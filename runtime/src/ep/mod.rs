@@ -1,7 +1,8 @@
 //! Execution providers, after ort's own `src/ep/`: one file per provider behind the small
 //! [`ExecutionProvider`] trait, and one preference list, [`PREFERENCE`], that `--device auto`
 //! walks in order and that `--device NAME` is parsed against. Adding a provider is a file here
-//! and one line in that list; nothing else in the runtime or the index names a provider.
+//! and one line in that list; the command lines list `--device` values from it. (TensorRT's
+//! own options, `EmbedOptions::fp16` and `trt_cache`, are in the options every provider gets.)
 
 mod cpu;
 mod cuda;
@@ -40,7 +41,7 @@ pub static PREFERENCE: &[&dyn ExecutionProvider] = &[&tensorrt::TensorRt, &cuda:
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error(
-        "this runtime was built without the `{feature}` feature (cargo build --release -p runtime --features {feature})"
+        "this build has no `{feature}` feature (build it with --features {feature}: cargo build --release -p runtime --features {feature}, or -p index --features {feature})"
     )]
     NotCompiled { feature: &'static str },
     #[error("TensorRT engine cache {path}")]
@@ -55,6 +56,12 @@ pub enum ProviderError {
         #[source]
         source: ort::Error,
         needs: &'static str,
+    },
+    /// onnxruntime could not make a session at all (before any provider).
+    #[error("onnxruntime could not make a session")]
+    Session {
+        #[source]
+        source: ort::Error,
     },
 }
 
@@ -128,27 +135,34 @@ impl serde::Serialize for Device {
 
 /// A `--device` value that names no provider.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown device `{given}` (one of: auto, {})", names().join(", "))]
+#[error("unknown device `{given}` (one of: {})", Device::names().join(", "))]
 pub struct UnknownDevice {
     given: String,
 }
 
-fn names() -> Vec<&'static str> {
-    PREFERENCE.iter().map(|p| p.name()).collect()
+impl Device {
+    /// Every `--device` value: `auto`, then each provider's name in preference order.
+    pub fn names() -> Vec<&'static str> {
+        std::iter::once("auto")
+            .chain(PREFERENCE.iter().map(|p| p.name()))
+            .collect()
+    }
 }
 
 impl std::str::FromStr for Device {
     type Err = UnknownDevice;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim().to_ascii_lowercase();
-        if s == "auto" {
+        let name = s.trim().to_ascii_lowercase();
+        if name == "auto" {
             return Ok(Device::Auto);
         }
         PREFERENCE
             .iter()
-            .find(|p| p.name() == s)
+            .find(|p| p.name() == name)
             .map(|p| Device::One(*p))
-            .ok_or(UnknownDevice { given: s })
+            .ok_or_else(|| UnknownDevice {
+                given: s.to_string(),
+            })
     }
 }
 
@@ -176,9 +190,9 @@ mod tests {
             assert_eq!(d.name(), p.name());
         }
         assert_eq!("auto".parse::<Device>().unwrap(), Device::Auto);
-        let err = "vulkan".parse::<Device>().unwrap_err().to_string();
+        let err = "Vulkan".parse::<Device>().unwrap_err().to_string();
         assert!(
-            err.contains("vulkan") && err.contains("tensorrt, cuda, cpu"),
+            err.contains("Vulkan") && err.contains("auto, tensorrt, cuda, cpu"),
             "{err}"
         );
     }

@@ -12,8 +12,8 @@ pub struct FitArgs {
     /// Folder of images (any tree; the parent folder name is the class, used only to measure).
     #[arg(long)]
     pub data: PathBuf,
-    /// The self-supervised loss: ntxent (NT-Xent, SimCLR: trains a projection head) or triplet
-    /// (batch-hard negatives: trains the backbone).
+    /// The self-supervised loss (trainer/src/loss/): NT-Xent trains a projection head, the
+    /// batch-hard triplet loss the backbone.
     #[arg(long, default_value = "ntxent", value_parser = loss_kind())]
     pub loss: LossKind,
     #[arg(long, default_value_t = 10, value_parser = cellspace_core::cli::number::at_least_one)]
@@ -153,7 +153,5 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
 
 /// `--loss`: the registered losses by name ([`LossKind::ALL`]), listed in `--help`.
 fn loss_kind() -> impl clap::builder::TypedValueParser<Value = LossKind> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(LossKind::ALL.iter().map(|k| k.name()))
-        .map(|s| s.parse::<LossKind>().expect("a registered loss"))
+    cellspace_core::cli::by_name(LossKind::ALL.iter().map(|k| k.name()).collect())
 }

@@ -5,7 +5,7 @@
 //! image is a negative.
 //!
 //! A new loss is a file here (its `Config`, its module and its [`SelfSupervisedLoss`]), its
-//! `pub mod` line, and one line in the [`losses!`] list below, which makes its [`LossKind`]
+//! `pub mod` line, and one line in the `losses!` list below, which makes its [`LossKind`]
 //! variant (`--loss NAME`, the name in configs and cards) and its [`Objective`].
 
 pub mod ntxent;
@@ -110,7 +110,7 @@ impl std::str::FromStr for LossKind {
         LossKind::ALL
             .iter()
             .copied()
-            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .find(|k| k.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = LossKind::ALL.iter().map(|k| k.name()).collect();
                 format!("unknown loss `{s}` (one of: {})", names.join(", "))
