@@ -69,6 +69,29 @@ pub struct RetrievalReport {
     pub n_originals: usize,
 }
 
+impl RetrievalReport {
+    /// Each field of `reports` reduced by `f` (a mean, an SD): the counts take its rounded
+    /// figure. Every field is listed (no `..`), so a new one cannot be left out.
+    pub fn combine(reports: &[RetrievalReport], f: impl Fn(&[f64]) -> f64) -> RetrievalReport {
+        let col = |g: fn(&RetrievalReport) -> f64| f(&reports.iter().map(g).collect::<Vec<_>>());
+        let count = |g: fn(&RetrievalReport) -> f64| col(g).round().max(0.0) as usize;
+        RetrievalReport {
+            n_query: count(|r| r.n_query as f64),
+            n_gallery: count(|r| r.n_gallery as f64),
+            knn11_acc: col(|r| r.knn11_acc),
+            knn200_acc: col(|r| r.knn200_acc),
+            precision_at_1: col(|r| r.precision_at_1),
+            map_at_r: col(|r| r.map_at_r),
+            kmeans_nmi: col(|r| r.kmeans_nmi),
+            kmeans_ari: col(|r| r.kmeans_ari),
+            knn11_balanced: col(|r| r.knn11_balanced),
+            knn200_balanced: col(|r| r.knn200_balanced),
+            per_original_acc: col(|r| r.per_original_acc),
+            n_originals: count(|r| r.n_originals as f64),
+        }
+    }
+}
+
 /// Dot product ([`crate::dot::dot`]: vectorised).
 pub use crate::dot::dot;
 

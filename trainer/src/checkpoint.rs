@@ -94,14 +94,9 @@ pub fn keep_metrics_of(run_dir: &Path, done: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(&p) else {
         return Ok(()); // no metrics yet
     };
-    let epoch_of = |line: &str| {
-        serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v["epoch"].as_u64())
-    };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| epoch_of(l).is_some_and(|e| e as usize <= done))
+        .filter(|l| crate::epoch_log::parse(l).is_some_and(|e| e.epoch <= done))
         .collect();
     if kept.len() == text.lines().count() {
         return Ok(());
@@ -211,20 +206,13 @@ pub fn write_pictures(
     use crate::plot::{Series, line_chart, scatter};
     let p = run_dir.join(METRICS_FILE);
     let text = std::fs::read_to_string(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let get = |v: &serde_json::Value, path: &[&str]| {
-        path.iter()
-            .try_fold(v, |v, k| v.get(k))
-            .and_then(|x| x.as_f64())
-    };
-    let series = |name: &str, path: &[&str]| Series {
+    let lines: Vec<_> = text.lines().filter_map(crate::epoch_log::parse).collect();
+    type Figure = fn(&crate::epoch_log::EpochLine) -> Option<f64>;
+    let series = |name: &str, figure: Figure| Series {
         name: name.into(),
         points: lines
             .iter()
-            .filter_map(|l| Some((get(l, &["epoch"])?, get(l, path)?)))
+            .filter_map(|l| Some((l.epoch as f64, figure(l)?)))
             .collect(),
     };
     line_chart(
@@ -234,15 +222,13 @@ pub fn write_pictures(
             run_dir.file_name().unwrap_or_default().to_string_lossy()
         ),
         &[
-            series("training loss", &["loss"]),
-            series(
-                "held-out kNN-200 accuracy (backbone)",
-                &["validation", "backbone", "knn200_acc"],
-            ),
-            series(
-                "held-out MAP@R (backbone)",
-                &["validation", "backbone", "map_at_r"],
-            ),
+            series("training loss", |l| Some(l.loss)),
+            series("held-out kNN-200 accuracy (backbone)", |l| {
+                l.backbone().map(|b| b.knn200_acc)
+            }),
+            series("held-out MAP@R (backbone)", |l| {
+                l.backbone().map(|b| b.map_at_r)
+            }),
         ],
     )?;
     let Ok((model, _, served)) = load_served_model(run_dir, &Device::flex()) else {

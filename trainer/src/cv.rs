@@ -223,37 +223,20 @@ pub const CV_PNG: &str = "cv.png";
 fn plot_epochs(out: &Path, folds: usize) -> Result<()> {
     use crate::plot::{Series, line_chart};
     let mut sums: std::collections::BTreeMap<(usize, &str), (f64, f64)> = Default::default();
-    let fields: [(&str, &[&str]); 3] = [
-        ("loss", &["loss"]),
-        ("learned", &["validation", "backbone", "knn200_acc"]),
-        ("histogram", &["validation", "candidates"]),
+    type Figure = fn(&crate::epoch_log::EpochLine) -> Option<f64>;
+    let fields: [(&str, Figure); 3] = [
+        ("loss", |l| Some(l.loss)),
+        ("learned", |l| l.backbone().map(|b| b.knn200_acc)),
+        ("histogram", |l| l.histogram_knn200()),
     ];
     for k in 0..folds {
         let p = out
             .join(format!("fold-{}", k + 1))
             .join(crate::train::METRICS_FILE);
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let Some(epoch) = v["epoch"].as_u64() else {
-                continue;
-            };
-            for (name, path) in fields {
-                let x = if name == "histogram" {
-                    v["validation"]["candidates"].as_array().and_then(|c| {
-                        c.iter()
-                            .find(|c| c["colour_weight"].as_f64() == Some(1.0))
-                            .and_then(|c| c["report"]["knn200_acc"].as_f64())
-                    })
-                } else {
-                    path.iter()
-                        .try_fold(&v, |v, k| v.get(k))
-                        .and_then(|x| x.as_f64())
-                };
-                if let Some(x) = x {
-                    let e = sums.entry((epoch as usize, name)).or_default();
+        for line in crate::epoch_log::read(&p) {
+            for (name, figure) in fields {
+                if let Some(x) = figure(&line) {
+                    let e = sums.entry((line.epoch, name)).or_default();
                     e.0 += x;
                     e.1 += 1.0;
                 }
@@ -298,61 +281,29 @@ fn print_fold(r: &FoldResult, cfg: &TrainConfig) {
     );
 }
 
-/// Mean and SD (sample, n-1) of every numeric field of the reports.
+/// Mean and SD (sample, n-1) over folds of every field of the reports (counts take the
+/// rounded figure).
 pub fn mean_sd(name: &str, reports: &[RetrievalReport]) -> CvRow {
-    let values: Vec<serde_json::Map<String, serde_json::Value>> = reports
-        .iter()
-        .map(
-            |r| match serde_json::to_value(r).expect("report serialises") {
-                serde_json::Value::Object(m) => m,
-                _ => unreachable!("a report is an object"),
-            },
-        )
-        .collect();
-    let n = values.len() as f64;
-    let mut mean = serde_json::Map::new();
-    let mut sd = serde_json::Map::new();
-    if let Some(first) = values.first() {
-        for key in first.keys() {
-            let xs: Vec<f64> = values
-                .iter()
-                .filter_map(|m| m.get(key).and_then(|v| v.as_f64()))
-                .collect();
-            let m = xs.iter().sum::<f64>() / n.max(1.0);
-            let var = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0);
-            mean.insert(key.clone(), serde_json::json!(m));
-            sd.insert(key.clone(), serde_json::json!(var.sqrt()));
-        }
-    }
-    // counts are averaged too; the report's integer fields take the rounded mean
-    let as_report = |m: serde_json::Map<String, serde_json::Value>| -> RetrievalReport {
-        let m: serde_json::Map<String, serde_json::Value> = m
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match k.as_str() {
-                    "n_query" | "n_gallery" | "n_originals" => {
-                        serde_json::json!(v.as_f64().unwrap_or(0.0).round() as u64)
-                    }
-                    _ => v,
-                };
-                (k, v)
-            })
-            .collect();
-        serde_json::from_value(serde_json::Value::Object(m)).unwrap_or_default()
+    let n = reports.len() as f64;
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / n.max(1.0);
+    let sd = |xs: &[f64]| {
+        let m = mean(xs);
+        (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt()
     };
     CvRow {
         name: name.to_string(),
-        mean: as_report(mean),
-        sd: as_report(sd),
+        mean: RetrievalReport::combine(reports, mean),
+        sd: RetrievalReport::combine(reports, sd),
         knn200_per_fold: reports.iter().map(|r| r.knn200_acc).collect(),
     }
 }
 
 fn summarise(cfg: &TrainConfig, folds: usize, results: Vec<FoldResult>, seconds: f64) -> CvReport {
-    let names: Vec<String> = results
+    let candidates = results
         .first()
-        .map(|r| r.validation.all().iter().map(candidate_name).collect())
+        .map(|r| r.validation.all())
         .unwrap_or_default();
+    let names: Vec<String> = candidates.iter().map(candidate_name).collect();
     let reports_of = |name: &str| -> Vec<RetrievalReport> {
         results
             .iter()
@@ -373,9 +324,10 @@ fn summarise(cfg: &TrainConfig, folds: usize, results: Vec<FoldResult>, seconds:
         .unwrap_or_default();
     let served = mean_sd(&served_name, &reports_of(&served_name));
     // for each fold: the learned embedding best on the other folds, scored on this fold
-    let learned: Vec<&String> = names
+    let learned: Vec<String> = candidates
         .iter()
-        .filter(|n| !n.starts_with("in-graph"))
+        .filter(|c| c.colour_weight < 1.0)
+        .map(candidate_name)
         .collect();
     let chosen: Vec<RetrievalReport> = (0..results.len())
         .filter_map(|k| {
@@ -446,6 +398,21 @@ pub fn table(r: &CvReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_and_every_figure_are_averaged() {
+        let r = |x: f64, n: usize| RetrievalReport {
+            map_at_r: x,
+            kmeans_ari: 2.0 * x,
+            n_originals: n,
+            ..Default::default()
+        };
+        let row = mean_sd("x", &[r(0.2, 3), r(0.4, 4)]);
+        assert!((row.mean.map_at_r - 0.3).abs() < 1e-12);
+        assert!((row.mean.kmeans_ari - 0.6).abs() < 1e-12);
+        assert!((row.sd.kmeans_ari - 0.08f64.sqrt()).abs() < 1e-9);
+        assert_eq!(row.mean.n_originals, 4, "3.5 rounds to 4");
+    }
 
     #[test]
     fn mean_and_sample_sd_over_folds() {

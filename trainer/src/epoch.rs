@@ -204,11 +204,16 @@ impl<'a> Run<'a> {
         };
         let ips = done.images as f64 / done.seconds.max(1e-9);
         self.log_epoch(epoch, train_loss, ips, val.as_ref());
-        let line = serde_json::json!({
-            "epoch": epoch + 1, "loss": train_loss, "lr": cosine_lr(cfg.lr, state.step, self.total_steps),
-            "images_per_s": ips, "seconds": done.seconds, "validation": val,
-        });
-        append_line(&self.run_dir.join(METRICS_FILE), &line.to_string())?;
+        let line = crate::epoch_log::EpochLine {
+            epoch: epoch + 1,
+            loss: train_loss,
+            lr: cosine_lr(cfg.lr, state.step, self.total_steps),
+            images_per_s: ips,
+            seconds: done.seconds,
+            validation: val,
+        };
+        append_line(&self.run_dir.join(METRICS_FILE), &line.to_line())?;
+        let val = line.validation;
         state.served_score = val
             .as_ref()
             .and_then(|v| v.candidate(cfg.output, cfg.colour_weight))

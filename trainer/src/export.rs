@@ -132,11 +132,14 @@ pub fn export_run(
 ) -> Result<PathBuf> {
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_served_model(run_dir, &Device::flex())?;
-    let cv_report: Option<serde_json::Value> = opts
-        .cv
-        .as_deref()
-        .map(|p| read_json(p, "a trainer cv report"))
-        .transpose()?;
+    let (cv_report, cv_headline) = match opts.cv.as_deref() {
+        // the report goes into the card whole; its headline is read typed, and checked here
+        Some(p) => (
+            Some(read_json::<serde_json::Value>(p, "a trainer cv report")?),
+            Some(read_json::<CvHeadline>(p, "a trainer cv report")?),
+        ),
+        None => (None, None),
+    };
     let choice = opts
         .robustness
         .as_deref()
@@ -176,7 +179,7 @@ pub fn export_run(
     let training = training_json(run_dir, &cfg, (&best, views), how, summary);
     let data = data_json(&cfg, summary, locate_flags);
     let metrics = serde_json::json!({
-        "estimate_on_unseen_cells": estimate_json(cv_report.as_ref(), choice.as_ref(), how),
+        "estimate_on_unseen_cells": estimate_json(cv_headline.as_ref(), choice.as_ref(), how),
         "cross_validation": cv_report,
         "robustness": choice.as_ref().filter(|_| how == Chosen::UnderShift),
         "served": served,
@@ -315,15 +318,9 @@ fn training_json(
     summary: Option<&FitSummary>,
 ) -> serde_json::Value {
     // time spent training, from the run's per-epoch log (validation excluded)
-    let epoch_seconds: Vec<f64> = std::fs::read_to_string(run_dir.join(crate::train::METRICS_FILE))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()?
-                .get("seconds")?
-                .as_f64()
-        })
+    let epoch_seconds: Vec<f64> = crate::epoch_log::read(&run_dir.join(crate::train::METRICS_FILE))
+        .iter()
+        .map(|l| l.seconds)
         .collect();
     serde_json::json!({
         "config": cfg,
@@ -347,7 +344,7 @@ fn training_json(
 /// The card's headline estimate: the nested choice under shift when the output was chosen
 /// there; else the cross-validation row that matches how the output was settled.
 fn estimate_json(
-    cv: Option<&serde_json::Value>,
+    cv: Option<&CvHeadline>,
     choice: Option<&ProtocolChoice>,
     how: Chosen,
 ) -> serde_json::Value {
@@ -374,14 +371,29 @@ fn estimate_json(
     } else {
         "chosen_on_other_folds"
     };
+    let row = if how == Chosen::Fixed {
+        &cv.served
+    } else {
+        &cv.chosen_on_other_folds
+    };
     serde_json::json!({
         "from": format!("metrics.cross_validation.{key}"),
-        "knn200_mean": cv[key]["mean"]["knn200_acc"],
-        "knn200_sd": cv[key]["sd"]["knn200_acc"],
-        "histogram_knn200_mean": cv["histogram_baseline"]["mean"]["knn200_acc"],
-        "histogram_knn200_sd": cv["histogram_baseline"]["sd"]["knn200_acc"],
-        "folds": cv["folds"],
+        "knn200_mean": row.mean.knn200_acc,
+        "knn200_sd": row.sd.knn200_acc,
+        "histogram_knn200_mean": cv.histogram_baseline.mean.knn200_acc,
+        "histogram_knn200_sd": cv.histogram_baseline.sd.knn200_acc,
+        "folds": cv.folds,
     })
+}
+
+/// What the card's estimate reads of a `trainer cv` report ([`crate::cv::CvReport`]); the
+/// rest of the report goes into the card as it is.
+#[derive(serde::Deserialize)]
+struct CvHeadline {
+    folds: usize,
+    served: crate::cv::CvRow,
+    chosen_on_other_folds: crate::cv::CvRow,
+    histogram_baseline: crate::cv::CvRow,
 }
 
 /// Counts of the localisation flags of a data folder, for the card.

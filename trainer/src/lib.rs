@@ -16,6 +16,7 @@ pub mod cv;
 pub mod data;
 pub mod device;
 pub mod epoch;
+pub mod epoch_log;
 pub mod eval;
 pub mod export;
 pub mod init;
