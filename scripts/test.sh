@@ -29,9 +29,9 @@ if cargo tree -p index --no-default-features -e normal --prefix none | grep -E '
   echo "error: the index library without features depends on the crates above" >&2
   exit 1
 fi
-echo "== the runtime library alone: no burn, and no command-line crates without its cli feature"
+echo "== the runtime library alone: no burn, and no command-line or terminal crates without its cli feature"
 cargo clippy --release -p runtime --no-default-features --lib -- -D warnings
-if cargo tree -p runtime --no-default-features -e normal --prefix none | grep -E '^(burn|burn-[a-z-]+|clap|anyhow) '; then
+if cargo tree -p runtime --no-default-features -e normal --prefix none | grep -E '^(burn|burn-[a-z-]+|clap|anyhow|indicatif) '; then
   echo "error: the runtime library without features depends on the crates above" >&2
   exit 1
 fi

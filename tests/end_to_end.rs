@@ -88,7 +88,7 @@ fn library_path_fit_export_embed_index_query() {
     // embed, index, query
     let out = work.path().join("emb");
     let (summary, failures) =
-        runtime::folder::embed_dir(&embedder, data.path(), &out, false).unwrap();
+        runtime::folder::embed_dir(&embedder, data.path(), &out, &()).unwrap();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(summary.embedded, 48);
     // the real source groups, so that queries can skip their own original's copies

@@ -186,6 +186,24 @@ fn case_13_zero_epochs_is_a_usage_error() {
     );
 }
 
+/// `trainer robustness --tta` without `--cv` measured no learned model and said nothing: the
+/// flags that act on the folds' models need the folds.
+#[test]
+fn robustness_flags_of_the_folds_models_need_the_folds() {
+    let dir = util::tempdir();
+    let data = util::cells_folder(dir.path(), 4, &["A"]);
+    for flag in ["--tta", "--serve-stain-anchors"] {
+        let (code, err) = status(
+            Command::new(util::bin("trainer"))
+                .args(["robustness", "--data"])
+                .arg(&data)
+                .arg(flag),
+        );
+        assert_eq!(code, 64, "{flag}: {err}");
+        assert!(err.contains("--cv"), "{flag}: {err}");
+    }
+}
+
 /// Case 10: commands a user can reach with odd input answer with an error, never a panic
 /// (exit 101).
 #[test]

@@ -235,7 +235,7 @@ fn embed_synthetic(dir: &std::path::Path, n: u32) -> (std::path::PathBuf, std::p
         },
     )
     .unwrap();
-    runtime::folder::embed_dir(&e, &cells, &out, false).unwrap();
+    runtime::folder::embed_dir(&e, &cells, &out, &()).unwrap();
     (cells, out)
 }
 

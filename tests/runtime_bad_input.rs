@@ -80,7 +80,7 @@ fn every_bad_input_is_embedded_or_reported() {
     std::os::unix::fs::symlink(&d, c.join("loop")).unwrap();
 
     let out = dir.path().join("out");
-    let (summary, failures) = embed_dir(&embedder(), &d, &out, false).unwrap();
+    let (summary, failures) = embed_dir(&embedder(), &d, &out, &()).unwrap();
     let failed: Vec<&str> = failures
         .iter()
         .map(|f| f.path.rsplit('/').next().unwrap())
@@ -185,12 +185,12 @@ fn second_run_reuses_unchanged_files_and_embeds_new_ones() {
     let d = util::cells_folder(dir.path(), 5, &["A"]);
     let out = dir.path().join("out");
     let e = embedder();
-    let (first, _) = embed_dir(&e, &d, &out, false).unwrap();
+    let (first, _) = embed_dir(&e, &d, &out, &()).unwrap();
     assert_eq!((first.embedded, first.reused), (5, 0));
     let before = Embeddings::load(&out).unwrap();
     util::write_cell(&d.join("A/new.png"), 9);
     util::write_cell(&d.join("A/0.png"), 3); // changed content
-    let (second, _) = embed_dir(&e, &d, &out, false).unwrap();
+    let (second, _) = embed_dir(&e, &d, &out, &()).unwrap();
     assert_eq!((second.embedded, second.reused), (2, 4));
     let after = Embeddings::load(&out).unwrap();
     assert_eq!(after.rows.len(), 6);
@@ -301,7 +301,7 @@ fn corrupted_embeddings_are_detected_never_reused_or_indexed() {
     let d = util::cells_folder(dir.path(), 6, &["A"]);
     let out = dir.path().join("out");
     let e = embedder();
-    embed_dir(&e, &d, &out, false).unwrap();
+    embed_dir(&e, &d, &out, &()).unwrap();
     let good = Embeddings::load(&out).unwrap();
     // flip bits in the rows (past the 128-byte header)
     let npy = out.join("embeddings.npy");
@@ -323,7 +323,7 @@ fn corrupted_embeddings_are_detected_never_reused_or_indexed() {
     );
     assert!(idx.is_err(), "a corrupted folder is never indexed");
     // the next embed does not reuse it: everything is embedded again, correctly
-    let (s, _) = embed_dir(&e, &d, &out, false).unwrap();
+    let (s, _) = embed_dir(&e, &d, &out, &()).unwrap();
     assert_eq!((s.embedded, s.reused), (6, 0));
     assert_eq!(Embeddings::load(&out).unwrap().data, good.data);
     // rows that are not unit-length are refused even when the checksum is made to match
@@ -386,12 +386,12 @@ fn two_runs_never_write_one_output_folder() {
     let held =
         cellspace_core::atomic::OutputLock::acquire(&out.join(runtime::folder::LOCK_FILE), &out)
             .unwrap();
-    let err = embed_dir(&embedder(), &d, &out, false)
+    let err = embed_dir(&embedder(), &d, &out, &())
         .expect_err("refused while locked")
         .to_string();
     assert!(err.contains("another run"), "{err}");
     drop(held);
-    embed_dir(&embedder(), &d, &out, false).expect("free once the other run is done");
+    embed_dir(&embedder(), &d, &out, &()).expect("free once the other run is done");
 }
 
 #[test]
@@ -405,7 +405,7 @@ fn file_names_that_are_not_utf8_stay_distinct_through_embed_and_index() {
     }
     let out = dir.path().join("out");
     let e = embedder();
-    let (s, failures) = embed_dir(&e, &d, &out, false).unwrap();
+    let (s, failures) = embed_dir(&e, &d, &out, &()).unwrap();
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(s.embedded, 2);
     let emb = Embeddings::load(&out).unwrap();
@@ -434,7 +434,7 @@ fn a_failed_save_keeps_the_previous_rows_consistent_and_reusable() {
     let d = util::cells_folder(dir.path(), 5, &["A"]);
     let out = dir.path().join("out");
     let e = embedder();
-    embed_dir(&e, &d, &out, false).unwrap();
+    embed_dir(&e, &d, &out, &()).unwrap();
     for i in 5..8 {
         util::write_cell(&d.join("A").join(format!("{i}.png")), i);
     }
@@ -442,11 +442,11 @@ fn a_failed_save_keeps_the_previous_rows_consistent_and_reusable() {
     // temporary file goes
     let blocker = out.join(format!(".manifest.jsonl.tmp-{}", std::process::id()));
     std::fs::create_dir_all(&blocker).unwrap();
-    assert!(embed_dir(&e, &d, &out, false).is_err());
+    assert!(embed_dir(&e, &d, &out, &()).is_err());
     let kept = Embeddings::load(&out).expect("the previous save is intact, not half replaced");
     assert_eq!(kept.rows.len(), 5);
     std::fs::remove_dir(&blocker).unwrap();
-    let (s, _) = embed_dir(&e, &d, &out, false).unwrap();
+    let (s, _) = embed_dir(&e, &d, &out, &()).unwrap();
     assert_eq!(
         (s.reused, s.embedded),
         (5, 3),
@@ -455,7 +455,7 @@ fn a_failed_save_keeps_the_previous_rows_consistent_and_reusable() {
     // a stale temporary file of a killed run is cleared, not left to fill the disk
     let stale = out.join(".embeddings.npy.tmp-999999");
     std::fs::write(&stale, vec![0u8; 4096]).unwrap();
-    embed_dir(&e, &d, &out, false).unwrap();
+    embed_dir(&e, &d, &out, &()).unwrap();
     assert!(!stale.exists());
 }
 

@@ -670,7 +670,7 @@ fn api_filters_by_fields_and_hides_removed_cells() {
         cells.path(),
         &embedder,
         index::HnswParams::default(),
-        false,
+        &(),
         Some(&side),
     )
     .unwrap();

@@ -17,7 +17,7 @@ pub fn build_from_images(
     images: &Path,
     embedder: &Embedder,
     params: HnswParams,
-    progress: bool,
+    progress: &dyn runtime::folder::Progress,
     meta: Option<&Sidecar>,
 ) -> Result<(CellIndex, runtime::folder::EmbedSummary)> {
     let out = runtime::folder::default_out(images);

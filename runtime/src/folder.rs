@@ -8,7 +8,6 @@ pub use cellspace_core::shard::Shard;
 
 use crate::{Embedder, Error, Result};
 use cellspace_core::dataset::list_images;
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -37,14 +36,54 @@ pub struct EmbedSummary {
     pub scale: FolderScale,
 }
 
+/// Where a folder's embedding says how far it is; the library draws nothing itself (the
+/// tools pass a terminal bar, [`terminal_bar`]; `&()` shows nothing).
+pub trait Progress: Sync {
+    /// `total` files are to be embedded (files reused from an earlier run are not counted).
+    fn start(&self, _total: usize) {}
+    /// `n` more files are done.
+    fn advance(&self, _n: usize) {}
+    /// The embedding is over.
+    fn finish(&self) {}
+}
+
+/// No progress shown.
+impl Progress for () {}
+
+/// A progress bar on the terminal's stderr (hidden when stderr is not a terminal).
+#[cfg(feature = "cli")]
+pub fn terminal_bar() -> impl Progress {
+    struct Bar(indicatif::ProgressBar);
+    impl Progress for Bar {
+        fn start(&self, total: usize) {
+            self.0.set_length(total as u64);
+        }
+        fn advance(&self, n: usize) {
+            self.0.inc(n as u64);
+        }
+        fn finish(&self) {
+            self.0.finish_and_clear();
+        }
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "embedding [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    Bar(bar)
+}
+
 /// Embed every image below `root` into `out`.
 pub fn embed_dir(
     emb: &Embedder,
     root: &Path,
     out: &Path,
-    show_progress: bool,
+    progress: &dyn Progress,
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
-    embed_shard(emb, root, out, show_progress, None, Cells::Largest)
+    embed_shard(emb, root, out, progress, None, Cells::Largest)
 }
 
 /// [`embed_dir`] of one shard of the images ([`Shard::contains`]), or all with None, with
@@ -53,7 +92,7 @@ pub fn embed_shard(
     emb: &Embedder,
     root: &Path,
     out: &Path,
-    show_progress: bool,
+    progress: &dyn Progress,
     shard: Option<Shard>,
     cells: Cells,
 ) -> Result<(EmbedSummary, Vec<Failure>)> {
@@ -86,7 +125,7 @@ pub fn embed_shard(
         cells,
     };
     let infer_start = Instant::now();
-    let embedded = run.embed_todo(&todo, &mut done, &mut failures, show_progress)?;
+    let embedded = run.embed_todo(&todo, &mut done, &mut failures, progress)?;
     run.save(&mut done, &failures, true)?;
     let secs = infer_start.elapsed().as_secs_f64();
     let summary = EmbedSummary {
@@ -270,25 +309,16 @@ impl Run<'_> {
         todo: &[(ManifestRow, PathBuf)],
         done: &mut Vec<(ManifestRow, Vec<f32>)>,
         failures: &mut Vec<Failure>,
-        show_progress: bool,
+        progress: &dyn Progress,
     ) -> Result<usize> {
-        let bar = if show_progress {
-            ProgressBar::new(todo.len() as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("embedding [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
+        progress.start(todo.len());
         let all = self.cells == Cells::All;
         let mut embedded = 0usize;
         for chunk in todo.chunks(SAVE_EVERY) {
             let paths: Vec<PathBuf> = chunk.iter().map(|(_, p)| p.clone()).collect();
             let results = self
                 .emb
-                .embed_paths_cells(self.pre, &paths, all, |n| bar.inc(n as u64));
+                .embed_paths_cells(self.pre, &paths, all, |n| progress.advance(n));
             for ((row, _), r) in chunk.iter().zip(results) {
                 match r {
                     Ok(found) => {
@@ -311,7 +341,7 @@ impl Run<'_> {
             }
             self.save(done, failures, false)?;
         }
-        bar.finish_and_clear();
+        progress.finish();
         Ok(embedded)
     }
 

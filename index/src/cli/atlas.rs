@@ -90,7 +90,10 @@ pub fn build(args: BuildArgs) -> Result<u8> {
             let model = embed::model_ref(&embedder);
             ops::build_from_folders(&emb_dirs, &model, params, source)?
         }
-        (true, Some(d)) => embed::build_from_images(&d, &embedder, params, true, meta.as_ref())?.0,
+        (true, Some(d)) => {
+            let bar = runtime::folder::terminal_bar();
+            embed::build_from_images(&d, &embedder, params, &bar, meta.as_ref())?.0
+        }
         _ => bail!("give either an embeddings folder or --images DIR"),
     };
     index.save(&out)?;
@@ -140,7 +143,8 @@ pub fn add(args: AddArgs) -> Result<u8> {
         (false, None) => emb_dirs,
         (true, Some(d)) => {
             let out = runtime::folder::default_out(&d);
-            let (summary, failures) = runtime::folder::embed_dir(&embedder, &d, &out, true)?;
+            let bar = runtime::folder::terminal_bar();
+            let (summary, failures) = runtime::folder::embed_dir(&embedder, &d, &out, &bar)?;
             for f in &failures {
                 eprintln!(
                     "failed: {}: {}",

@@ -138,11 +138,11 @@ pub struct RobustnessArgs {
     /// With --cv: standardise with stain-anchors although the folds were trained with
     /// od-anchors (allowed only where the training folder's fields come out exactly as
     /// they were trained on: its stain shift settles to none).
-    #[arg(long)]
+    #[arg(long, requires = "cv")]
     pub serve_stain_anchors: bool,
     /// With --cv: measure every learned output also averaged over the window's eight
     /// symmetries (test-time augmentation, as `trainer export --views dihedral-8` serves it).
-    #[arg(long)]
+    #[arg(long, requires = "cv")]
     pub tta: bool,
 }
 
