@@ -89,7 +89,7 @@ bin="$CARGO_TARGET_DIR/release"
 
 # 3. the checks
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$3" 2>/dev/null; }
-vulkan_note="burn's Vulkan backend found no GPU: a compute-only container has no Vulkan ICD (start it with NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics, or train on the CPU: README, GPU)"
+vulkan_note="burn's Vulkan backend found no GPU: a compute-only container has no Vulkan ICD (start it with NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics, or train on the CPU: docs/training.md, GPU)"
 echo "== trainer bench --device libtorch-cuda (LibTorch on CUDA)"
 if timeout 200 "$bin/trainer" bench --data "$data" --device libtorch-cuda --steps 5 --limit 1024 --report "$out/trainer-bench-libtorch.json" 2> "$out/trainer-bench-libtorch.log"; then
   row "training, LibTorch CUDA (batch 128)" "$(json x 'round(d["train_compute_images_per_s"],1)' "$out/trainer-bench-libtorch.json")" "-" "ok (compute only; $(json x 'round(d["train_images_per_s"])' "$out/trainer-bench-libtorch.json") with augmentation)"

@@ -55,6 +55,25 @@ fn library_path_fit_export_embed_index_query() {
         },
     )
     .unwrap();
+    // export --cv with a file that is not a cv report is refused by name (it once gave a card
+    // whose estimate was all nulls), and writes nothing
+    let not_cv = run.join("config.json");
+    let err = trainer::export::export_run(
+        &run,
+        &work.path().join("models/bad"),
+        None,
+        &trainer::export::ExportOptions {
+            cv: Some(not_cv.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("not a trainer cv report") && err.contains("config.json"),
+        "{err}"
+    );
+    assert!(!work.path().join("models/bad.onnx").exists());
     let (model, cfg, best) = trainer::train::load_served_model(&run, &Device::flex()).unwrap();
     let pre = cfg.preprocess();
     let (entries, _) = cellspace_core::dataset::list_images(data.path()).unwrap();

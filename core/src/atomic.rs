@@ -102,8 +102,16 @@ pub struct OutputLock {
     _file: std::fs::File,
 }
 
+/// How long [`OutputLock::acquire`] waits for a lock that is held. A lock is the open file's,
+/// and a process spawned by another thread holds a copy of every open file until it has
+/// started its program: a lock just released can stay taken for those milliseconds (seen
+/// once in the test suite, which spawns the tools beside its library calls). A run writing
+/// the output holds it far longer, and is still refused.
+pub const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl OutputLock {
-    /// Take the lock on `path` without waiting; `what` names the output in the error.
+    /// Take the lock on `path`, waiting at most [`LOCK_GRACE`]; `what` names the output in the
+    /// error.
     pub fn acquire(path: &Path, what: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -114,13 +122,21 @@ impl OutputLock {
             .write(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Self { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::invalid(
-                what,
-                "another run is writing it now (locked): wait for it to finish, or write elsewhere",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_GRACE => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::invalid(
+                        what,
+                        "another run is writing it now (locked): wait for it to finish, or write elsewhere",
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
+            }
         }
     }
 }
@@ -183,6 +199,32 @@ mod tests {
         assert!(err.contains("another run") && err.contains("out"), "{err}");
         drop(first);
         OutputLock::acquire(&lock, &dir.path().join("out")).expect("free again");
+    }
+
+    #[test]
+    fn a_lock_released_within_the_grace_is_taken_and_a_held_one_is_refused() {
+        // what a process spawned by another thread does: it holds the lock a moment longer
+        let dir = tempfile::tempdir().unwrap();
+        let (lock, out) = (dir.path().join("out/.lock"), dir.path().join("out"));
+        let first = OutputLock::acquire(&lock, &out).unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(LOCK_GRACE / 5);
+            drop(first);
+        });
+        let started = std::time::Instant::now();
+        OutputLock::acquire(&lock, &out).expect("released within the grace");
+        assert!(started.elapsed() < LOCK_GRACE);
+        holder.join().unwrap();
+        let _held = OutputLock::acquire(&lock, &out).unwrap();
+        let started = std::time::Instant::now();
+        assert!(
+            OutputLock::acquire(&lock, &out).is_err(),
+            "a held lock is refused"
+        );
+        assert!(
+            started.elapsed() >= LOCK_GRACE,
+            "after the grace, not at once"
+        );
     }
 
     #[test]

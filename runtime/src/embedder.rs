@@ -369,11 +369,9 @@ fn start_session(
         match build_session(env, p, bytes, opts) {
             Ok(s) => return Ok((s, p, notes)),
             // the CPU provider always exists: when it cannot start, the model is at fault
-            Err(e) if p.always_there() => {
+            Err(e) if p.always_there() && !matches!(e, ProviderError::Session { .. }) => {
                 let why = match &e {
-                    ProviderError::Ort { source, .. } | ProviderError::Session { source } => {
-                        cellspace_core::error_text(source)
-                    }
+                    ProviderError::Ort { source, .. } => cellspace_core::error_text(source),
                     other => cellspace_core::error_text(other),
                 };
                 return Err(Error::Model {

@@ -37,7 +37,7 @@ pub struct EmbedSummary {
 }
 
 /// Where a folder's embedding says how far it is; the library draws nothing itself (the
-/// tools pass a terminal bar, [`terminal_bar`]; `&()` shows nothing).
+/// tools pass a terminal bar, `terminal_bar` with the `cli` feature; `&()` shows nothing).
 pub trait Progress: Sync {
     /// `total` files are to be embedded (files reused from an earlier run are not counted).
     fn start(&self, _total: usize) {}
@@ -56,6 +56,7 @@ pub fn terminal_bar() -> impl Progress {
     struct Bar(indicatif::ProgressBar);
     impl Progress for Bar {
         fn start(&self, total: usize) {
+            self.0.reset();
             self.0.set_length(total as u64);
         }
         fn advance(&self, n: usize) {

@@ -96,7 +96,7 @@ pub fn keep_metrics_of(run_dir: &Path, done: usize) -> Result<()> {
     };
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| crate::epoch_log::parse(l).is_some_and(|e| e.epoch <= done))
+        .filter(|l| crate::epoch_log::epoch_of(l).is_some_and(|e| e <= done))
         .collect();
     if kept.len() == text.lines().count() {
         return Ok(());

@@ -284,10 +284,20 @@ fn print_fold(r: &FoldResult, cfg: &TrainConfig) {
 /// Mean and SD (sample, n-1) over folds of every field of the reports (counts take the
 /// rounded figure).
 pub fn mean_sd(name: &str, reports: &[RetrievalReport]) -> CvRow {
-    let n = reports.len() as f64;
-    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / n.max(1.0);
+    // a fold without a figure (NaN: it had no query cells) is left out of that figure
+    let finite = |xs: &[f64]| {
+        xs.iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect::<Vec<_>>()
+    };
+    let mean = |xs: &[f64]| {
+        let xs = finite(xs);
+        xs.iter().sum::<f64>() / (xs.len() as f64).max(1.0)
+    };
     let sd = |xs: &[f64]| {
-        let m = mean(xs);
+        let (m, xs) = (mean(xs), finite(xs));
+        let n = xs.len() as f64;
         (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt()
     };
     CvRow {
@@ -412,6 +422,12 @@ mod tests {
         assert!((row.mean.kmeans_ari - 0.6).abs() < 1e-12);
         assert!((row.sd.kmeans_ari - 0.08f64.sqrt()).abs() < 1e-9);
         assert_eq!(row.mean.n_originals, 4, "3.5 rounds to 4");
+        let row = mean_sd("x", &[r(0.2, 3), r(f64::NAN, 3), r(0.4, 3)]);
+        assert!(
+            (row.mean.map_at_r - 0.3).abs() < 1e-12,
+            "a fold without the figure"
+        );
+        assert!(row.sd.map_at_r.is_finite());
     }
 
     #[test]

@@ -6,20 +6,21 @@ use cellspace_core::metrics::RetrievalReport;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// One finished epoch.
+/// One finished epoch. Its figures read back as written; a figure JSON could not hold (NaN,
+/// written as `null`) reads as NaN, so the line still counts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EpochLine {
     /// Epochs done, counting this one (1 for the first).
     pub epoch: usize,
     /// Mean training loss over the epoch's batches.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "figure")]
     pub loss: f64,
     /// Learning rate at the epoch's end.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "figure")]
     pub lr: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "figure")]
     pub images_per_s: f64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "figure")]
     pub seconds: f64,
     /// The held-out measurement, on the epochs `--validate-every` measures.
     #[serde(default)]
@@ -48,9 +49,24 @@ impl EpochLine {
     }
 }
 
+/// A number, or NaN for `null`.
+fn figure<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// One line's epoch, or None for a line that is not one (a killed run's torn last line).
 pub fn parse(line: &str) -> Option<EpochLine> {
     serde_json::from_str(line).ok()
+}
+
+/// One line's epoch number alone: what a resume's clean-up keeps or drops a line by, whatever
+/// else the line holds.
+pub fn epoch_of(line: &str) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Epoch {
+        epoch: usize,
+    }
+    serde_json::from_str::<Epoch>(line).ok().map(|e| e.epoch)
 }
 
 /// Every line of `path` that reads as an epoch, in file order; none when it does not exist.
@@ -92,5 +108,14 @@ mod tests {
             parse(r#"{"loss":2.4}"#).is_none(),
             "a line without its epoch is not one"
         );
+        // NaN is written as null: the line still reads, and still counts for a resume
+        let nan = EpochLine {
+            epoch: 4,
+            loss: f64::NAN,
+            ..Default::default()
+        };
+        let back = parse(&nan.to_line()).expect("a line with a NaN figure reads back");
+        assert!(back.loss.is_nan() && back.epoch == 4);
+        assert_eq!(epoch_of(r#"{"epoch":5,"validation":{"odd":1}}"#), Some(5));
     }
 }

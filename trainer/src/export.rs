@@ -133,11 +133,15 @@ pub fn export_run(
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_served_model(run_dir, &Device::flex())?;
     let (cv_report, cv_headline) = match opts.cv.as_deref() {
-        // the report goes into the card whole; its headline is read typed, and checked here
-        Some(p) => (
-            Some(read_json::<serde_json::Value>(p, "a trainer cv report")?),
-            Some(read_json::<CvHeadline>(p, "a trainer cv report")?),
-        ),
+        // the report goes into the card whole; its headline is read typed, and a file that is
+        // not a cv report is refused here (it once gave a card whose estimate was all nulls)
+        Some(p) => {
+            let v: serde_json::Value = read_json(p, "a trainer cv report")?;
+            let h: CvHeadline = serde_json::from_value(v.clone()).map_err(|e| {
+                cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}"))
+            })?;
+            (Some(v), Some(h))
+        }
         None => (None, None),
     };
     let choice = opts

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub struct ProviderArgs {
     /// auto tries the providers compiled in, fastest first (TensorRT, CUDA, CPU); an explicit
     /// GPU that cannot start is an error.
-    #[arg(long, default_value = "auto", value_parser = cellspace_core::cli::by_name::<Device>(Device::names()))]
+    #[arg(long, default_value = "auto", ignore_case = true, value_parser = cellspace_core::cli::by_name::<Device>(Device::names()))]
     pub device: Device,
     /// TensorRT: build FP16 engines.
     #[arg(long)]

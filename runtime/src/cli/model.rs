@@ -11,7 +11,7 @@ pub struct ModelArgs {
     pub model: Option<PathBuf>,
     /// auto tries the providers compiled in, fastest first (TensorRT, CUDA, CPU); an explicit
     /// GPU that cannot start is an error.
-    #[arg(long, default_value = "auto", value_parser = cellspace_core::cli::by_name::<Device>(Device::names()))]
+    #[arg(long, default_value = "auto", ignore_case = true, value_parser = cellspace_core::cli::by_name::<Device>(Device::names()))]
     pub device: Device,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
