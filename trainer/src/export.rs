@@ -133,15 +133,7 @@ pub fn export_run(
     // a freshly loaded copy: burn-onnx's capture leaves the exported module unusable
     let (model, cfg, mut best) = load_served_model(run_dir, &Device::flex())?;
     let (cv_report, cv_headline) = match opts.cv.as_deref() {
-        // the report goes into the card whole; its headline is read typed, and a file that is
-        // not a cv report is refused here (it once gave a card whose estimate was all nulls)
-        Some(p) => {
-            let v: serde_json::Value = read_json(p, "a trainer cv report")?;
-            let h: CvHeadline = serde_json::from_value(v.clone()).map_err(|e| {
-                cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}"))
-            })?;
-            (Some(v), Some(h))
-        }
+        Some(p) => read_cv(p).map(|(v, h)| (Some(v), Some(h)))?,
         None => (None, None),
     };
     let choice = opts
@@ -388,6 +380,15 @@ fn estimate_json(
         "histogram_knn200_sd": cv.histogram_baseline.sd.knn200_acc,
         "folds": cv.folds,
     })
+}
+
+/// A `trainer cv` report: whole, for the card, and its headline read typed. A file that is not
+/// one is refused here (it once gave a card whose estimate was all nulls).
+fn read_cv(p: &Path) -> Result<(serde_json::Value, CvHeadline)> {
+    let v: serde_json::Value = read_json(p, "a trainer cv report")?;
+    let h: CvHeadline = serde_json::from_value(v.clone())
+        .map_err(|e| cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}")))?;
+    Ok((v, h))
 }
 
 /// What the card's estimate reads of a `trainer cv` report ([`crate::cv::CvReport`]); the

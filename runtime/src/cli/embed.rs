@@ -54,6 +54,21 @@ pub fn embed(args: EmbedArgs) -> Result<u8> {
             cellspace_core::cli::shown(&f.reason)
         );
     }
+    print_summary(&s);
+    if json {
+        outcome::emit_json(None, &s)?;
+    }
+    // a shard may hold none of a small folder's images: that is a finished shard
+    Ok(match (s.embedded + s.reused, s.failed, shard) {
+        (0, 0, Some(_)) => OK,
+        (0, _, None) => ERROR,
+        (_, 0, _) => OK,
+        _ => PARTIAL,
+    })
+}
+
+/// The folder's summary on stderr: counts, speed, scale, stain shift and the windows' flags.
+fn print_summary(s: &runtime::folder::EmbedSummary) {
     eprintln!(
         "embedded {}, skipped {} (unchanged), failed {}, {:.1} images/s on {} -> {}",
         s.embedded,
@@ -100,16 +115,6 @@ pub fn embed(args: EmbedArgs) -> Result<u8> {
             );
         }
     }
-    if json {
-        outcome::emit_json(None, &s)?;
-    }
-    // a shard may hold none of a small folder's images: that is a finished shard
-    Ok(match (s.embedded + s.reused, s.failed, shard) {
-        (0, 0, Some(_)) => OK,
-        (0, _, None) => ERROR,
-        (_, 0, _) => OK,
-        _ => PARTIAL,
-    })
 }
 
 /// Merge the embeddings folders of every shard of one split (`embed --shard I/N`) into one
