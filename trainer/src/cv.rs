@@ -291,12 +291,11 @@ pub fn mean_sd(name: &str, reports: &[RetrievalReport]) -> CvRow {
             .filter(|x| x.is_finite())
             .collect::<Vec<_>>()
     };
-    let mean = |xs: &[f64]| {
-        let xs = finite(xs);
-        xs.iter().sum::<f64>() / (xs.len() as f64).max(1.0)
-    };
+    let mean_of = |xs: &[f64]| xs.iter().sum::<f64>() / (xs.len() as f64).max(1.0);
+    let mean = |xs: &[f64]| mean_of(&finite(xs));
     let sd = |xs: &[f64]| {
-        let (m, xs) = (mean(xs), finite(xs));
+        let xs = finite(xs);
+        let m = mean_of(&xs);
         let n = xs.len() as f64;
         (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt()
     };

@@ -386,7 +386,7 @@ fn estimate_json(
 /// one is refused here (it once gave a card whose estimate was all nulls).
 fn read_cv(p: &Path) -> Result<(serde_json::Value, CvHeadline)> {
     let v: serde_json::Value = read_json(p, "a trainer cv report")?;
-    let h: CvHeadline = serde_json::from_value(v.clone())
+    let h = <CvHeadline as serde::Deserialize>::deserialize(&v)
         .map_err(|e| cellspace_core::Error::invalid(p, format!("not a trainer cv report: {e}")))?;
     Ok((v, h))
 }
