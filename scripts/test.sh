@@ -35,6 +35,12 @@ if cargo tree -p runtime --no-default-features -e normal --prefix none | grep -E
   echo "error: the runtime library without features depends on the crates above" >&2
   exit 1
 fi
+echo "== the trainer library alone: no command-line or terminal crates without its cli feature"
+cargo clippy --release -p trainer --no-default-features --lib -- -D warnings
+if cargo tree -p trainer --no-default-features -e normal --prefix none | grep -E '^(clap|anyhow|indicatif) '; then
+  echo "error: the trainer library without features depends on the crates above" >&2
+  exit 1
+fi
 echo "== build and test (release; real-data tests read ../shared/data and skip with a reason without it)"
 cargo build --release --workspace --bins
 log=$(mktemp)

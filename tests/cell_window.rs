@@ -82,7 +82,7 @@ fn trainer_and_runtime_see_the_same_window() {
     };
     let subset = util::real_subset(&train, 3, 11);
     let pre = Preprocess::blood_cells(32);
-    let data = trainer::data::CellImages::load(subset.path(), &pre, 64, None).unwrap();
+    let data = trainer::data::CellImages::load(subset.path(), &pre, 64, None, &()).unwrap();
     for i in 0..data.len() {
         let img = load_rgb(&data.entries[i].path).unwrap();
         let (served, loc) = pre.prepare_located(&img);

@@ -230,6 +230,34 @@ fn model_whose_checksum_or_card_disagrees_is_refused() {
         .unwrap()
         .to_string();
     assert!(err.contains("output shape"), "{err}");
+    // a card for another input layout than the one the runtime feeds
+    let mut nhwc = card.clone();
+    nhwc["preprocess"]["layout"] = serde_json::json!("NHWC");
+    std::fs::write(dir.path().join("tiny.json"), nhwc.to_string()).unwrap();
+    let err = Embedder::from_model_card(dir.path().join("tiny.json"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("layout") && err.contains("NHWC") && err.contains("tiny.json"),
+        "{err}"
+    );
+}
+
+/// The card's `l2_normalized` is read: a model that says its output is not unit-length has its
+/// rows normalised by the runtime, so cosine stays a dot product.
+#[test]
+fn a_card_that_says_its_output_is_not_normalised_gets_unit_rows() {
+    let dir = util::tempdir();
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(util::tiny_model()).unwrap()).unwrap();
+    card["l2_normalized"] = serde_json::json!(false);
+    std::fs::copy(util::fixture("tiny.onnx"), dir.path().join("tiny.onnx")).unwrap();
+    std::fs::write(dir.path().join("tiny.json"), card.to_string()).unwrap();
+    let emb = Embedder::from_model_card(dir.path().join("tiny.json")).unwrap();
+    let v = emb.embed_image(&util::cell_image(3, 64, 48)).unwrap();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn unreadable_image_is_reported_and_skipped_empty_folder_is_an_error() {
     let _turn = rng_lock();
     let dir = synthetic_folder(6);
     std::fs::write(dir.path().join("A/broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
-    let data = CellImages::load(dir.path(), &Preprocess::blood_cells(16), 32, None).unwrap();
+    let data = CellImages::load(dir.path(), &Preprocess::blood_cells(16), 32, None, &()).unwrap();
     assert_eq!(data.len(), 6);
     assert_eq!(data.failed.len(), 1);
     assert!(
@@ -61,7 +61,7 @@ fn unreadable_image_is_reported_and_skipped_empty_folder_is_an_error() {
         data.failed
     );
     let empty = util::tempdir();
-    let err = CellImages::load(empty.path(), &Preprocess::blood_cells(16), 32, None)
+    let err = CellImages::load(empty.path(), &Preprocess::blood_cells(16), 32, None, &())
         .err()
         .unwrap()
         .to_string();
@@ -110,7 +110,7 @@ fn loss_falls_on_a_few_dozen_real_images_with_both_losses() {
             .with_batch_size(32)
             .with_lr(3e-3);
         let data = std::sync::Arc::new(
-            CellImages::load(subset.path(), &cfg.preprocess(), 64, None).unwrap(),
+            CellImages::load(subset.path(), &cfg.preprocess(), 64, None, &()).unwrap(),
         );
         assert_eq!(data.len(), 32);
         let batch = first_batch(data, &cfg);
@@ -217,6 +217,24 @@ fn resumes_exactly_on(device: &Device, backend: &str) {
     }
 }
 
+/// What a caller's progress saw: each stage's name, length and the steps advanced.
+#[derive(Default)]
+struct Stages(std::sync::Mutex<Vec<(String, usize, usize)>>);
+
+impl cellspace_core::progress::Progress for Stages {
+    fn start(&self, stage: &str, total: usize, done: usize) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((stage.to_string(), total, done));
+    }
+    fn advance(&self, n: usize) {
+        if let Some(last) = self.0.lock().unwrap().last_mut() {
+            last.2 += n;
+        }
+    }
+}
+
 /// `validate_every 2` over 3 epochs measures epochs 2 and 3 (the last), not epoch 1.
 #[test]
 fn validate_every_skips_epochs_but_measures_the_last() {
@@ -224,12 +242,25 @@ fn validate_every_skips_epochs_but_measures_the_last() {
     let data = synthetic_folder(40);
     let cfg = tiny_config(LossKind::Triplet).with_epochs(3);
     let out = util::tempdir();
+    let seen = Stages::default();
     let opts = FitOptions {
         validate_every: 2,
+        progress: &seen,
         ..Default::default()
     };
     let summary = fit(&cfg, data.path(), out.path(), &Device::flex(), &opts).unwrap();
     assert_eq!(summary.epochs_done, 3);
+    // the library reports its stages to the caller's progress (it draws nothing itself):
+    // the decoding of every image, then each epoch's batches, each stage counted in full
+    let stages = seen.0.into_inner().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["decoding", "epoch 1/3", "epoch 2/3", "epoch 3/3"]);
+    for (name, total, advanced) in &stages {
+        assert!(
+            *total > 0 && advanced == total,
+            "{name}: {advanced} of {total}"
+        );
+    }
     let measured: Vec<bool> = std::fs::read_to_string(out.path().join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -248,9 +279,10 @@ fn cross_validation_reports_every_fold_and_resumes() {
     let data = synthetic_folder(48);
     let cfg = tiny_config(LossKind::Ntxent).with_epochs(1);
     let out = util::tempdir();
-    let report = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex(), 1)
-        .unwrap()
-        .expect("not interrupted");
+    let report =
+        trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex(), 1, &())
+            .unwrap()
+            .expect("not interrupted");
     assert_eq!(report.fold_results.len(), 3);
     // every image is queried exactly once, by the fold that held out its (estimated) group
     let queries: usize = report.fold_results.iter().map(|f| f.query_images).sum();
@@ -273,9 +305,10 @@ fn cross_validation_reports_every_fold_and_resumes() {
     );
     assert!(out.path().join("cv.json").is_file());
     // a second run reuses the finished folds: same figures, no training
-    let again = trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex(), 1)
-        .unwrap()
-        .unwrap();
+    let again =
+        trainer::cv::cross_validate(&cfg, data.path(), out.path(), 3, &Device::flex(), 1, &())
+            .unwrap()
+            .unwrap();
     assert_eq!(again.served.knn200_per_fold, report.served.knn200_per_fold);
     assert!(again.seconds < report.seconds);
 
@@ -283,6 +316,7 @@ fn cross_validation_reports_every_fold_and_resumes() {
     use trainer::tta::TestTimeViews;
     let plan = trainer::robustness::RobustnessPlan {
         data_dir: data.path(),
+        progress: &(),
         cv_dir: Some(out.path()),
         cfg: &cfg,
         folds: 3,

@@ -57,6 +57,39 @@ impl log::Log for StderrLog {
     fn flush(&self) {}
 }
 
+/// The tools' progress bar on stderr for what the libraries report ([`crate::progress`]);
+/// indicatif hides it when stderr is not a terminal (a log file gets the libraries' `log`
+/// lines instead).
+pub fn terminal_bar() -> impl crate::progress::Progress {
+    struct Bar(indicatif::ProgressBar);
+    impl crate::progress::Progress for Bar {
+        fn start(&self, stage: &str, total: usize, done: usize) {
+            self.0.reset();
+            self.0.set_length(total as u64);
+            self.0.set_position(done as u64);
+            self.0.set_message(stage.to_string());
+        }
+        fn advance(&self, n: usize) {
+            self.0.inc(n as u64);
+        }
+        fn status(&self, line: &str) {
+            self.0.set_message(line.to_string());
+        }
+        fn finish(&self) {
+            self.0.finish_and_clear();
+        }
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    Bar(bar)
+}
+
 /// Where a command's result goes (the same on every command that prints one).
 #[derive(clap::Args, Debug)]
 pub struct Report {

@@ -24,6 +24,7 @@ pub mod nearest;
 pub mod npy;
 pub mod outcome;
 pub mod preprocess;
+pub mod progress;
 pub mod reference;
 pub mod scale;
 pub mod shard;

@@ -71,6 +71,15 @@ impl Embedder {
     pub fn new(model: &Path, opts: &EmbedOptions) -> Result<Self> {
         let card_path = card_path(model);
         let card = ModelCard::load(&card_path)?;
+        if card.preprocess.layout != "NCHW" {
+            return Err(Error::Model {
+                path: card_path,
+                reason: format!(
+                    "the card's input layout {:?} is not one this runtime feeds (NCHW)",
+                    card.preprocess.layout
+                ),
+            });
+        }
         let onnx_path = card.onnx_path(&card_path);
         let bytes =
             std::fs::read(&onnx_path).map_err(|e| cellspace_core::Error::io(&onnx_path, e))?;
@@ -169,7 +178,11 @@ impl Embedder {
                 image: i / self.dim().max(1) + 1,
             });
         }
-        Ok(data.to_vec())
+        let mut rows = data.to_vec();
+        if !self.card.l2_normalized {
+            unit_rows(&mut rows, self.dim())?;
+        }
+        Ok(rows)
     }
 
     /// Embed one decoded image.
@@ -427,4 +440,33 @@ pub fn default_trt_cache() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("cellspace").join("tensorrt")
+}
+
+/// Scale each `dim`-wide row of a model that does not normalise its output (its card says
+/// `l2_normalized: false`) to unit length, so that cosine is a dot product downstream as for
+/// every other model; a zero row has no direction and is an error, never an output.
+fn unit_rows(rows: &mut [f32], dim: usize) -> Result<()> {
+    for (i, row) in rows.chunks_exact_mut(dim.max(1)).enumerate() {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(Error::ZeroEmbedding { norm, image: i + 1 });
+        }
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod unit_rows_tests {
+    use super::unit_rows;
+
+    #[test]
+    fn rows_of_an_unnormalised_model_are_made_unit_and_a_zero_row_is_refused() {
+        let mut rows = vec![3.0, 4.0, 0.0, -2.0];
+        unit_rows(&mut rows, 2).unwrap();
+        assert_eq!(rows, [0.6, 0.8, 0.0, -1.0]);
+        let mut zero = vec![1.0, 0.0, 0.0, 0.0];
+        let err = unit_rows(&mut zero, 2).unwrap_err().to_string();
+        assert!(err.contains("image 2"), "{err}");
+    }
 }

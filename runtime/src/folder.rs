@@ -36,46 +36,9 @@ pub struct EmbedSummary {
     pub scale: FolderScale,
 }
 
-/// Where a folder's embedding says how far it is; the library draws nothing itself (the
-/// tools pass a terminal bar, `terminal_bar` with the `cli` feature; `&()` shows nothing).
-pub trait Progress: Sync {
-    /// `total` files are to be embedded (files reused from an earlier run are not counted).
-    fn start(&self, _total: usize) {}
-    /// `n` more files are done.
-    fn advance(&self, _n: usize) {}
-    /// The embedding is over.
-    fn finish(&self) {}
-}
-
-/// No progress shown.
-impl Progress for () {}
-
-/// A progress bar on the terminal's stderr (hidden when stderr is not a terminal).
-#[cfg(feature = "cli")]
-pub fn terminal_bar() -> impl Progress {
-    struct Bar(indicatif::ProgressBar);
-    impl Progress for Bar {
-        fn start(&self, total: usize) {
-            self.0.reset();
-            self.0.set_length(total as u64);
-        }
-        fn advance(&self, n: usize) {
-            self.0.inc(n as u64);
-        }
-        fn finish(&self) {
-            self.0.finish_and_clear();
-        }
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "embedding [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    Bar(bar)
-}
+/// Where a folder's embedding says how far it is (one stage, "embedding"); the library draws
+/// nothing itself: the tools pass [`cellspace_core::cli::terminal_bar`], `&()` shows nothing.
+pub use cellspace_core::progress::Progress;
 
 /// Embed every image below `root` into `out`.
 pub fn embed_dir(
@@ -312,7 +275,7 @@ impl Run<'_> {
         failures: &mut Vec<Failure>,
         progress: &dyn Progress,
     ) -> Result<usize> {
-        progress.start(todo.len());
+        progress.start("embedding", todo.len(), 0);
         let all = self.cells == Cells::All;
         let mut embedded = 0usize;
         for chunk in todo.chunks(SAVE_EVERY) {

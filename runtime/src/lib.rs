@@ -68,6 +68,12 @@ pub enum Error {
         "inference failed: the model returned {value} for image {image} of the batch: not a finite number (a model trained to NaN?); nothing was written"
     )]
     NonFinite { value: f32, image: usize },
+    /// A model whose card says its output is not normalised returned a zero (or non-finite)
+    /// row, which has no direction to compare by cosine.
+    #[error(
+        "inference failed: the model returned an embedding of length {norm} for image {image} of the batch, which cannot be normalised; nothing was written"
+    )]
+    ZeroEmbedding { norm: f32, image: usize },
     /// onnxruntime refused a step of an inference; its own error is the source.
     #[error("inference failed {what}")]
     Ort {

@@ -35,6 +35,7 @@ pub fn bench(
     data_dir: &Path,
     steps: usize,
     device: &Device,
+    progress: &dyn cellspace_core::progress::Progress,
 ) -> crate::Result<BenchReport> {
     let n = (cfg.batch_size * (steps + 1)).max(256);
     let cfg = &cfg.clone().with_measured_reference(data_dir)?;
@@ -43,6 +44,7 @@ pub fn bench(
         &cfg.preprocess(),
         2 * cfg.image_size,
         Some(n),
+        progress,
     )?);
     let plan = EpochPlan {
         order: (0..data.len()).collect(),

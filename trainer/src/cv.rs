@@ -111,6 +111,7 @@ pub fn cross_validate(
     folds: usize,
     device: &Device,
     validate_every: usize,
+    progress: &dyn cellspace_core::progress::Progress,
 ) -> Result<Option<CvReport>> {
     if folds < 2 {
         return Err(Error::Config("--folds must be at least 2".into()));
@@ -119,7 +120,7 @@ pub fn cross_validate(
     let started = std::time::Instant::now();
     std::fs::create_dir_all(out).map_err(|e| cellspace_core::Error::io(out, e))?;
     let cfg = &kept_reference(cfg, data_dir, out)?;
-    let data = load_data(cfg, data_dir)?;
+    let data = load_data(cfg, data_dir, progress)?;
     let mut results = Vec::new();
     for k in 0..folds {
         let run = out.join(format!("fold-{}", k + 1));
@@ -131,7 +132,15 @@ pub fn cross_validate(
             results.push(r);
             continue;
         }
-        let Some(r) = run_fold(cfg, &data, &run, [k, folds], device, validate_every)? else {
+        let Some(r) = run_fold(
+            cfg,
+            &data,
+            &run,
+            [k, folds],
+            device,
+            (validate_every, progress),
+        )?
+        else {
             return Ok(None);
         };
         cellspace_core::atomic::write_json(&done, &r)?;
@@ -173,7 +182,7 @@ fn run_fold(
     run: &Path,
     [k, folds]: [usize; 2],
     device: &Device,
-    validate_every: usize,
+    (validate_every, progress): (usize, &dyn cellspace_core::progress::Progress),
 ) -> Result<Option<FoldResult>> {
     let fold_cfg = cfg.clone().with_fold(Some([k, folds]));
     let resume = run.join(crate::train::CHECKPOINT_DIR).exists();
@@ -190,6 +199,7 @@ fn run_fold(
         &FitOptions {
             resume,
             validate_every,
+            progress,
             ..Default::default()
         },
     )?;

@@ -10,8 +10,8 @@ use cellspace_core::calibration::Calibration;
 use cellspace_core::dataset::{ImageEntry, SourceGroups, groups_for, list_images};
 use cellspace_core::locate::{LocateFlag, Location};
 use cellspace_core::preprocess::{Preprocess, load_rgb};
+use cellspace_core::progress::Progress;
 use image::{RgbImage, imageops::FilterType};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -46,12 +46,13 @@ impl CellImages {
     /// `pre` cuts it) at `cache` x `cache` pixels and its model input. An unreadable image is
     /// reported on stderr and skipped; an empty folder is an error. Source groups come from
     /// `source_groups.tsv` in or beside `root`, or else are estimated from the images
-    /// ([`cellspace_core::duplicates`]).
+    /// ([`cellspace_core::duplicates`]). The decoding is reported to `progress`.
     pub fn load(
         root: &Path,
         pre: &Preprocess,
         cache: u32,
         limit: Option<usize>,
+        progress: &dyn Progress,
     ) -> crate::Result<Self> {
         let (mut entries, problems) = list_images(root)?;
         let mut failed: Vec<(String, String)> = problems
@@ -69,7 +70,7 @@ impl CellImages {
         });
         let pre = &pre.clone().with_calibration(calibration);
         let groups_file = SourceGroups::find(root)?;
-        let decoded = decode_all(&entries, pre, cache, groups_file.is_none());
+        let decoded = decode_all(&entries, pre, cache, groups_file.is_none(), progress);
         let mut kept = Vec::new();
         let mut squares = Vec::new();
         let mut inputs = Vec::new();
@@ -225,17 +226,6 @@ fn spread(entries: Vec<ImageEntry>, n: usize) -> Vec<ImageEntry> {
         .collect()
 }
 
-pub fn progress(len: u64, msg: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(msg.to_string());
-    bar
-}
-
 /// One training batch: two views of the same images, [N, 3, S, S] each, row-major.
 pub struct Batch {
     pub index: usize,
@@ -317,14 +307,15 @@ pub fn spawn_batches(data: Arc<CellImages>, plan: EpochPlan) -> Receiver<Batch> 
 }
 
 /// Every entry decoded and cut to its window (and the window's `cache`-px square), in
-/// parallel with a progress bar; with `signatures`, each field's near-duplicate signature.
+/// parallel, reported to `progress`; with `signatures`, each field's near-duplicate signature.
 fn decode_all(
     entries: &[ImageEntry],
     pre: &Preprocess,
     cache: u32,
     signatures: bool,
+    progress: &dyn Progress,
 ) -> Vec<Result<Decoded, String>> {
-    let bar = progress(entries.len() as u64, "decoding");
+    progress.start("decoding", entries.len(), 0);
     let decoded = entries
         .par_iter()
         .map(|e| {
@@ -343,11 +334,11 @@ fn decode_all(
                     }
                 })
                 .map_err(|err| err.to_string());
-            bar.inc(1);
+            progress.advance(1);
             r
         })
         .collect();
-    bar.finish_and_clear();
+    progress.finish();
     decoded
 }
 

@@ -4,7 +4,7 @@
 //! checkpoint after each.
 
 use crate::checkpoint::{append_line, record_err, save_served};
-use crate::data::{CellImages, EpochPlan, epoch_order, progress, spawn_batches};
+use crate::data::{CellImages, EpochPlan, epoch_order, spawn_batches};
 use crate::eval::{ColourCache, Split, ValidationResult, validate_with};
 use crate::model::{EmbeddingOutput, Encoder};
 use crate::train::{
@@ -57,7 +57,7 @@ pub struct Run<'a> {
     split: &'a Split,
     pre: Preprocess,
     run_dir: &'a Path,
-    opts: &'a FitOptions,
+    opts: &'a FitOptions<'a>,
     ad: Device,
     batches_per_epoch: usize,
     total_steps: usize,
@@ -81,7 +81,7 @@ impl<'a> Run<'a> {
         data: Arc<CellImages>,
         split: &'a Split,
         run_dir: &'a Path,
-        opts: &'a FitOptions,
+        opts: &'a FitOptions<'a>,
         ad: Device,
     ) -> Self {
         let batches_per_epoch = split.train.len() / cfg.batch_size;
@@ -117,11 +117,12 @@ impl<'a> Run<'a> {
             seed: cfg.seed,
             epoch,
         };
-        let bar = progress(
-            plan.batches() as u64,
+        let bar = self.opts.progress;
+        bar.start(
             &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            plan.batches(),
+            state.batch,
         );
-        bar.set_position(state.batch as u64);
         let start = Instant::now();
         let mut images = 0usize;
         let mut interrupted = false;
@@ -130,7 +131,7 @@ impl<'a> Run<'a> {
             let (next, loss) =
                 train_step(model, optim, &batch, cfg, self.train_output, lr, &self.ad);
             if !loss.is_finite() {
-                bar.finish_and_clear();
+                bar.finish();
                 return Err(Error::Diverged {
                     epoch: epoch + 1,
                     batch: batch.index + 1,
@@ -149,8 +150,8 @@ impl<'a> Run<'a> {
                 epoch + 1,
                 cfg.epochs
             );
-            bar.set_message(line);
-            bar.inc(1);
+            bar.status(&line);
+            bar.advance(1);
             if self.log_progress && (batch.index + 1) % 20 == 0 {
                 log::info!(
                     "epoch {}/{} batch {}/{} loss {loss:.4} {ips:.0} img/s",
@@ -165,7 +166,7 @@ impl<'a> Run<'a> {
                 break;
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         let seconds = start.elapsed().as_secs_f64();
         Ok((
             model,

@@ -231,7 +231,9 @@ fn measure_again(
     dir: &Path,
     (model, cfg): (&Encoder, &crate::train::TrainConfig),
 ) -> Result<Remeasured> {
-    let images = crate::data::CellImages::load(dir, &cfg.preprocess(), cfg.image_size, cfg.limit)?;
+    log::info!("measuring the held-out cells again on {}", dir.display());
+    let images =
+        crate::data::CellImages::load(dir, &cfg.preprocess(), cfg.image_size, cfg.limit, &())?;
     let split = crate::eval::Split::for_config(&images, cfg);
     let mut validation = None;
     if !split.val.is_empty() {

@@ -82,6 +82,8 @@ pub struct RobustnessReport {
 /// What to measure.
 pub struct RobustnessPlan<'a> {
     pub data_dir: &'a Path,
+    /// Where the decoding of the training folder is reported (`&()`: nowhere).
+    pub progress: &'a dyn cellspace_core::progress::Progress,
     /// A `trainer cv` output folder: its folds' models and configuration; None measures the
     /// colour histogram alone, under `cfg`'s preprocessing.
     pub cv_dir: Option<&'a Path>,
@@ -103,7 +105,7 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
     let started = std::time::Instant::now();
     let (cfg, folds) = protocol_config(plan)?;
     let pre = cfg.preprocess();
-    let data = crate::train::load_data(&cfg, plan.data_dir)?;
+    let data = crate::train::load_data(&cfg, plan.data_dir, plan.progress)?;
     if plan.serve_stain_anchors {
         check_no_stain_shift(&pre, &data)?;
     }

@@ -100,7 +100,8 @@ pub struct TrainConfig {
 }
 
 /// How a field's colour is standardised ([`cellspace_core::standardise`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ColourChoice {
     /// Absolute colour, as models before standardisation.
@@ -121,7 +122,8 @@ pub enum ColourChoice {
 }
 
 /// What the cell window's size is measured in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ScaleChoice {
     /// A fixed fraction of the field's shorter side (right at one magnification only).
@@ -131,7 +133,8 @@ pub enum ScaleChoice {
 }
 
 /// What the model looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Crop {
     /// The square window around the stained white cell ([`cellspace_core::locate`]).
@@ -335,8 +338,8 @@ pub fn install_ctrlc() {
 }
 
 /// How `fit` runs (not part of the run's configuration).
-#[derive(Debug, Clone, Default)]
-pub struct FitOptions {
+#[derive(Clone, Copy)]
+pub struct FitOptions<'a> {
     /// Continue the run saved in the run directory (its config wins over `cfg`).
     pub resume: bool,
     /// Stop (with a checkpoint, as Ctrl-C does) once this many optimizer steps are done.
@@ -344,9 +347,22 @@ pub struct FitOptions {
     /// Measure the held-out groups after every this many epochs (0 or 1: after each); the last
     /// epoch is always measured. Validation costs about as much as two epochs of training.
     pub validate_every: usize,
+    /// Where the decoding and each epoch's batches are reported (`&()`: nowhere).
+    pub progress: &'a dyn cellspace_core::progress::Progress,
 }
 
-impl FitOptions {
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            stop_after_steps: None,
+            validate_every: 0,
+            progress: &(),
+        }
+    }
+}
+
+impl FitOptions<'_> {
     /// Whether the epoch numbered `done` (1-based) of `epochs` is measured.
     pub fn validates(&self, done: usize, epochs: usize) -> bool {
         self.validate_every <= 1 || done >= epochs || done.is_multiple_of(self.validate_every)
@@ -372,17 +388,22 @@ pub fn fit(
         }
         own
     };
-    let data = load_data(&own, data_dir)?;
+    let data = load_data(&own, data_dir, opts.progress)?;
     fit_loaded(&own, data, run_dir, device, opts)
 }
 
-/// The images `fit` would load for `cfg`.
-pub fn load_data(cfg: &TrainConfig, data_dir: &Path) -> Result<Arc<CellImages>> {
+/// The images `fit` would load for `cfg`, the decoding reported to `progress`.
+pub fn load_data(
+    cfg: &TrainConfig,
+    data_dir: &Path,
+    progress: &dyn cellspace_core::progress::Progress,
+) -> Result<Arc<CellImages>> {
     Ok(Arc::new(CellImages::load(
         data_dir,
         &cfg.preprocess(),
         2 * cfg.image_size,
         cfg.limit,
+        progress,
     )?))
 }
 

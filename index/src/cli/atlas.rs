@@ -91,7 +91,7 @@ pub fn build(args: BuildArgs) -> Result<u8> {
             ops::build_from_folders(&emb_dirs, &model, params, source)?
         }
         (true, Some(d)) => {
-            let bar = runtime::folder::terminal_bar();
+            let bar = cellspace_core::cli::terminal_bar();
             embed::build_from_images(&d, &embedder, params, &bar, meta.as_ref())?.0
         }
         _ => bail!("give either an embeddings folder or --images DIR"),
@@ -143,7 +143,7 @@ pub fn add(args: AddArgs) -> Result<u8> {
         (false, None) => emb_dirs,
         (true, Some(d)) => {
             let out = runtime::folder::default_out(&d);
-            let bar = runtime::folder::terminal_bar();
+            let bar = cellspace_core::cli::terminal_bar();
             let (summary, failures) = runtime::folder::embed_dir(&embedder, &d, &out, &bar)?;
             for f in &failures {
                 eprintln!(

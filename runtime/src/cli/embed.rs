@@ -44,7 +44,7 @@ pub fn embed(args: EmbedArgs) -> Result<u8> {
         Some(s) => runtime::folder::default_shard_out(&dir, s),
         None => runtime::folder::default_out(&dir),
     });
-    let bar = runtime::folder::terminal_bar();
+    let bar = cellspace_core::cli::terminal_bar();
     let progress: &dyn runtime::folder::Progress = if json { &() } else { &bar };
     let (s, failures) = runtime::folder::embed_shard(&e, &dir, &out, progress, shard, cells)?;
     for f in &failures {

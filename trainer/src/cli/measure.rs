@@ -65,9 +65,10 @@ pub fn eval(args: EvalArgs) -> Result<u8> {
     let device = burn::tensor::Device::flex();
     let (model, cfg, best) = trainer::train::load_served_model(&run, &device)?;
     let pre = cfg.preprocess();
-    let g = trainer::data::CellImages::load(&gallery, &pre, pre.size, None)?;
+    let bar = cellspace_core::cli::terminal_bar();
+    let g = trainer::data::CellImages::load(&gallery, &pre, pre.size, None, &bar)?;
     let q = query
-        .map(|q| trainer::data::CellImages::load(&q, &pre, pre.size, None))
+        .map(|q| trainer::data::CellImages::load(&q, &pre, pre.size, None, &bar))
         .transpose()?;
     let full = trainer::colour::RetrievalModel {
         colour: trainer::colour::ColourHistogram::new(&pre, &device),

@@ -31,9 +31,11 @@ pub fn fit_cmd(a: FitArgs) -> Result<u8> {
             );
         }
     }
+    let bar = cellspace_core::cli::terminal_bar();
     let opts = trainer::train::FitOptions {
         resume,
         validate_every: a.validate_every,
+        progress: &bar,
         ..Default::default()
     };
     let summary = fit(&cfg, &a.data, &a.out, &device, &opts)?;
@@ -89,6 +91,7 @@ pub fn cv(args: CvArgs) -> Result<u8> {
         folds,
         &device,
         fit.validate_every,
+        &cellspace_core::cli::terminal_bar(),
     )?
     else {
         return Ok(PARTIAL); // interrupted: --resume continues
@@ -186,7 +189,8 @@ pub struct BenchArgs {
 pub fn bench(args: BenchArgs) -> Result<u8> {
     let BenchArgs { fit, steps, report } = args;
     let device = trainer::device::select(fit.device)?;
-    let result = trainer::bench::bench(&config(&fit)?, &fit.data, steps, &device)?;
+    let bar = cellspace_core::cli::terminal_bar();
+    let result = trainer::bench::bench(&config(&fit)?, &fit.data, steps, &device, &bar)?;
     outcome::emit_json(report.as_deref(), &result)?;
     Ok(OK)
 }
@@ -211,8 +215,10 @@ fn run_robustness(
     let shifts =
         cellspace_core::shift::parse(sets.shifts).map_err(|e| anyhow::anyhow!("--shifts: {e}"))?;
     let cfg = config(fit)?;
+    let bar = cellspace_core::cli::terminal_bar();
     let plan = trainer::robustness::RobustnessPlan {
         data_dir: &fit.data,
+        progress: &bar,
         cv_dir: cv,
         cfg: &cfg,
         folds: sets.folds,
