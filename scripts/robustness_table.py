@@ -26,24 +26,32 @@ def cell(values):
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
-def few_label(argv):
-    runs = [a.split("=", 1) for a in argv]
-    table = {}
-    for name, spec in runs:
+def read_runs(argv):
+    """NAME=robustness.json[@CANDIDATE] arguments: (name, candidate, the report's rows)."""
+    runs = []
+    for a in argv:
+        name, spec = a.split("=", 1)
         path, _, candidate = spec.partition("@")
         with open(path) as f:
-            rows = json.load(f)["rows"]
+            runs.append((name, candidate, json.load(f)["rows"]))
+    return runs
+
+
+def few_label(argv):
+    runs = read_runs(argv)
+    table = {}
+    for name, candidate, rows in runs:
         key = candidate or "histogram of the window"
         table[name] = [(r["shift"], r.get("few_label", {}).get(key, {})) for r in rows]
     heads = []
-    for n, _ in runs:
+    for n, _, _ in runs:
         heads += [f"{n}: clean", f"{n}: mean over the shifts"]
     print("| labelled originals per class | " + " | ".join(heads) + " |")
     print("| --- |" + " --- |" * len(heads))
     ns = sorted({int(k) for rows in table.values() for _, m in rows for k in m})
     for n in ns:
         cells = []
-        for name, _ in runs:
+        for name, _, _ in runs:
             rows = table[name]
             clean = rows[0][1].get(str(n), [])
             shifted = [statistics.mean(m[str(n)]) for s, m in rows[1:] if m.get(str(n))]
@@ -54,31 +62,28 @@ def few_label(argv):
 def main(argv):
     if argv and argv[0] == "--few-label":
         return few_label(argv[1:])
-    runs = [a.split("=", 1) for a in argv]
+    runs = read_runs(argv)
     tables = {}
-    for name, spec in runs:
-        path, _, candidate = spec.partition("@")
-        with open(path) as f:
-            rows = json.load(f)["rows"]
+    for name, candidate, rows in runs:
         tables[name] = {
             r["shift"]: (r["learned"].get(candidate, []) if candidate else r["histogram"])
             for r in rows
         }
     shifts = list(next(iter(tables.values())).keys())
-    print("| shift | " + " | ".join(n for n, _ in runs) + " |")
+    print("| shift | " + " | ".join(n for n, _, _ in runs) + " |")
     print("| --- |" + " --- |" * len(runs))
     for s in shifts:
-        print(f"| {s} | " + " | ".join(cell(tables[n].get(s, [])) for n, _ in runs) + " |")
+        print(f"| {s} | " + " | ".join(cell(tables[n].get(s, [])) for n, _, _ in runs) + " |")
     summary = {}
-    for n, _ in runs:
+    for n, _, _ in runs:
         means = {s: statistics.mean(v) for s, v in tables[n].items() if s != "clean" and v}
         if means:
             worst = min(means, key=means.get)
             summary[n] = (f"{statistics.mean(means.values()):.3f}", f"{means[worst]:.3f} ({worst})")
         else:
             summary[n] = ("-", "-")
-    print("| **mean over the shifts** | " + " | ".join(summary[n][0] for n, _ in runs) + " |")
-    print("| **worst shift** | " + " | ".join(summary[n][1] for n, _ in runs) + " |")
+    print("| **mean over the shifts** | " + " | ".join(summary[n][0] for n, _, _ in runs) + " |")
+    print("| **worst shift** | " + " | ".join(summary[n][1] for n, _, _ in runs) + " |")
 
 
 if __name__ == "__main__":

@@ -30,28 +30,23 @@ pub fn load_pretrained(mut model: Encoder, path: &Path) -> Result<(Encoder, Init
         .unwrap_or("")
         .to_ascii_lowercase();
     let fail = |e: String| crate::checkpoint::record_err(path, e);
+    // the two stores share these builder methods but no trait that carries them
+    macro_rules! load_through {
+        ($store:expr) => {{
+            let mut store = $store.allow_partial(true);
+            for (from, to) in REMAP {
+                store = store.with_key_remapping(from, to);
+            }
+            let mut store = store.with_predicate(keep);
+            model
+                .load_from(&mut store)
+                .map_err(|e| crate::checkpoint::record_err(path, e))?
+        }};
+    }
     let result = match ext.as_str() {
-        "pth" | "pt" => {
-            let mut store = PytorchStore::from_file(path).allow_partial(true);
-            for (from, to) in REMAP {
-                store = store.with_key_remapping(from, to);
-            }
-            let mut store = store.with_predicate(keep);
-            model
-                .load_from(&mut store)
-                .map_err(|e| crate::checkpoint::record_err(path, e))?
-        }
+        "pth" | "pt" => load_through!(PytorchStore::from_file(path)),
         "safetensors" => {
-            let mut store = SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .allow_partial(true);
-            for (from, to) in REMAP {
-                store = store.with_key_remapping(from, to);
-            }
-            let mut store = store.with_predicate(keep);
-            model
-                .load_from(&mut store)
-                .map_err(|e| crate::checkpoint::record_err(path, e))?
+            load_through!(SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter))
         }
         _ => {
             return Err(fail(

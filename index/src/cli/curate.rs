@@ -38,18 +38,8 @@ pub struct ClassifyArgs {
     /// Labelled cells that vote, the most similar first.
     #[arg(short, default_value_t = 200, value_parser = cellspace_core::cli::number::at_least_one)]
     pub k: usize,
-    /// Store each cell's class in this field (and FIELD_confidence) of the index, saved
-    /// atomically: `--where FIELD=CLASS` and the lab page then see it.
-    #[arg(long, value_name = "FIELD")]
-    pub write: Option<String>,
-    /// Also count the classes per value of this field (slide, patient: a differential count
-    /// of each).
-    #[arg(long, value_name = "FIELD")]
-    pub by: Option<String>,
     #[command(flatten)]
-    pub report: Report,
-    #[command(flatten)]
-    pub common: Common,
+    pub out: Answers,
 }
 
 /// Clusters of the atlas without labels (k-means on the embeddings): each cluster's size, and
@@ -61,10 +51,20 @@ pub struct ClustersArgs {
     pub k: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Store each cell's cluster (`c0`, `c1`, ...) in this field, saved atomically.
+    #[command(flatten)]
+    pub out: Answers,
+}
+
+/// Where `classify` and `clusters` put each cell's answer, and how they count them.
+#[derive(clap::Args)]
+pub struct Answers {
+    /// Store each cell's answer in this field of the index, saved atomically (classify: the
+    /// class, and its share of the vote in FIELD_confidence; clusters: `c0`, `c1`, ...):
+    /// `--where FIELD=VALUE` and the lab page then see it.
     #[arg(long, value_name = "FIELD")]
     pub write: Option<String>,
-    /// Also count the clusters per value of this field (slide, patient).
+    /// Also count the answers per value of this field (slide, patient: a differential count
+    /// of each).
     #[arg(long, value_name = "FIELD")]
     pub by: Option<String>,
     #[command(flatten)]
@@ -162,8 +162,13 @@ pub fn compact(args: CompactArgs) -> Result<u8> {
 
 /// Run `index classify`.
 pub fn classify(args: ClassifyArgs) -> Result<u8> {
-    let dir = &args.common.dir();
-    let (file, k, write, report) = (&args.labels, args.k, args.write.as_deref(), &args.report);
+    let dir = &args.out.common.dir();
+    let (file, k, write, report) = (
+        &args.labels,
+        args.k,
+        args.out.write.as_deref(),
+        &args.out.report,
+    );
     own_field(write)?;
     let _lock = write.map(|_| index::ops::lock(dir)).transpose()?;
     let mut index = index::CellIndex::open(dir)?;
@@ -175,7 +180,7 @@ pub fn classify(args: ClassifyArgs) -> Result<u8> {
     }
     let summary = summary(&c);
     eprint!("{summary}");
-    if let Some(by) = &args.by {
+    if let Some(by) = &args.out.by {
         let class: std::collections::HashMap<usize, &str> = c
             .predictions
             .iter()
@@ -278,8 +283,8 @@ fn by_table(
 
 /// Run `index clusters`.
 pub fn clusters(args: ClustersArgs) -> Result<u8> {
-    let dir = &args.common.dir();
-    let write = args.write.as_deref();
+    let dir = &args.out.common.dir();
+    let write = args.out.write.as_deref();
     own_field(write)?;
     let _lock = write.map(|_| index::ops::lock(dir)).transpose()?;
     let mut index = index::CellIndex::open(dir)?;
@@ -304,7 +309,7 @@ pub fn clusters(args: ClustersArgs) -> Result<u8> {
     if let (Some(nmi), Some(ari)) = (c.nmi, c.ari) {
         s += &format!("against the cells' classes: NMI {nmi:.3}, ARI {ari:.3}\n");
     }
-    if let Some(by) = &args.by {
+    if let Some(by) = &args.out.by {
         let of: std::collections::HashMap<usize, usize> = c.assignment.iter().copied().collect();
         let t = index::clusters::counts_by(&index, by, |id| of.get(&id).map(|c| format!("c{c}")));
         s += &by_table(by, &t);
@@ -315,14 +320,14 @@ pub fn clusters(args: ClustersArgs) -> Result<u8> {
         index.save(dir)?;
         eprintln!("written: field `{field}` of every live cell");
     }
-    if args.report.json {
-        outcome::emit_json(args.report.out.as_deref(), &c)?;
+    if args.out.report.json {
+        outcome::emit_json(args.out.report.out.as_deref(), &c)?;
     } else {
         let mut text = String::from("path\tcluster\n");
         for &(id, cluster) in &c.assignment {
             text += &format!("{}\tc{cluster}\n", shown(&index.rows()[id].path));
         }
-        outcome::emit_text(args.report.out.as_deref(), &text)?;
+        outcome::emit_text(args.out.report.out.as_deref(), &text)?;
     }
     Ok(OK)
 }

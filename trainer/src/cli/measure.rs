@@ -126,25 +126,15 @@ fn parse_views(s: &str) -> Result<TestTimeViews, String> {
 
 /// Run `trainer export`.
 pub fn export(args: ExportArgs) -> Result<u8> {
-    let ExportArgs {
-        run,
-        out,
-        data,
-        cv,
-        robustness,
-        output,
-        colour_weight,
-        views,
-    } = args;
     let opts = trainer::export::ExportOptions {
-        data,
-        cv,
-        robustness,
-        output,
-        colour_weight,
-        views,
+        data: args.data,
+        cv: args.cv,
+        robustness: args.robustness,
+        output: args.output,
+        colour_weight: args.colour_weight,
+        views: args.views,
     };
-    let card = trainer::export::export_run(&run, &out, None, &opts)?;
+    let card = trainer::export::export_run(&args.run, &args.out, None, &opts)?;
     eprintln!(
         "model exported: {} (card {})",
         card.with_extension("onnx").display(),
