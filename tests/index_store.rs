@@ -363,8 +363,8 @@ fn a_format_2_index_of_hnsw_rs_still_opens_and_answers_the_same() {
     let (idx, v) = build(300, 8);
     // what format 2 wrote: hnsw_rs's two files beside rows, vectors and the manifest
     idx.save(&p).unwrap();
-    let g: Hnsw<f32, index::cellindex::CosineDistance> =
-        Hnsw::new(16, 300, 16, 200, index::cellindex::CosineDistance);
+    let g: Hnsw<f32, index::legacy_hnsw::CosineDistance> =
+        Hnsw::new(16, 300, 16, 200, index::legacy_hnsw::CosineDistance);
     let items: Vec<(&[f32], usize)> = v.chunks_exact(8).zip(0..).collect();
     g.parallel_insert_slice(&items);
     g.file_dump(&p, "cells").unwrap();

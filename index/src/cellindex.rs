@@ -3,24 +3,10 @@
 
 use crate::manifest::*;
 use crate::{Error, Result};
-use hnsw_rs::prelude::{Distance, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Cosine distance `1 - dot` on L2-normalised vectors, clamped at 0 (hnsw_rs's own `DistDot`
-/// asserts `dot <= 1`, which rounding breaks for duplicate images).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CosineDistance;
-
-impl Distance<f32> for CosineDistance {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - cellspace_core::metrics::dot(a, b)).max(0.0)
-    }
-}
-
-/// hnsw_rs's graph: the reader of format-1 and -2 indexes.
-type HnswRs = Hnsw<'static, f32, CosineDistance>;
 use crate::graph::Graph;
 use crate::store::Vectors;
 
@@ -30,8 +16,6 @@ pub struct HnswParams {
     /// Neighbours kept per node and upper layer (2 M at layer 0), at most 256.
     pub m: usize,
     pub ef_construction: usize,
-    /// Kept for format-1 and -2 manifests (hnsw_rs); the graph caps levels at 15 itself.
-    pub max_layer: usize,
     /// Default ef at query time.
     pub ef_search: usize,
     /// How vectors are kept in memory ([`crate::store`]).
@@ -44,7 +28,6 @@ impl Default for HnswParams {
         Self {
             m: 16,
             ef_construction: 200,
-            max_layer: 16,
             ef_search: 64,
             store: crate::store::StoreKind::F32,
         }
@@ -483,29 +466,9 @@ impl CellIndex {
             let bytes = std::fs::read(&p).map_err(|e| cellspace_core::Error::io(&p, e))?;
             crate::graph_file::decode(&bytes, rows.len())
                 .map_err(|reason| Error::Corrupt { path: p, reason })?
-        } else if manifest.count == 0 {
-            // hnsw_rs panics reloading an empty graph: a format-2 empty index has none
-            Graph::new(manifest.params.m, manifest.params.ef_construction)
         } else {
-            let g = load_hnsw_rs(dir)?;
-            // graph files of another index (checksums rewritten to match) would send searches
-            // to rows that do not exist
-            if g.get_nb_point() != rows.len() {
-                return Err(Error::Corrupt {
-                    path: dir.join(GRAPH_FILE),
-                    reason: format!(
-                        "the HNSW graph holds {} points but the index has {} rows: graph files of another index?",
-                        g.get_nb_point(),
-                        rows.len()
-                    ),
-                });
-            }
-            Graph::from_hnsw(
-                &g,
-                rows.len(),
-                manifest.params.m,
-                manifest.params.ef_construction,
-            )
+            let p = &manifest.params;
+            crate::legacy_hnsw::read_graph(dir, rows.len(), p.m, p.ef_construction)?
         };
         let map = match manifest.files.contains_key(crate::map_file::MAP_FILE) {
             true => {
@@ -558,26 +521,4 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(|e| cellspace_core::Error::io(dir, e).into())
-}
-
-/// Reload the hnsw_rs graph. hnsw_rs's loaded graph borrows its `HnswIo`, so the (small) loader
-/// is leaked to give the graph a `'static` life; one per opened index. Its panics on malformed
-/// files become errors.
-fn load_hnsw_rs(dir: &Path) -> Result<HnswRs> {
-    let dir_owned: PathBuf = dir.to_path_buf();
-    let r = std::panic::catch_unwind(move || {
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&dir_owned, HNSW_BASENAME)));
-        io.load_hnsw::<f32, CosineDistance>()
-    });
-    match r {
-        Ok(Ok(g)) => Ok(g),
-        Ok(Err(e)) => Err(Error::Corrupt {
-            path: dir.join(GRAPH_FILE),
-            reason: format!("cannot load HNSW graph: {e}"),
-        }),
-        Err(_) => Err(Error::Corrupt {
-            path: dir.join(GRAPH_FILE),
-            reason: "malformed HNSW graph".into(),
-        }),
-    }
 }

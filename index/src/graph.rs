@@ -4,9 +4,8 @@
 //! slots per node, the few upper-layer lists beside it, the index's own vector slice (no
 //! second copy), a visited list reused across queries by a generation stamp, the next vector
 //! prefetched while the current one is scored, and hnswlib's neighbour-selection heuristic.
-//! It replaced hnsw_rs (formats 1 and 2), whose per-visit locking, `Arc`s and allocation were
-//! most of the search and build time once distances were vectorised; hnsw_rs remains only the
-//! reader of those old indexes ([`Graph::from_hnsw`]).
+//! Indexes of formats 1 and 2 hold an hnsw_rs graph instead; [`crate::legacy_hnsw`] converts
+//! it into this one when they are opened.
 
 use crate::search_layer::{Scored, Visited, greedy, search_layer};
 use crate::store::Vectors;
@@ -69,7 +68,7 @@ impl Graph {
         }
     }
 
-    fn set_links(&mut self, node: u32, layer: u8, links: &[u32]) {
+    pub(crate) fn set_links(&mut self, node: u32, layer: u8, links: &[u32]) {
         let i = node as usize;
         if layer == 0 {
             let n = links.len().min(self.m0);
@@ -239,48 +238,6 @@ impl Graph {
             .take(k)
             .map(|Scored(d, i)| (i as usize, 1.0 - d))
             .collect()
-    }
-
-    /// A graph of hnsw_rs (format 1 and 2 indexes) whose data ids are rows `0..n`.
-    pub fn from_hnsw<D: hnsw_rs::prelude::Distance<f32> + Send + Sync>(
-        g: &hnsw_rs::prelude::Hnsw<'_, f32, D>,
-        n: usize,
-        m: usize,
-        ef_construction: usize,
-    ) -> Self {
-        let mut out = Self::new(m, ef_construction);
-        out.levels = vec![0; n];
-        out.links0 = vec![0; n * out.m0];
-        out.len0 = vec![0; n];
-        out.upper = vec![Vec::new(); n];
-        out.max_level = g.get_max_level_observed();
-        let mut entry = None;
-        for p in g.get_point_indexation() {
-            let id = p.get_origin_id();
-            if id >= n {
-                continue;
-            }
-            let level = p.get_point_id().0;
-            out.levels[id] = level;
-            out.upper[id] = vec![Vec::new(); level as usize];
-            if level == out.max_level && entry.is_none() {
-                entry = Some(id as u32);
-            }
-            for (l, ns) in p.get_neighborhood_id().into_iter().enumerate() {
-                if l > level as usize {
-                    break;
-                }
-                let ids: Vec<u32> = ns
-                    .into_iter()
-                    .map(|nb| nb.d_id)
-                    .filter(|&d| d < n)
-                    .map(|d| d as u32)
-                    .collect();
-                out.set_links(id as u32, l as u8, &ids);
-            }
-        }
-        out.entry = entry.unwrap_or(0);
-        out
     }
 
     /// Bytes held by the links (the vectors are the index's).

@@ -29,6 +29,7 @@ pub mod graph_file;
 #[cfg(feature = "serve")]
 pub mod guard;
 pub mod layout;
+pub mod legacy_hnsw;
 pub mod live;
 pub mod manifest;
 #[cfg(feature = "serve")]

@@ -14,10 +14,10 @@ pub const VECTORS_FILE: &str = "embeddings.npy";
 pub const CODES_FILE: &str = "codes.i8";
 /// The graph (format 3 on: [`crate::graph_file`]).
 pub const GRAPH_BIN: &str = "graph.bin";
-/// hnsw_rs basename of format 1 and 2 indexes: `cells.hnsw.graph` and `cells.hnsw.data`.
+/// hnsw_rs basename of format 1 and 2 indexes ([`crate::legacy_hnsw`]): `cells.hnsw.graph`
+/// and `cells.hnsw.data`.
 pub const HNSW_BASENAME: &str = "cells";
 pub const GRAPH_FILE: &str = "cells.hnsw.graph";
-pub const DATA_FILE: &str = "cells.hnsw.data";
 /// Format written by this build. 2: rows may carry metadata and tombstones (a build that
 /// reads only format 1 would return removed cells, so it must refuse these indexes). 3: the
 /// graph is cellspace's own `graph.bin` instead of hnsw_rs's two files (still read).
