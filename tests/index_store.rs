@@ -372,6 +372,8 @@ fn a_format_2_index_of_hnsw_rs_still_opens_and_answers_the_same() {
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap();
     manifest["format_version"] = 2.into();
+    // format 2 also carried hnsw_rs's `max_layer`, which format 3 dropped
+    manifest["params"]["max_layer"] = 16.into();
     let files = manifest["files"].as_object_mut().unwrap();
     files.remove(GRAPH_BIN);
     for f in ["cells.hnsw.graph", "cells.hnsw.data"] {
