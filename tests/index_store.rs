@@ -64,6 +64,23 @@ fn save_load_round_trip_gives_identical_results_and_self_first() {
 }
 
 #[test]
+fn a_saved_manifest_still_opens_in_earlier_builds() {
+    let dir = util::tempdir();
+    let (idx, _) = build(20, 8);
+    idx.save(&dir.path().join("i")).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("i/manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // the params as builds before this one read them: these four required, no defaults
+    for key in ["m", "ef_construction", "max_layer", "ef_search"] {
+        assert!(
+            manifest["params"][key].is_u64(),
+            "an earlier build cannot read {} (no {key})",
+            manifest["params"]
+        );
+    }
+}
+
+#[test]
 fn k_larger_than_index_returns_everything() {
     let (idx, v) = build(7, 8);
     let hits = idx.search(&v[..8], &Filter::default(), 50, None).unwrap();
@@ -372,7 +389,7 @@ fn a_format_2_index_of_hnsw_rs_still_opens_and_answers_the_same() {
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("manifest.json")).unwrap()).unwrap();
     manifest["format_version"] = 2.into();
-    // format 2 also carried hnsw_rs's `max_layer`, which format 3 dropped
+    // format 2 carried hnsw_rs's `max_layer` (this build writes it only for older builds)
     manifest["params"]["max_layer"] = 16.into();
     let files = manifest["files"].as_object_mut().unwrap();
     files.remove(GRAPH_BIN);

@@ -21,6 +21,17 @@ pub struct HnswParams {
     /// How vectors are kept in memory ([`crate::store`]).
     #[serde(default)]
     pub store: crate::store::StoreKind,
+    /// Written, never read. Earlier builds (formats 2 and 3) require `max_layer` in a manifest
+    /// before they look at its version, so without it they would fail on "missing field"
+    /// instead of opening a format-3 index or refusing a newer one by its version.
+    /// Set it by `..Default::default()`.
+    #[serde(default = "written_max_layer")]
+    pub max_layer: usize,
+}
+
+/// The `max_layer` every manifest has carried (hnsw_rs's level cap).
+fn written_max_layer() -> usize {
+    16
 }
 
 impl Default for HnswParams {
@@ -30,6 +41,7 @@ impl Default for HnswParams {
             ef_construction: 200,
             ef_search: 64,
             store: crate::store::StoreKind::F32,
+            max_layer: written_max_layer(),
         }
     }
 }
@@ -305,7 +317,7 @@ impl CellIndex {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        // everything on disk before the swap: hnsw_rs's own files are not synced by it
+        // everything on disk before the swap: the files written above are not synced by it
         sync_dir_files(&tmp)?;
         let old = parent.join(format!(".{name}.old-{}", std::process::id()));
         {

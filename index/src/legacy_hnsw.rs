@@ -1,8 +1,9 @@
 //! The reader of format-1 and -2 indexes, whose graph hnsw_rs wrote (`cells.hnsw.graph` and
 //! `cells.hnsw.data`). Everything that touches hnsw_rs is here: opening such an index converts
 //! its graph into cellspace's own [`Graph`] once, and the next save writes format 3
-//! (`graph.bin`). Dropping support for the old formats is deleting this module and its one call
-//! in [`crate::cellindex`].
+//! (`graph.bin`). Dropping support for the old formats is deleting this module, its one call
+//! in [`crate::cellindex`], the format-2 test in `tests/index_store.rs` and the `hnsw_rs`
+//! dependency.
 
 use crate::graph::Graph;
 use crate::manifest::{GRAPH_FILE, HNSW_BASENAME};
@@ -12,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// Cosine distance `1 - dot` on L2-normalised vectors, clamped at 0 (hnsw_rs's own `DistDot`
 /// asserts `dot <= 1`, which rounding breaks for duplicate images). The distance the old
-/// formats were built with; their files name it.
+/// formats were built with; their files name it (hnsw_rs checks the type's last name on load:
+/// do not rename it).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CosineDistance;
 

@@ -74,6 +74,7 @@ pub fn build(args: BuildArgs) -> Result<u8> {
         ef_construction,
         ef_search,
         store,
+        ..Default::default()
     };
     let embedder = runtime::Embedder::new(&model_path(model)?, &provider.opts())?;
     let out = out.unwrap_or_else(default_index);
