@@ -21,6 +21,8 @@ if ! runs/ray-venv/bin/python -c "import ray" 2>/dev/null; then
 fi
 echo "== fmt"
 cargo fmt --all --check
+# the loss and provider registries declare their modules in a macro, which cargo fmt does not follow
+rustfmt --check --edition 2024 runtime/src/ep/*.rs trainer/src/loss/*.rs
 echo "== clippy (with the GPU features: trainer/gpu, runtime/cuda, runtime/tensorrt)"
 cargo clippy --release --workspace --all-targets --features trainer/gpu,runtime/cuda,runtime/tensorrt -- -D warnings
 echo "== the index library alone: no runtime, onnxruntime or HTTP stack in its tree"

@@ -180,6 +180,33 @@ impl Preprocess {
         }
     }
 
+    /// [`Preprocess::window`] and, about the same centre, a square `context` times its side
+    /// (outside the field is padding): what the trainer's crops cut from, so that a view can
+    /// show the cell smaller than the served window does as well as larger (a lab's scale
+    /// reading is off by some percent either way). The centre-square rule has no context
+    /// beyond its square, so there the second image is the window itself.
+    pub fn window_in_context(
+        &self,
+        img: &RgbImage,
+        context: f32,
+    ) -> (RgbImage, RgbImage, Option<Location>) {
+        let ResizeRule::CellWindow(cfg) = &self.resize else {
+            let (window, loc) = self.window(img);
+            return (window.clone(), window, loc);
+        };
+        let (view, side) = self.sized_view(img, cfg);
+        let loc = view.own(locate_sized(&view.image, cfg, side));
+        let wide_side = (loc.side as f32 * context.max(1.0)).round() as u32;
+        let grow = (wide_side as i32 - loc.side as i32) / 2;
+        let wide = Location {
+            x: loc.x - grow,
+            y: loc.y - grow,
+            side: wide_side,
+            ..loc.clone()
+        };
+        (crop(&view.image, &loc), crop(&view.image, &wide), Some(loc))
+    }
+
     /// Every white cell's window in the field ([`crate::locate::locate_all_sized`]), largest
     /// first, each as [`Preprocess::window`] gives the one; empty when the field holds no
     /// white cell. The centre-square rule gives its one window.
@@ -518,6 +545,31 @@ mod tests {
         let mid = field.get_pixel(8, 8).0;
         assert!(mid[2] as i32 - mid[1] as i32 <= 10, "{mid:?}");
         assert_eq!(p.prepare(&img), p.normalize(&input));
+    }
+
+    #[test]
+    fn a_window_in_context_holds_the_window_at_its_centre() {
+        let p = Preprocess::blood_cells(16);
+        let img = RgbImage::from_fn(320, 240, |x, y| {
+            let (dx, dy) = (x as i64 - 250, y as i64 - 100);
+            if dx * dx + dy * dy < 400 {
+                image::Rgb([130, 90, 230])
+            } else {
+                image::Rgb([(x % 200) as u8 + 50, 150, (y % 100) as u8 + 100])
+            }
+        });
+        let (alone, loc) = p.window(&img);
+        let (window, wide, same) = p.window_in_context(&img, 1.5);
+        assert_eq!((window.clone(), loc.clone()), (alone, same));
+        let side = loc.expect("located").side;
+        assert_eq!(wide.width(), (side as f32 * 1.5).round() as u32);
+        let off = (wide.width() - side) / 2;
+        let centre = image::imageops::crop_imm(&wide, off, off, side, side).to_image();
+        assert_eq!(centre, window);
+        // the whole-field rule has nothing beyond its square
+        let whole = Preprocess::blood_cells_with(16, ResizeRule::CenterSquareBilinear);
+        let (w, ctx, _) = whole.window_in_context(&img, 1.5);
+        assert_eq!(w, ctx);
     }
 
     #[test]

@@ -11,9 +11,16 @@ use rand::Rng;
 
 #[derive(Config, Debug, PartialEq)]
 pub struct AugmentConfig {
-    /// Random resized crop: fraction of the area kept, min and max.
+    /// Random resized crop: its area in windows' areas, min and max (above 1 the view shows
+    /// the cell smaller than the served window does; that needs a `context` above 1).
     #[config(default = "[0.4, 1.0]")]
     pub crop_area: [f32; 2],
+    /// The side of the field the crops are cut from, in windows about the white cell
+    /// ([`cellspace_core::preprocess::Preprocess::window_in_context`]). 1: the window alone,
+    /// so views only ever zoom in, as every model before this field was trained; None (a
+    /// config written before it) is 1.
+    #[config(default = "None")]
+    pub context: Option<f32>,
     /// Maximum small rotation in degrees (on top of a random multiple of 90°).
     #[config(default = 15.0)]
     pub max_rotation: f32,
@@ -40,9 +47,23 @@ pub struct AugmentConfig {
     pub jpeg_prob: f32,
 }
 
-/// One random view of `src` (a square image), `size` x `size`, normalised to CHW floats.
-pub fn view(src: &RgbImage, cfg: &AugmentConfig, pre: &Preprocess, rng: &mut impl Rng) -> Vec<f32> {
-    let img = geometric(src, cfg, pre, rng);
+impl AugmentConfig {
+    /// [`AugmentConfig::context`], 1 when unset.
+    pub fn context(&self) -> f32 {
+        self.context.unwrap_or(1.0)
+    }
+}
+
+/// One random view of `src` (a square image `context` windows wide about the white cell),
+/// `size` x `size`, normalised to CHW floats.
+pub fn view(
+    src: &RgbImage,
+    context: f32,
+    cfg: &AugmentConfig,
+    pre: &Preprocess,
+    rng: &mut impl Rng,
+) -> Vec<f32> {
+    let img = geometric(src, context, cfg, pre, rng);
     let mut img = colour(img, cfg, rng);
     if cfg.channel_gain > 0.0 {
         let g: [f32; 3] = std::array::from_fn(|_| {
@@ -65,22 +86,29 @@ pub fn view(src: &RgbImage, cfg: &AugmentConfig, pre: &Preprocess, rng: &mut imp
     pre.normalize(&img)
 }
 
-/// Crop, flip and rotate in one inverse mapping with bilinear sampling.
+/// Crop, flip and rotate in one inverse mapping with bilinear sampling. `src` is `context`
+/// windows wide about the white cell; the crop's area is drawn in windows, and its centre
+/// stays where a crop of the window alone could put it (on the window's centre for a crop
+/// as large as the window or larger), so context only ever adds zoomed-out views.
 pub fn geometric(
     src: &RgbImage,
+    context: f32,
     cfg: &AugmentConfig,
     pre: &Preprocess,
     rng: &mut impl Rng,
 ) -> RgbImage {
     let size = pre.size;
     let (sw, sh) = (src.width() as f32, src.height() as f32);
+    let context = context.max(1.0);
+    let (bw, bh) = (sw / context, sh / context);
     let area = rng.random_range(cfg.crop_area[0]..=cfg.crop_area[1]);
     let log_ratio = rng.random_range((3f32 / 4.0).ln()..=(4f32 / 3.0).ln());
     let ratio = log_ratio.exp();
-    let cw = (sw * (area * ratio).sqrt()).min(sw);
-    let ch = (sh * (area / ratio).sqrt()).min(sh);
-    let cx = rng.random_range(cw / 2.0..=sw - cw / 2.0);
-    let cy = rng.random_range(ch / 2.0..=sh - ch / 2.0);
+    let cw = (bw * (area * ratio).sqrt()).min(sw);
+    let ch = (bh * (area / ratio).sqrt()).min(sh);
+    let (slack_x, slack_y) = ((bw - cw).max(0.0) / 2.0, (bh - ch).max(0.0) / 2.0);
+    let cx = rng.random_range(sw / 2.0 - slack_x..=sw / 2.0 + slack_x);
+    let cy = rng.random_range(sh / 2.0 - slack_y..=sh / 2.0 + slack_y);
     let quarter = rng.random_range(0..4) as f32 * 90.0;
     let small = rng.random_range(-cfg.max_rotation..=cfg.max_rotation);
     let theta = (quarter + small).to_radians();
@@ -233,12 +261,14 @@ mod tests {
         let cfg = AugmentConfig::new().with_blur_prob(0.0).with_jpeg_prob(0.5);
         let a = view(
             &src,
+            1.0,
             &cfg,
             &pre,
             &mut rand_chacha::ChaCha8Rng::seed_from_u64(3),
         );
         let b = view(
             &src,
+            1.0,
             &cfg,
             &pre,
             &mut rand_chacha::ChaCha8Rng::seed_from_u64(3),
@@ -247,12 +277,61 @@ mod tests {
         assert_eq!(a, b, "same seed, same view");
         for seed in 0..20 {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let img = geometric(&src, &cfg, &pre, &mut rng);
+            let img = geometric(&src, 1.0, &cfg, &pre, &mut rng);
             assert!(
                 img.pixels()
                     .all(|p| p.0.iter().any(|&c| c >= BLACK_THRESHOLD))
             );
         }
+    }
+
+    /// Share of a view's pixels bluer than red, over 40 seeds, of a source `context` windows
+    /// wide whose window (its central `1/context`) is red and the field about it blue.
+    fn blue_share(context: f32, crop_area: [f32; 2]) -> f32 {
+        let pre = Preprocess::blood_cells(16);
+        let (side, inner) = (96u32, (96.0 / context) as u32);
+        let lo = (side - inner) / 2;
+        let inside = |v: u32| v >= lo && v < lo + inner;
+        let src = RgbImage::from_fn(side, side, |x, y| {
+            if inside(x) && inside(y) {
+                Rgb([220, 40, 40])
+            } else {
+                Rgb([40, 40, 220])
+            }
+        });
+        let cfg = AugmentConfig::new()
+            .with_crop_area(crop_area)
+            .with_max_rotation(0.0);
+        let (mut blue, mut all) = (0usize, 0usize);
+        for seed in 0..40 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let img = geometric(&src, context, &cfg, &pre, &mut rng);
+            blue += img.pixels().filter(|p| p.0[2] > p.0[0]).count();
+            all += img.pixels().count();
+        }
+        blue as f32 / all as f32
+    }
+
+    #[test]
+    fn context_adds_zoomed_out_views_and_keeps_zoomed_in_ones_on_the_window() {
+        // crops no larger than the window stay inside it, whatever field lies about it
+        assert_eq!(blue_share(2.0, [0.2, 0.2]), 0.0);
+        // a crop of the window's area sits on the window's centre: only its aspect jitter
+        // reaches past the window's sides
+        let one = blue_share(2.0, [1.0, 1.0]);
+        assert!(one < 0.1, "blue share {one}");
+        // a crop of four windows' area shows the field about the window
+        let wide = blue_share(2.0, [4.0, 4.0]);
+        assert!(wide > 0.4, "blue share {wide}");
+    }
+
+    #[test]
+    fn configs_written_before_context_read_as_the_window_alone() {
+        let old = r#"{"blur_prob":0.2,"brightness":0.1,"channel_gain":0.0,"contrast":0.1,
+            "crop_area":[0.4,1.0],"hue":0.02,"jpeg_prob":0.0,"max_rotation":15.0,"saturation":0.1}"#;
+        let cfg: AugmentConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg.context(), 1.0);
+        assert_eq!(cfg, AugmentConfig::new());
     }
 
     #[test]

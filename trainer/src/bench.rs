@@ -39,10 +39,11 @@ pub fn bench(
 ) -> crate::Result<BenchReport> {
     let n = (cfg.batch_size * (steps + 1)).max(256);
     let cfg = &cfg.clone().with_measured_reference(data_dir)?;
-    let data = Arc::new(CellImages::load(
+    let data = Arc::new(CellImages::load_in_context(
         data_dir,
         &cfg.preprocess(),
         2 * cfg.image_size,
+        cfg.augment.context(),
         Some(n),
         progress,
     )?);

@@ -23,8 +23,14 @@ use std::sync::mpsc::{Receiver, sync_channel};
 pub struct CellImages {
     pub entries: Vec<ImageEntry>,
     /// The window each image is looked at through (around its white cell, or the central
-    /// square), resized to the cache size: the augmentation source and the histogram's input.
+    /// square), resized to the cache size: the histogram's input, and the augmentation source
+    /// when there is no context.
     pub squares: Vec<RgbImage>,
+    /// With a `context` above 1, each window with that much more field about it, at the
+    /// same pixels per window (`cache · context` px): the augmentation source. Empty without.
+    pub sources: Vec<RgbImage>,
+    /// The side of a source in windows (1: the square itself).
+    pub context: f32,
     /// The model's input for each image, exactly as the runtime prepares it (before
     /// normalisation), so validation measures what is served.
     pub inputs: Vec<RgbImage>,
@@ -54,6 +60,19 @@ impl CellImages {
         limit: Option<usize>,
         progress: &dyn Progress,
     ) -> crate::Result<Self> {
+        Self::load_in_context(root, pre, cache, 1.0, limit, progress)
+    }
+
+    /// [`CellImages::load`], each window also kept with `context` times its side of field
+    /// about it ([`Preprocess::window_in_context`]) for the augmentations.
+    pub fn load_in_context(
+        root: &Path,
+        pre: &Preprocess,
+        cache: u32,
+        context: f32,
+        limit: Option<usize>,
+        progress: &dyn Progress,
+    ) -> crate::Result<Self> {
         let (mut entries, problems) = list_images(root)?;
         let mut failed: Vec<(String, String)> = problems
             .into_iter()
@@ -70,9 +89,16 @@ impl CellImages {
         });
         let pre = &pre.clone().with_calibration(calibration);
         let groups_file = SourceGroups::find(root)?;
-        let decoded = decode_all(&entries, pre, cache, groups_file.is_none(), progress);
+        // the whole-field rule has no field beyond its square
+        let context = match pre.resize {
+            cellspace_core::preprocess::ResizeRule::CellWindow(_) => context.max(1.0),
+            _ => 1.0,
+        };
+        let shape = Shape { cache, context };
+        let decoded = decode_all(&entries, pre, shape, groups_file.is_none(), progress);
         let mut kept = Vec::new();
         let mut squares = Vec::new();
+        let mut sources = Vec::new();
         let mut inputs = Vec::new();
         let mut locations = Vec::new();
         let mut signatures = Vec::new();
@@ -81,6 +107,7 @@ impl CellImages {
                 Ok(d) => {
                     kept.push(e);
                     squares.push(d.square);
+                    sources.extend(d.source);
                     inputs.push(d.input);
                     locations.push(d.location);
                     signatures.extend(d.signature.into_iter().flatten());
@@ -108,6 +135,8 @@ impl CellImages {
         let data = Self {
             entries: kept,
             squares,
+            sources,
+            context,
             inputs,
             locations,
             labels,
@@ -117,6 +146,11 @@ impl CellImages {
         };
         data.log_summary(pre);
         Ok(data)
+    }
+
+    /// Image `i`'s augmentation source: its window in context, or its square without one.
+    pub fn source(&self, i: usize) -> &RgbImage {
+        self.sources.get(i).unwrap_or(&self.squares[i])
     }
 
     /// The folder's calibration, stain shift and localisation flags, in the log.
@@ -179,6 +213,7 @@ impl CellImages {
 /// One decoded image, before it is sorted into [`CellImages`].
 struct Decoded {
     square: RgbImage,
+    source: Option<RgbImage>,
     input: RgbImage,
     location: Option<Location>,
     signature: Option<Vec<f32>>,
@@ -280,8 +315,9 @@ pub fn spawn_batches(data: Arc<CellImages>, plan: EpochPlan) -> Receiver<Batch> 
                 .map(|&i| {
                     let s = p.seed ^ ((p.epoch as u64) << 40) ^ ((i as u64) << 8);
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
-                    let a = view(&data.squares[i], &p.aug, &p.pre, &mut rng);
-                    let b = view(&data.squares[i], &p.aug, &p.pre, &mut rng);
+                    let src = data.source(i);
+                    let a = view(src, data.context, &p.aug, &p.pre, &mut rng);
+                    let b = view(src, data.context, &p.aug, &p.pre, &mut rng);
                     (a, b)
                 })
                 .collect();
@@ -306,28 +342,42 @@ pub fn spawn_batches(data: Arc<CellImages>, plan: EpochPlan) -> Receiver<Batch> 
     rx
 }
 
-/// Every entry decoded and cut to its window (and the window's `cache`-px square), in
-/// parallel, reported to `progress`; with `signatures`, each field's near-duplicate signature.
+/// The cached squares' side in px, and the sources' side in windows.
+#[derive(Clone, Copy)]
+struct Shape {
+    cache: u32,
+    context: f32,
+}
+
+/// Every entry decoded and cut to its window (and the window's `cache`-px square, and its
+/// source in context), in parallel, reported to `progress`; with `signatures`, each field's
+/// near-duplicate signature.
 fn decode_all(
     entries: &[ImageEntry],
     pre: &Preprocess,
-    cache: u32,
+    shape: Shape,
     signatures: bool,
     progress: &dyn Progress,
 ) -> Vec<Result<Decoded, String>> {
     progress.start("decoding", entries.len(), 0);
+    let Shape { cache, context } = shape;
+    let wide_px = (cache as f32 * context).round() as u32;
     let decoded = entries
         .par_iter()
         .map(|e| {
             let r = load_rgb(&e.path)
                 .map(|img| {
-                    let (window, location) = pre.window(&img);
+                    let (window, wide, location) = pre.window_in_context(&img, context);
                     let square =
                         image::imageops::resize(&window, cache, cache, FilterType::Triangle);
+                    let source = (context > 1.0).then(|| {
+                        image::imageops::resize(&wide, wide_px, wide_px, FilterType::Triangle)
+                    });
                     let input = pre.resize_window(window);
                     let signature = signatures.then(|| cellspace_core::duplicates::signature(&img));
                     Decoded {
                         square,
+                        source,
                         input,
                         location,
                         signature,

@@ -398,10 +398,11 @@ pub fn load_data(
     data_dir: &Path,
     progress: &dyn cellspace_core::progress::Progress,
 ) -> Result<Arc<CellImages>> {
-    Ok(Arc::new(CellImages::load(
+    Ok(Arc::new(CellImages::load_in_context(
         data_dir,
         &cfg.preprocess(),
         2 * cfg.image_size,
+        cfg.augment.context(),
         cfg.limit,
         progress,
     )?))

@@ -1,12 +1,10 @@
 //! Execution providers, after ort's own `src/ep/`: one file per provider behind the small
 //! [`ExecutionProvider`] trait, and one preference list, [`PREFERENCE`], that `--device auto`
 //! walks in order and that `--device NAME` is parsed against. Adding a provider is a file here
-//! and one line in that list; the command lines list `--device` values from it. (TensorRT's
-//! own options, `EmbedOptions::fp16` and `trt_cache`, are in the options every provider gets.)
-
-mod cpu;
-mod cuda;
-mod tensorrt;
+//! and one line in that list, which declares its module too; the command lines list
+//! `--device` values from it. (TensorRT's own options, `EmbedOptions::fp16` and `trt_cache`,
+//! are in the options every provider gets. `cargo fmt` does not follow a module declared by a
+//! macro: `scripts/test.sh` checks these files' formatting by name.)
 
 use crate::EmbedOptions;
 use std::fmt;
@@ -34,8 +32,18 @@ pub trait ExecutionProvider: Sync {
     }
 }
 
-/// Every provider, fastest first: the order `--device auto` tries them in.
-pub static PREFERENCE: &[&dyn ExecutionProvider] = &[&tensorrt::TensorRt, &cuda::Cuda, &cpu::Cpu];
+/// The preference list: `module::Provider` per entry, fastest first, declares `module` (the
+/// file beside this one) and makes [`PREFERENCE`].
+macro_rules! providers {
+    ($($module:ident :: $provider:ident),+ $(,)?) => {
+        $(mod $module;)+
+
+        /// Every provider, fastest first: the order `--device auto` tries them in.
+        pub static PREFERENCE: &[&dyn ExecutionProvider] = &[$(&$module::$provider),+];
+    };
+}
+
+providers![tensorrt::TensorRt, cuda::Cuda, cpu::Cpu];
 
 /// Why a provider could not be set up or started.
 #[derive(Debug, thiserror::Error)]

@@ -75,6 +75,14 @@ pub struct FitArgs {
     /// by default).
     #[arg(long, default_value_t = 0.0, value_parser = cellspace_core::cli::number::share_f32)]
     pub channel_gain: f32,
+    /// Field about the window that training crops are cut from, in windows (1: the window
+    /// alone, so views only zoom in). With more, and `--crop-area-max` above 1, views also
+    /// show the cell smaller than the served window does.
+    #[arg(long, default_value_t = 1.0, value_parser = cellspace_core::cli::number::positive_f32)]
+    pub context: f32,
+    /// Largest training crop, in windows' areas (the smallest is 0.4).
+    #[arg(long, default_value_t = 1.0, value_parser = cellspace_core::cli::number::positive_f32)]
+    pub crop_area_max: f32,
     /// Torchvision ResNet weights to start from (.pth or .safetensors).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -127,7 +135,9 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_contrast(a.jitter)
         .with_saturation(a.jitter)
         .with_jpeg_prob(a.jpeg_prob)
-        .with_channel_gain(a.channel_gain);
+        .with_channel_gain(a.channel_gain)
+        .with_context((a.context != 1.0).then_some(a.context))
+        .with_crop_area([0.4, a.crop_area_max.max(0.4)]);
     let mut cfg = TrainConfig::new(encoder, augment)
         .with_loss(a.loss)
         .with_epochs(a.epochs)
