@@ -520,18 +520,23 @@ mod tests {
         assert!(p.normalize(&black).iter().all(|&x| x == 0.0));
     }
 
-    #[test]
-    fn cell_window_rule_looks_at_the_stained_cell() {
-        let p = Preprocess::blood_cells(16);
-        // a pink field with one purple nucleus near the right edge
-        let img = RgbImage::from_fn(320, 240, |x, y| {
+    /// A 320x240 field of `background` with one purple nucleus near the right edge.
+    fn one_nucleus(background: impl Fn(u32, u32) -> image::Rgb<u8>) -> RgbImage {
+        RgbImage::from_fn(320, 240, |x, y| {
             let (dx, dy) = (x as i64 - 250, y as i64 - 100);
             if dx * dx + dy * dy < 400 {
                 image::Rgb([130, 90, 230])
             } else {
-                image::Rgb([200, 150, 160])
+                background(x, y)
             }
-        });
+        })
+    }
+
+    #[test]
+    fn cell_window_rule_looks_at_the_stained_cell() {
+        let p = Preprocess::blood_cells(16);
+        // a pink field with one purple nucleus near the right edge
+        let img = one_nucleus(|_, _| image::Rgb([200, 150, 160]));
         let (input, loc) = p.input_image(&img);
         let loc = loc.expect("cell window rule locates");
         assert!(loc.flags.is_empty(), "{loc:?}");
@@ -550,14 +555,8 @@ mod tests {
     #[test]
     fn a_window_in_context_holds_the_window_at_its_centre() {
         let p = Preprocess::blood_cells(16);
-        let img = RgbImage::from_fn(320, 240, |x, y| {
-            let (dx, dy) = (x as i64 - 250, y as i64 - 100);
-            if dx * dx + dy * dy < 400 {
-                image::Rgb([130, 90, 230])
-            } else {
-                image::Rgb([(x % 200) as u8 + 50, 150, (y % 100) as u8 + 100])
-            }
-        });
+        let img =
+            one_nucleus(|x, y| image::Rgb([(x % 200) as u8 + 50, 150, (y % 100) as u8 + 100]));
         let (alone, loc) = p.window(&img);
         let (window, wide, same) = p.window_in_context(&img, 1.5);
         assert_eq!((window.clone(), loc.clone()), (alone, same));
