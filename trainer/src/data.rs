@@ -73,28 +73,14 @@ impl CellImages {
         limit: Option<usize>,
         progress: &dyn Progress,
     ) -> crate::Result<Self> {
-        let (mut entries, problems) = list_images(root)?;
-        let mut failed: Vec<(String, String)> = problems
-            .into_iter()
-            .map(|p| (p.path.display().to_string(), p.reason))
-            .collect();
-        if let Some(n) = limit {
-            entries = spread(entries, n);
-        }
-        if entries.is_empty() {
-            return Err(no_images(root));
-        }
+        let (entries, mut failed) = listed(root, limit)?;
         let calibration = cellspace_core::calibration::measure(pre, entries.len(), |i| {
             load_rgb(&entries[i].path).ok()
         });
         let pre = &pre.clone().with_calibration(calibration);
         let groups_file = SourceGroups::find(root)?;
-        // the whole-field rule has no field beyond its square
-        let context = match pre.resize {
-            cellspace_core::preprocess::ResizeRule::CellWindow(_) => context.max(1.0),
-            _ => 1.0,
-        };
-        let shape = Shape { cache, context };
+        let shape = Shape::of(pre, cache, context);
+        let context = shape.context;
         let decoded = decode_all(&entries, pre, shape, groups_file.is_none(), progress);
         let mut kept = Vec::new();
         let mut squares = Vec::new();
@@ -347,6 +333,37 @@ pub fn spawn_batches(data: Arc<CellImages>, plan: EpochPlan) -> Receiver<Batch> 
 struct Shape {
     cache: u32,
     context: f32,
+}
+
+impl Shape {
+    /// `context` as `pre` can give it: the whole-field rule has no field beyond its square.
+    fn of(pre: &Preprocess, cache: u32, context: f32) -> Self {
+        let context = match pre.resize {
+            cellspace_core::preprocess::ResizeRule::CellWindow(_) => context.max(1.0),
+            _ => 1.0,
+        };
+        Self { cache, context }
+    }
+}
+
+/// Files that could not be read, each with the reason.
+type Failed = Vec<(String, String)>;
+
+/// The images under `root` (up to `limit`, spread over the listing), and the files that could
+/// not be listed, with the reason; an error when there is no image.
+fn listed(root: &Path, limit: Option<usize>) -> crate::Result<(Vec<ImageEntry>, Failed)> {
+    let (mut entries, problems) = list_images(root)?;
+    let failed = problems
+        .into_iter()
+        .map(|p| (p.path.display().to_string(), p.reason))
+        .collect();
+    if let Some(n) = limit {
+        entries = spread(entries, n);
+    }
+    if entries.is_empty() {
+        return Err(no_images(root));
+    }
+    Ok((entries, failed))
 }
 
 /// Every entry decoded and cut to its window (and the window's `cache`-px square, and its
