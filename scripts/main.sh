@@ -32,11 +32,23 @@ fi
 out="${out:-$root/runs/main-e$epochs}"
 features=""
 [ "$device" != cpu ] && features="--features trainer/gpu"
+trainer=trainer
+if [ "$device" = cpu ] && [ -z "${CELLSPACE_FLEX:-}" ]; then
+  # the fast CPU trainer (LibTorch, ~2.7x flex on 2 cores); its own binary, so that the default
+  # build below keeps the workspace's `trainer`. CELLSPACE_FLEX=1 skips it.
+  echo "== the LibTorch trainer (libtorch 2.9.0 from PyPI wheels, ~0.9 GB once; scripts/setup-libtorch.sh)"
+  if LIBTORCH=$(scripts/setup-libtorch.sh) && LIBTORCH=$LIBTORCH cargo build --release -p trainer --features libtorch; then
+    cp "$CARGO_TARGET_DIR/release/trainer" "$CARGO_TARGET_DIR/release/trainer-libtorch"
+    trainer=trainer-libtorch
+  else
+    echo "warning: no LibTorch trainer (see above): training on flex, burn's own CPU backend (slower)" >&2
+  fi
+fi
 echo "== build (release) into $CARGO_TARGET_DIR"
 cargo build --release --workspace $features
 mkdir -p "$(dirname "$out")"
 echo "== fit: $epochs epochs of self-supervised NT-Xent on windows around the white cells of $data -> $out"
-trainer fit --data "$data" --epochs "$epochs" --device "$device" --out "$out" --resume --export "$out/model" >"$out.fit.json"
+$trainer fit --data "$data" --epochs "$epochs" --device "$device" --out "$out" --resume --export "$out/model" >"$out.fit.json"
 model="$out/model.json"
 echo "== embed $data"
 runtime embed "$data" -o "$out/embeddings" --model "$model" --device cpu
