@@ -325,6 +325,7 @@ fn cross_validation_reports_every_fold_and_resumes() {
         serve_stain_anchors: false,
         views: vec![TestTimeViews::None, TestTimeViews::Dihedral8],
         device: Device::flex(),
+        oracle_scale: false,
     };
     let rob = trainer::robustness::robustness(&plan).unwrap();
     let shifts: Vec<&str> = rob.rows.iter().map(|r| r.shift.as_str()).collect();

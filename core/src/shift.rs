@@ -126,6 +126,19 @@ fn parse_one(s: &str) -> Result<Shift, String> {
 }
 
 impl ShiftSpec {
+    /// How many times larger the spec makes a red cell in pixels: the product of its
+    /// magnifications and resolution changes (1 for colour, blur and JPEG).
+    pub fn scale(&self) -> f32 {
+        self.steps
+            .iter()
+            .map(|s| match *s {
+                Shift::Magnify(m) => m,
+                Shift::Resolution(r) => r,
+                _ => 1.0,
+            })
+            .product()
+    }
+
     /// Apply every step to `img`; `centre` is the white cell's position (for `mag`).
     pub fn apply(&self, img: &RgbImage, centre: (f32, f32)) -> RgbImage {
         let mut out = img.clone();
@@ -271,6 +284,13 @@ pub fn reencode_jpeg(img: &RgbImage, quality: u8) -> RgbImage {
 mod tests {
     use super::*;
     use image::Rgb;
+
+    #[test]
+    fn a_spec_scales_red_cells_by_its_magnifications_and_resolutions() {
+        let specs = parse("mag:2;res:0.5+blur:1;mag:1.5+res:0.5+lamp:1,1,1.1;hue:20").unwrap();
+        let scales: Vec<f32> = specs.iter().map(ShiftSpec::scale).collect();
+        assert_eq!(scales, [2.0, 0.5, 0.75, 1.0]);
+    }
 
     fn rgb(r: u8, g: u8, b: u8) -> Rgb<u8> {
         Rgb([r, g, b])

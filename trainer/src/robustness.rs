@@ -98,6 +98,10 @@ pub struct RobustnessPlan<'a> {
     pub views: Vec<TestTimeViews>,
     /// Where the folds' encoders run (the fit flags' `--device`).
     pub device: Device,
+    /// A diagnosis: size every shifted folder's windows by its true red-cell scale (the
+    /// training folder's calibration times the shift's [`ShiftSpec::scale`]) instead of the
+    /// folder's measurement, so that what the ruler's error costs is told from the rest.
+    pub oracle_scale: bool,
 }
 
 /// Run the protocol (see the module docs).
@@ -129,6 +133,12 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
         };
         let fold = FoldData::new(&data, &split.train, &pre, model);
         for (spec, row) in specs.iter().zip(rows.iter_mut()) {
+            let pre = match (plan.oracle_scale, &data.calibration) {
+                (true, Some(c)) => pre.clone().with_pixel_size(Some(
+                    cellspace_core::preprocess::RED_CELL_UM / (c.rbc_px * spec.scale()),
+                )),
+                _ => pre.clone(),
+            };
             row.push(fold.shifted(&data, &queries, spec, &pre, cfg.seed)?);
         }
         log::info!(

@@ -110,6 +110,7 @@ pub fn cv(args: CvArgs) -> Result<u8> {
                 per_group,
                 serve_stain_anchors: false,
                 tta: false,
+                oracle_scale: false,
             };
             run_robustness(&fit, Some(&fit.out), &fit.out, &sets)?
         }
@@ -147,6 +148,11 @@ pub struct RobustnessArgs {
     /// symmetries (test-time augmentation, as `trainer export --views dihedral-8` serves it).
     #[arg(long, requires = "cv")]
     pub tta: bool,
+    /// A diagnosis: size each shifted folder's windows by its true red-cell scale (the
+    /// training folder's times the shift's magnification and resolution) instead of its
+    /// measured one, to tell what the ruler's error costs from the rest.
+    #[arg(long)]
+    pub oracle_scale: bool,
 }
 
 /// Run `trainer robustness`.
@@ -159,6 +165,7 @@ pub fn robustness(args: RobustnessArgs) -> Result<u8> {
         per_group,
         serve_stain_anchors,
         tta,
+        oracle_scale,
     } = args;
     let out = cv.clone().unwrap_or_else(|| fit.out.clone());
     let sets = RobustnessSets {
@@ -167,6 +174,7 @@ pub fn robustness(args: RobustnessArgs) -> Result<u8> {
         per_group,
         serve_stain_anchors,
         tta,
+        oracle_scale,
     };
     run_robustness(&fit, cv.as_deref(), &out, &sets)?;
     Ok(OK)
@@ -202,6 +210,7 @@ struct RobustnessSets<'a> {
     per_group: usize,
     serve_stain_anchors: bool,
     tta: bool,
+    oracle_scale: bool,
 }
 
 /// `trainer robustness` (and `trainer cv --shifts`): the table on stderr, the report in
@@ -230,6 +239,7 @@ fn run_robustness(
             false => vec![TestTimeViews::None],
         },
         device: trainer::device::select(fit.device)?,
+        oracle_scale: sets.oracle_scale,
     };
     let report = trainer::robustness::robustness(&plan)?;
     eprintln!(
