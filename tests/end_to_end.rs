@@ -115,7 +115,7 @@ fn library_path_fit_export_embed_index_query() {
     let index = index::ops::build_from_embeddings(
         &out,
         &index::embed::model_ref(&embedder),
-        index::HnswParams::default(),
+        index::IndexParams::default(),
         index::ops::EmbeddingsSource {
             groups: groups.as_ref(),
             ..Default::default()

@@ -5,7 +5,7 @@
 mod util;
 
 use index::manifest::{GRAPH_BIN, ModelRef};
-use index::{CellIndex, Filter, HnswParams, IndexBuilder, Row};
+use index::{CellIndex, Filter, HnswParams, IndexBuilder, IndexParams, Row};
 use rand::{Rng, SeedableRng};
 
 fn model(dim: usize, sha: &str) -> ModelRef {
@@ -269,7 +269,7 @@ fn build_refuses_an_interrupted_embed_folder_unless_asked() {
     let err = index::ops::build_from_embeddings(
         &emb,
         &index::embed::model_ref(&e),
-        HnswParams::default(),
+        IndexParams::default(),
         Default::default(),
     )
     .err()
@@ -286,7 +286,7 @@ fn build_refuses_an_interrupted_embed_folder_unless_asked() {
     let idx = index::ops::build_from_embeddings(
         &emb,
         &index::embed::model_ref(&e),
-        HnswParams::default(),
+        IndexParams::default(),
         source,
     )
     .unwrap();
@@ -449,10 +449,7 @@ fn int8_store_answers_with_exact_similarities_after_save_add_and_compact() {
     let dir = util::tempdir();
     let dim = 32;
     let v = vectors(3000, dim, 9);
-    let params = HnswParams {
-        store: index::store::StoreKind::Int8,
-        ..Default::default()
-    };
+    let params = IndexParams::new(HnswParams::default(), index::store::StoreKind::Int8);
     let row = |i: usize| Row {
         path: format!("/cells/{i}.png"),
         sha256: format!("h{i}"),
@@ -464,6 +461,16 @@ fn int8_store_answers_with_exact_similarities_after_save_add_and_compact() {
     }
     let p = dir.path().join("i8");
     b.build().save(&p).unwrap();
+    // the store kind sits beside the graph's parameters in one flat object, where every
+    // earlier build reads it
+    let text = std::fs::read_to_string(p.join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        manifest["params"]["store"], "int8",
+        "{}",
+        manifest["params"]
+    );
+    assert!(manifest["params"]["m"].is_u64());
     let mut idx = CellIndex::open(&p).unwrap();
     assert!(idx.store().as_f32().is_none(), "only codes in memory");
     idx.add((2500..3000).map(row).collect(), &v[2500 * dim..])
@@ -549,10 +556,7 @@ fn case_08_the_int8_store_never_answers_from_a_changed_file() {
     let dir = util::tempdir();
     let dim = 16;
     let v = vectors(300, dim, 3);
-    let params = HnswParams {
-        store: index::store::StoreKind::Int8,
-        ..Default::default()
-    };
+    let params = IndexParams::new(HnswParams::default(), index::store::StoreKind::Int8);
     let mut b = IndexBuilder::new(model(dim, "abc"), params).unwrap();
     for i in 0..300 {
         let row = Row {

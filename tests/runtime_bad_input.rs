@@ -346,7 +346,7 @@ fn corrupted_embeddings_are_detected_never_reused_or_indexed() {
     let idx = index::ops::build_from_embeddings(
         &out,
         &index::embed::model_ref(&e),
-        index::HnswParams::default(),
+        index::IndexParams::default(),
         Default::default(),
     );
     assert!(idx.is_err(), "a corrupted folder is never indexed");
@@ -446,7 +446,7 @@ fn file_names_that_are_not_utf8_stay_distinct_through_embed_and_index() {
     let idx = index::ops::build_from_embeddings(
         &out,
         &index::embed::model_ref(&e),
-        index::HnswParams::default(),
+        index::IndexParams::default(),
         Default::default(),
     )
     .unwrap();

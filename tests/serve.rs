@@ -669,7 +669,7 @@ fn api_filters_by_fields_and_hides_removed_cells() {
     let (mut idx, _) = index::embed::build_from_images(
         cells.path(),
         &embedder,
-        index::HnswParams::default(),
+        index::IndexParams::default(),
         &(),
         Some(&side),
     )

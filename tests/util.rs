@@ -123,7 +123,7 @@ pub fn shipped_embedder() -> runtime::Embedder {
 /// An index of every image below `dir`, embedded with `embedder` (default HNSW parameters).
 #[allow(dead_code)]
 pub fn index_images(dir: &Path, embedder: &runtime::Embedder) -> index::CellIndex {
-    index::embed::build_from_images(dir, embedder, index::HnswParams::default(), &(), None)
+    index::embed::build_from_images(dir, embedder, index::IndexParams::default(), &(), None)
         .unwrap()
         .0
 }

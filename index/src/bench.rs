@@ -2,7 +2,7 @@
 //! on real embeddings (every 10th held out as a query) and on a synthetic set of any size
 //! (a benchmark that prints figures, never a timed test).
 
-use crate::{HnswParams, IndexBuilder, ModelRef, Result, Row};
+use crate::{IndexBuilder, IndexParams, ModelRef, Result, Row};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
@@ -21,7 +21,7 @@ pub struct BenchReport {
     pub clock: &'static str,
     pub vectors: usize,
     pub dim: usize,
-    pub params: HnswParams,
+    pub params: IndexParams,
     pub build_seconds: f64,
     pub memory_bytes_per_vector: f64,
     /// Peak resident memory of the process after the build (Linux), and its growth from just
@@ -39,7 +39,7 @@ pub fn bench(
     name: &str,
     vectors: &[f32],
     dim: usize,
-    params: HnswParams,
+    params: IndexParams,
     efs: &[usize],
     max_queries: usize,
 ) -> Result<BenchReport> {

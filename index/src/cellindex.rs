@@ -10,7 +10,8 @@ use std::path::Path;
 use crate::graph::Graph;
 use crate::store::Vectors;
 
-/// HNSW parameters (defaults measured on the blood-cell embeddings: see the README).
+/// The HNSW graph's parameters (defaults measured on the blood-cell embeddings: see the
+/// README).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HnswParams {
     /// Neighbours kept per node and upper layer (2 M at layer 0), at most 256.
@@ -18,15 +19,45 @@ pub struct HnswParams {
     pub ef_construction: usize,
     /// Default ef at query time.
     pub ef_search: usize,
+}
+
+/// What an index is built with: its graph's parameters and how it keeps its vectors. The
+/// manifest holds both as one flat `params` object, as every format has written it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IndexParams {
+    #[serde(flatten)]
+    pub hnsw: HnswParams,
     /// How vectors are kept in memory ([`crate::store`]).
     #[serde(default)]
     pub store: crate::store::StoreKind,
     /// Written, never read. Earlier builds (formats 2 and 3) require `max_layer` in a manifest
     /// before they look at its version, so without it they would fail on "missing field"
     /// instead of opening a format-3 index or refusing a newer one by its version.
-    /// Set it by `..Default::default()`.
     #[serde(default = "written_max_layer")]
-    pub max_layer: usize,
+    max_layer: usize,
+}
+
+impl IndexParams {
+    pub fn new(hnsw: HnswParams, store: crate::store::StoreKind) -> Self {
+        Self {
+            hnsw,
+            store,
+            max_layer: written_max_layer(),
+        }
+    }
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        Self::new(HnswParams::default(), crate::store::StoreKind::F32)
+    }
+}
+
+/// The graph's parameters with the f32 store.
+impl From<HnswParams> for IndexParams {
+    fn from(hnsw: HnswParams) -> Self {
+        Self::new(hnsw, crate::store::StoreKind::F32)
+    }
 }
 
 /// The `max_layer` every manifest has carried (hnsw_rs's level cap).
@@ -40,8 +71,6 @@ impl Default for HnswParams {
             m: 16,
             ef_construction: 200,
             ef_search: 64,
-            store: crate::store::StoreKind::F32,
-            max_layer: written_max_layer(),
         }
     }
 }
@@ -121,18 +150,20 @@ pub struct Hit {
 
 pub struct IndexBuilder {
     model: ModelRef,
-    params: HnswParams,
+    params: IndexParams,
     rows: Vec<Row>,
     vectors: Vec<f32>,
     map: Option<Vec<[f32; 2]>>,
 }
 
 impl IndexBuilder {
-    pub fn new(model: ModelRef, params: HnswParams) -> Result<Self> {
-        if params.m == 0 || params.m > 256 {
+    /// A builder for an index of `model`'s vectors (an [`HnswParams`] alone: the f32 store).
+    pub fn new(model: ModelRef, params: impl Into<IndexParams>) -> Result<Self> {
+        let params = params.into();
+        if params.hnsw.m == 0 || params.hnsw.m > 256 {
             return Err(Error::Invalid(format!(
                 "m must be in 1..=256 (got {})",
-                params.m
+                params.hnsw.m
             )));
         }
         Ok(Self {
@@ -158,7 +189,7 @@ impl IndexBuilder {
             params: self.params,
             rows: Vec::new(),
             vectors: Vectors::new(self.params.store, dim),
-            graph: Graph::new(self.params.m, self.params.ef_construction),
+            graph: Graph::new(self.params.hnsw.m, self.params.hnsw.ef_construction),
             n_removed: 0,
             map: Vec::new(),
         };
@@ -196,7 +227,7 @@ const MAP_SEED: u64 = 0x006d_6170;
 /// A built or loaded index.
 pub struct CellIndex {
     pub(crate) model: ModelRef,
-    pub(crate) params: HnswParams,
+    pub(crate) params: IndexParams,
     pub(crate) rows: Vec<Row>,
     pub(crate) vectors: Vectors,
     pub(crate) graph: Graph,
@@ -211,7 +242,7 @@ impl CellIndex {
     pub fn model(&self) -> &ModelRef {
         &self.model
     }
-    pub fn params(&self) -> HnswParams {
+    pub fn params(&self) -> IndexParams {
         self.params
     }
     pub fn rows(&self) -> &[Row] {
@@ -479,7 +510,7 @@ impl CellIndex {
             crate::graph_file::decode(&bytes, rows.len())
                 .map_err(|reason| Error::Corrupt { path: p, reason })?
         } else {
-            let p = &manifest.params;
+            let p = &manifest.params.hnsw;
             crate::legacy_hnsw::read_graph(dir, rows.len(), p.m, p.ef_construction)?
         };
         let map = match manifest.files.contains_key(crate::map_file::MAP_FILE) {

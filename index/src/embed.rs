@@ -5,7 +5,7 @@
 use crate::examples::Example;
 use crate::ops::{EmbeddingsSource, QueryFilter, build_from_embeddings, recall_at};
 use crate::sidecar::Sidecar;
-use crate::{CellIndex, Error, Hit, HnswParams, ModelRef, Result};
+use crate::{CellIndex, Error, Hit, IndexParams, ModelRef, Result};
 use cellspace_core::metrics::{RetrievalReport, evaluate_unseen};
 use runtime::folder::embed_dir;
 use runtime::{EmbedOptions, Embedder};
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub fn build_from_images(
     images: &Path,
     embedder: &Embedder,
-    params: HnswParams,
+    params: IndexParams,
     progress: &dyn runtime::folder::Progress,
     meta: Option<&Sidecar>,
 ) -> Result<(CellIndex, runtime::folder::EmbedSummary)> {

@@ -49,7 +49,7 @@ pub mod thumbs;
 #[cfg(feature = "serve")]
 pub mod upload;
 
-pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, Row};
+pub use cellindex::{CellIndex, Hit, HnswParams, IndexBuilder, IndexParams, Row};
 pub use filter::{Condition, Filter};
 pub use manifest::{IndexManifest, ModelRef};
 

@@ -82,7 +82,7 @@ fn short(s: &str) -> &str {
 pub struct IndexManifest {
     pub format_version: u32,
     pub model: ModelRef,
-    pub params: crate::HnswParams,
+    pub params: crate::IndexParams,
     pub count: usize,
     /// sha256 of each data file by name (the graph files are absent for an empty index).
     pub files: std::collections::BTreeMap<String, String>,

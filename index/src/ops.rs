@@ -2,7 +2,9 @@
 //! build from `runtime embed` output or from images, add, query, eval and stats.
 
 use crate::sidecar::{Applied, Sidecar};
-use crate::{CellIndex, Condition, Error, Filter, HnswParams, IndexBuilder, ModelRef, Result, Row};
+use crate::{
+    CellIndex, Condition, Error, Filter, IndexBuilder, IndexParams, ModelRef, Result, Row,
+};
 use cellspace_core::dataset::{SourceGroups, decode_path, encode_path};
 use cellspace_core::embeddings::Embeddings;
 use serde::Serialize;
@@ -151,7 +153,7 @@ fn check_embeddings(
 pub fn build_from_embeddings(
     emb_dir: &Path,
     model: &ModelRef,
-    params: HnswParams,
+    params: IndexParams,
     source: EmbeddingsSource,
 ) -> Result<CellIndex> {
     build_from_folders(&[emb_dir.to_path_buf()], model, params, source)
@@ -162,7 +164,7 @@ pub fn build_from_embeddings(
 pub fn build_from_folders(
     dirs: &[PathBuf],
     model: &ModelRef,
-    params: HnswParams,
+    params: IndexParams,
     source: EmbeddingsSource,
 ) -> Result<CellIndex> {
     let emb = cellspace_core::shard::load(dirs)?;
@@ -339,7 +341,7 @@ pub struct Stats {
     /// Fields from sidecars, with the number of cells that have each.
     pub fields: std::collections::BTreeMap<String, usize>,
     pub dim: usize,
-    pub params: HnswParams,
+    pub params: IndexParams,
     pub model: ModelRef,
     pub memory_bytes: usize,
     /// Resident memory of this process with the index open (Linux `VmRSS`, measured), and

@@ -68,7 +68,7 @@ impl CellIndex {
                 k
             };
             loop {
-                let ef = ef.unwrap_or(self.params.ef_search).max(fetch);
+                let ef = ef.unwrap_or(self.params.hnsw.ef_search).max(fetch);
                 let allow: Option<&dyn Fn(u32) -> bool> =
                     if all_live { None } else { Some(&allows) };
                 // the int8 store re-ranks the whole beam with exact rows

@@ -6,7 +6,7 @@
 
 use crate::manifest::{CODES_FILE, VECTORS_FILE};
 use crate::store::{DiskRows, StoreKind, Vectors};
-use crate::{Error, HnswParams, Result};
+use crate::{Error, IndexParams, Result};
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"CSINT8\x00\x01";
@@ -49,7 +49,7 @@ fn decode_codes(bytes: &[u8], rows: usize, dim: usize) -> Result<(Vec<i8>, Vec<f
 }
 
 /// The vectors of the index in `dir` (`rows` x `dim`), as its parameters say to keep them.
-pub fn load(dir: &Path, params: &HnswParams, rows: usize, dim: usize) -> Result<Vectors> {
+pub fn load(dir: &Path, params: &IndexParams, rows: usize, dim: usize) -> Result<Vectors> {
     let npy = dir.join(VECTORS_FILE);
     match params.store {
         StoreKind::F32 => {

@@ -4,7 +4,7 @@ use crate::common::{Common, ProviderArgs, model_path};
 use anyhow::{Result, bail};
 use cellspace_core::cli::Report;
 use cellspace_core::outcome::{self, OK, PARTIAL};
-use index::{HnswParams, default_index, embed, ops};
+use index::{HnswParams, IndexParams, default_index, embed, ops};
 use std::path::PathBuf;
 
 /// Build an index from a `runtime embed` output folder, or from images with --images.
@@ -69,13 +69,14 @@ pub fn build(args: BuildArgs) -> Result<u8> {
     let meta = meta
         .map(|m| index::sidecar::Sidecar::load(&m))
         .transpose()?;
-    let params = HnswParams {
-        m,
-        ef_construction,
-        ef_search,
+    let params = IndexParams::new(
+        HnswParams {
+            m,
+            ef_construction,
+            ef_search,
+        },
         store,
-        ..Default::default()
-    };
+    );
     let embedder = runtime::Embedder::new(&model_path(model)?, &provider.opts())?;
     let out = out.unwrap_or_else(default_index);
     let _lock = ops::lock(&out)?;

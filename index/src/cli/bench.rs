@@ -3,7 +3,7 @@
 use anyhow::Result;
 use cellspace_core::cli::Report;
 use cellspace_core::outcome::{self, OK};
-use index::HnswParams;
+use index::{HnswParams, IndexParams};
 use std::path::PathBuf;
 
 /// Build time, queries/s and recall@10 at several ef against brute force, on a
@@ -53,12 +53,14 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     } = args;
     let mut reports = Vec::new();
     let mut dim = dim;
-    let params = HnswParams {
-        m,
-        ef_construction,
+    let params = IndexParams::new(
+        HnswParams {
+            m,
+            ef_construction,
+            ..Default::default()
+        },
         store,
-        ..Default::default()
-    };
+    );
     if let Some(d) = emb_dir {
         let emb = runtime::folder::Embeddings::load(&d)?;
         dim = emb.dim;
