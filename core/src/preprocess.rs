@@ -172,12 +172,17 @@ impl Preprocess {
         match &self.resize {
             ResizeRule::CenterSquareBilinear => (center_square(img), None),
             ResizeRule::CellWindow(cfg) => {
-                let (view, side) = self.sized_view(img, cfg);
-                let loc = locate_sized(&view.image, cfg, side);
-                let loc = view.own(loc);
+                let (view, loc) = self.located(img, cfg);
                 (crop(&view.image, &loc), Some(loc))
             }
         }
+    }
+
+    /// The field's view and where the rule puts its one window in it.
+    fn located(&self, img: &RgbImage, cfg: &LocateConfig) -> (FieldView, Location) {
+        let (view, side) = self.sized_view(img, cfg);
+        let loc = view.own(locate_sized(&view.image, cfg, side));
+        (view, loc)
     }
 
     /// [`Preprocess::window`] and, about the same centre, a square `context` times its side
@@ -194,8 +199,7 @@ impl Preprocess {
             let (window, loc) = self.window(img);
             return (window.clone(), window, loc);
         };
-        let (view, side) = self.sized_view(img, cfg);
-        let loc = view.own(locate_sized(&view.image, cfg, side));
+        let (view, loc) = self.located(img, cfg);
         let wide_side = (loc.side as f32 * context.max(1.0)).round() as u32;
         let grow = (wide_side as i32 - loc.side as i32) / 2;
         let wide = Location {

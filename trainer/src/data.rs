@@ -384,10 +384,20 @@ fn decode_all(
         .map(|e| {
             let r = load_rgb(&e.path)
                 .map(|img| {
-                    let (window, wide, location) = pre.window_in_context(&img, context);
+                    // without context the window alone, cut once
+                    let (window, wide, location) = match context > 1.0 {
+                        true => {
+                            let (window, wide, loc) = pre.window_in_context(&img, context);
+                            (window, Some(wide), loc)
+                        }
+                        false => {
+                            let (window, loc) = pre.window(&img);
+                            (window, None, loc)
+                        }
+                    };
                     let square =
                         image::imageops::resize(&window, cache, cache, FilterType::Triangle);
-                    let source = (context > 1.0).then(|| {
+                    let source = wide.map(|wide| {
                         image::imageops::resize(&wide, wide_px, wide_px, FilterType::Triangle)
                     });
                     let input = pre.resize_window(window);

@@ -109,7 +109,14 @@ pub fn robustness(plan: &RobustnessPlan) -> Result<RobustnessReport> {
     let started = std::time::Instant::now();
     let (cfg, folds) = protocol_config(plan)?;
     let pre = cfg.preprocess();
-    let data = crate::train::load_data(&cfg, plan.data_dir, plan.progress)?;
+    // queries and galleries only: no augmentation sources, whatever context the folds trained with
+    let data = CellImages::load(
+        plan.data_dir,
+        &pre,
+        2 * cfg.image_size,
+        cfg.limit,
+        plan.progress,
+    )?;
     if plan.serve_stain_anchors {
         check_no_stain_shift(&pre, &data)?;
     }
