@@ -253,6 +253,7 @@ mod tests {
         pre.colour = Some(crate::standardise::ColourStandard {
             method: crate::standardise::Method::OdAnchors { reference },
             gain_range: [0.5, 2.0],
+            scope: Default::default(),
         });
         // plasma and one white cell, no red cells: no anchors of its own
         let img = field(false);
@@ -271,6 +272,60 @@ mod tests {
             .field_view(&img, &cfg);
         assert!(calibrated.flags.is_empty(), "{:?}", calibrated.flags);
         assert_eq!(calibrated.rbc_px, Some(40.0));
+    }
+
+    #[test]
+    fn under_the_folder_scope_every_field_takes_the_folder_s_anchors() {
+        let (mut pre, cfg) = red_cell_model();
+        let reference = crate::field::Anchors {
+            background: [215.0, 218.0, 222.0],
+            red_cells: [0.07, 0.37, 0.33],
+        };
+        pre.colour = Some(crate::standardise::ColourStandard {
+            method: crate::standardise::Method::OdAnchors { reference },
+            gain_range: [0.5, 2.0],
+            scope: crate::standardise::AnchorScope::Folder,
+        });
+        // one folder, one lamp: a field's red cells are paler than the folder's median
+        let pale = smear(
+            320,
+            240,
+            30.0,
+            [215, 218, 222],
+            [205, 175, 180],
+            [90, 40, 160],
+        );
+        let own = crate::field::measure(&pale)
+            .anchors
+            .expect("its own anchors");
+        let folder_anchors = crate::field::Anchors {
+            background: own.background,
+            red_cells: own.red_cells.map(|d| d * 1.4),
+        };
+        let cal = folder(30.0, Some(folder_anchors));
+        let at = |p: &Preprocess| {
+            p.clone()
+                .with_calibration(Some(cal))
+                .field_view(&pale, &cfg)
+        };
+        let by_folder = at(&pre);
+        let mut field_scope = pre.clone();
+        field_scope.colour.as_mut().unwrap().scope = Default::default();
+        let by_own = at(&field_scope);
+        // the folder's denser red cells get a smaller gain: the pale field stays paler
+        let red_cell_px = |v: &crate::preprocess::FieldView| {
+            let bg = crate::field::measure(&v.image).anchors.unwrap();
+            bg.red_cells[1]
+        };
+        assert!(
+            red_cell_px(&by_folder) < 0.9 * red_cell_px(&by_own),
+            "{} vs {}",
+            red_cell_px(&by_folder),
+            red_cell_px(&by_own)
+        );
+        // a field alone has no folder: its own anchors, as under the field scope
+        let alone = pre.field_view(&pale, &cfg).image;
+        assert_eq!(alone, field_scope.field_view(&pale, &cfg).image);
     }
 
     #[test]

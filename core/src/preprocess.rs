@@ -10,7 +10,7 @@ pub use crate::decode::{
 };
 use crate::field::FieldProblem;
 use crate::locate::{LocateConfig, LocateFlag, Location, crop, locate_all_sized, locate_sized};
-use crate::standardise::{ColourStandard, Method};
+use crate::standardise::{AnchorScope, ColourStandard, Method};
 use image::{RgbImage, imageops::FilterType};
 use serde::{Deserialize, Serialize};
 
@@ -389,20 +389,32 @@ impl Preprocess {
             .then(|| crate::standardise::lab_stats(img, |p| !stained(p)))
             .flatten();
         let folder = self.calibration.and_then(|c| c.anchors);
-        let mut out = cs.apply_in_folder(img, &colour, lab.as_ref(), folder.as_ref());
-        let doubtful = !out.measured || cs.out_of_range(&out.gain);
-        if let (true, Some(anchors)) = (doubtful, folder) {
-            let by_folder = crate::field::FieldColour {
-                anchors: Some(anchors),
-                problems: Vec::new(),
-                background_share: colour.background_share,
-            };
-            let alt = cs.apply_in_folder(img, &by_folder, lab.as_ref(), Some(&anchors));
-            if alt.measured && !cs.out_of_range(&alt.gain) {
+        let by_folder = |anchors| crate::field::FieldColour {
+            anchors: Some(anchors),
+            problems: Vec::new(),
+            background_share: colour.background_share,
+        };
+        let out = match (cs.scope, folder) {
+            // the folder's anchors stand for every field: its own no longer decide its colour
+            (AnchorScope::Folder, Some(anchors)) => {
                 flags.clear();
-                out = alt;
+                cs.apply_in_folder(img, &by_folder(anchors), lab.as_ref(), Some(&anchors))
             }
-        }
+            _ => {
+                let own = cs.apply_in_folder(img, &colour, lab.as_ref(), folder.as_ref());
+                let doubtful = !own.measured || cs.out_of_range(&own.gain);
+                let alt = folder.filter(|_| doubtful).map(|anchors| {
+                    cs.apply_in_folder(img, &by_folder(anchors), lab.as_ref(), Some(&anchors))
+                });
+                match alt {
+                    Some(alt) if alt.measured && !cs.out_of_range(&alt.gain) => {
+                        flags.clear();
+                        alt
+                    }
+                    _ => own,
+                }
+            }
+        };
         if out.measured && cs.out_of_range(&out.gain) {
             flags.push(LocateFlag::ColourOutOfRange);
         }

@@ -80,6 +80,30 @@ pub struct ColourStandard {
     pub method: Method,
     /// Per-channel optical-density gain `ref_rbc / rbc` accepted without a flag: [low, high].
     pub gain_range: [f32; 2],
+    /// Whose anchors standardise a field of a calibrated folder (cards before it: the field's).
+    #[serde(default, skip_serializing_if = "AnchorScope::is_field")]
+    pub scope: AnchorScope,
+}
+
+/// Whose anchors standardise a field that comes with its folder's [`crate::calibration`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum AnchorScope {
+    /// The field's own (its folder's median only where its own cannot be measured or give a
+    /// gain out of range).
+    #[default]
+    Field,
+    /// The folder's median anchors for every field: a folder is one microscope, one lamp and
+    /// one stain batch, and one field's red cells are a noisy ruler, biased where a magnified
+    /// field holds few of them. A field alone (no folder) still uses its own.
+    Folder,
+}
+
+impl AnchorScope {
+    pub fn is_field(&self) -> bool {
+        *self == AnchorScope::Field
+    }
 }
 
 /// How a field's colour was brought to the reference.
@@ -412,6 +436,7 @@ mod tests {
                 reference: reference(),
             },
             gain_range: [0.5, 2.0],
+            scope: Default::default(),
         };
         let img = typical_smear();
         let warm = shifted(&img, |p| {
@@ -445,6 +470,7 @@ mod tests {
                 reference: reference(),
             },
             gain_range: [0.5, 2.0],
+            scope: Default::default(),
         };
         let img = typical_smear();
         let base = std
@@ -485,10 +511,12 @@ mod tests {
         let stain = ColourStandard {
             method: Method::StainAnchors { reference, band },
             gain_range: [0.5, 2.0],
+            scope: Default::default(),
         };
         let od = ColourStandard {
             method: Method::OdAnchors { reference },
             gain_range: [0.5, 2.0],
+            scope: Default::default(),
         };
         let img = crate::stain::grey_plasma_smear();
         let clean = |s: &ColourStandard| s.apply(&img, &measure(&img), None).image;
@@ -556,6 +584,7 @@ mod tests {
                 reference: reference(),
             },
             gain_range: [0.5, 2.0],
+            scope: Default::default(),
         };
         let flat = RgbImage::from_pixel(64, 64, Rgb([200, 150, 160]));
         let out = std.apply(&flat, &measure(&flat), None);

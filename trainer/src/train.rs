@@ -26,7 +26,7 @@ use burn::prelude::*;
 use cellspace_core::locate::LocateConfig;
 use cellspace_core::preprocess::{Preprocess, ResizeRule};
 use cellspace_core::reference::Reference;
-use cellspace_core::standardise::{ColourStandard, Method};
+use cellspace_core::standardise::{AnchorScope, ColourStandard, Method};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,6 +94,10 @@ pub struct TrainConfig {
     /// What the window is measured in: red-cell diameters (per field) or the field's size.
     #[config(default = "ScaleChoice::RedCells")]
     pub scale: ScaleChoice,
+    /// Whose colour anchors standardise a field of a calibrated folder: its own (runs before
+    /// this option) or the folder's median.
+    #[config(default = "AnchorScope::Field")]
+    pub anchors: AnchorScope,
     /// The training fields' reference (colour anchors, red-cell scale, accepted ranges):
     /// measured on the data when a run starts, kept in config.json and the model card.
     pub reference: Option<Reference>,
@@ -210,6 +214,7 @@ impl TrainConfig {
             Some(ColourStandard {
                 method,
                 gain_range: r.gain_range,
+                scope: self.anchors,
             })
         });
         pre

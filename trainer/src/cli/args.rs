@@ -120,6 +120,11 @@ pub struct FitArgs {
     /// fraction of the field (field: one magnification only).
     #[arg(long, value_enum, default_value = "red-cells")]
     pub scale: trainer::train::ScaleChoice,
+    /// Whose colour anchors standardise a field of a folder: the field's own (field), or the
+    /// folder's median for every field (folder: one microscope, one lamp, one stain batch;
+    /// a single image without its folder still uses its own).
+    #[arg(long, value_enum, default_value = "field")]
+    pub anchors: cellspace_core::standardise::AnchorScope,
 }
 
 pub fn config(a: &FitArgs) -> Result<TrainConfig> {
@@ -155,6 +160,7 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_colour_weight(a.colour_weight)
         .with_val_fraction(a.val_fraction)
         .with_colour(a.colour)
+        .with_anchors(a.anchors)
         .with_scale(a.scale);
     cfg.limit = a.limit;
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
