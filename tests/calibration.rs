@@ -147,3 +147,35 @@ fn a_single_image_with_its_folder_s_calibration_is_embedded_as_in_the_folder() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.json"), "{err}");
 }
+
+/// `runtime bench` timed every field measured alone (the single-image path, its red-cell
+/// reading at full resolution), where `runtime embed` calibrates the folder once: it reported
+/// 107 images/s end to end on TRAIN where `runtime embed` ran at 195.
+#[test]
+fn runtime_bench_times_a_folder_as_runtime_embed_runs_it_calibrated() {
+    let Some(train) = util::real_data("runtime_bench_times_a_folder_calibrated") else {
+        return;
+    };
+    let subset = util::real_subset(&train, 3, 11);
+    let out = util::run_ok(
+        Command::new(util::bin("runtime"))
+            .arg("bench")
+            .arg(subset.path())
+            .arg("--model")
+            .arg(util::root().join("models/cellspace.json"))
+            .args(["--device", "cpu", "--batch-sizes", "4", "--json"]),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rbc = report["calibration"]["rbc_px"].as_f64();
+    assert!(
+        rbc.is_some_and(|d| (d / 48.0 - 1.0).abs() < 0.15),
+        "12 TRAIN fields calibrate the folder near their 48 px red cells: {report}"
+    );
+    assert!(report["calibration_s"].as_f64().is_some_and(|s| s > 0.0));
+    assert!(
+        report["rows"][0]["end_to_end_images_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
