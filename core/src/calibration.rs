@@ -153,6 +153,23 @@ mod tests {
     }
 
     /// A folder calibration of 64 fields at `rbc_px`.
+    /// [`red_cell_model`] standardising by od-anchors with `scope`, and its reference.
+    fn od_anchor_model(
+        scope: crate::standardise::AnchorScope,
+    ) -> (Preprocess, LocateConfig, Anchors) {
+        let (mut pre, cfg) = red_cell_model();
+        let reference = Anchors {
+            background: [215.0, 218.0, 222.0],
+            red_cells: [0.07, 0.37, 0.33],
+        };
+        pre.colour = Some(crate::standardise::ColourStandard {
+            method: crate::standardise::Method::OdAnchors { reference },
+            gain_range: [0.5, 2.0],
+            scope,
+        });
+        (pre, cfg, reference)
+    }
+
     fn folder(rbc_px: f32, anchors: Option<Anchors>) -> Calibration {
         Calibration {
             rbc_px,
@@ -245,16 +262,7 @@ mod tests {
 
     #[test]
     fn a_field_whose_colour_cannot_be_trusted_is_standardised_by_its_folder() {
-        let (mut pre, cfg) = red_cell_model();
-        let reference = crate::field::Anchors {
-            background: [215.0, 218.0, 222.0],
-            red_cells: [0.07, 0.37, 0.33],
-        };
-        pre.colour = Some(crate::standardise::ColourStandard {
-            method: crate::standardise::Method::OdAnchors { reference },
-            gain_range: [0.5, 2.0],
-            scope: Default::default(),
-        });
+        let (pre, cfg, reference) = od_anchor_model(Default::default());
         // plasma and one white cell, no red cells: no anchors of its own
         let img = field(false);
         let alone = pre.field_view(&img, &cfg);
@@ -276,16 +284,7 @@ mod tests {
 
     #[test]
     fn under_the_folder_scope_every_field_takes_the_folder_s_anchors() {
-        let (mut pre, cfg) = red_cell_model();
-        let reference = crate::field::Anchors {
-            background: [215.0, 218.0, 222.0],
-            red_cells: [0.07, 0.37, 0.33],
-        };
-        pre.colour = Some(crate::standardise::ColourStandard {
-            method: crate::standardise::Method::OdAnchors { reference },
-            gain_range: [0.5, 2.0],
-            scope: crate::standardise::AnchorScope::Folder,
-        });
+        let (pre, cfg, _) = od_anchor_model(crate::standardise::AnchorScope::Folder);
         // one folder, one lamp: a field's red cells are paler than the folder's median
         let pale = smear(
             320,
