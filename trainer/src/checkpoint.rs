@@ -302,6 +302,23 @@ pub fn config_differences(run: &TrainConfig, given: &TrainConfig) -> Vec<String>
 mod tests {
     use super::*;
 
+    /// Run configs written before `--anchors` (the shipped model's among them) read with the
+    /// field's own anchors, which is how they were trained.
+    #[test]
+    fn run_configs_written_before_the_anchor_scope_read_with_the_field_s_own() {
+        use cellspace_core::standardise::AnchorScope;
+        let text = include_str!("../../models/cellspace-train-config.json");
+        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+        v.as_object_mut().unwrap().remove("anchors");
+        let cfg: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(cfg.anchors, None, "a config written before the option");
+        assert_eq!(cfg.anchors.unwrap_or_default(), AnchorScope::Field);
+        let folder = cfg.clone().with_anchors(Some(AnchorScope::Folder));
+        let back: TrainConfig =
+            serde_json::from_str(&serde_json::to_string(&folder).unwrap()).unwrap();
+        assert_eq!(back.anchors, Some(AnchorScope::Folder));
+    }
+
     /// The served model's names said "best" before (it was always the last epoch): a run
     /// checkpointed then still resumes, and its fit summary still reads.
     #[test]

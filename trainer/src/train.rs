@@ -94,10 +94,10 @@ pub struct TrainConfig {
     /// What the window is measured in: red-cell diameters (per field) or the field's size.
     #[config(default = "ScaleChoice::RedCells")]
     pub scale: ScaleChoice,
-    /// Whose colour anchors standardise a field of a calibrated folder: its own (runs before
-    /// this option) or the folder's median.
-    #[config(default = "AnchorScope::Field")]
-    pub anchors: AnchorScope,
+    /// Whose colour anchors standardise a field of a calibrated folder: its own or the
+    /// folder's median; None (a config written before the option) is its own.
+    #[config(default = "None")]
+    pub anchors: Option<AnchorScope>,
     /// The training fields' reference (colour anchors, red-cell scale, accepted ranges):
     /// measured on the data when a run starts, kept in config.json and the model card.
     pub reference: Option<Reference>,
@@ -214,7 +214,7 @@ impl TrainConfig {
             Some(ColourStandard {
                 method,
                 gain_range: r.gain_range,
-                scope: self.anchors,
+                scope: self.anchors.unwrap_or_default(),
             })
         });
         pre

@@ -160,7 +160,7 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_colour_weight(a.colour_weight)
         .with_val_fraction(a.val_fraction)
         .with_colour(a.colour)
-        .with_anchors(a.anchors)
+        .with_anchors(Some(a.anchors))
         .with_scale(a.scale);
     cfg.limit = a.limit;
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
