@@ -152,7 +152,6 @@ mod tests {
         smear(320, 240, 30.0, [215, 218, 222], rbc, [90, 40, 160])
     }
 
-    /// A folder calibration of 64 fields at `rbc_px`.
     /// [`red_cell_model`] standardising by od-anchors with `scope`, and its reference.
     fn od_anchor_model(
         scope: crate::standardise::AnchorScope,
@@ -170,6 +169,7 @@ mod tests {
         (pre, cfg, reference)
     }
 
+    /// A folder calibration of 64 fields at `rbc_px`.
     fn folder(rbc_px: f32, anchors: Option<Anchors>) -> Calibration {
         Calibration {
             rbc_px,
@@ -312,15 +312,14 @@ mod tests {
         field_scope.colour.as_mut().unwrap().scope = Default::default();
         let by_own = at(&field_scope);
         // the folder's denser red cells get a smaller gain: the pale field stays paler
-        let red_cell_px = |v: &crate::preprocess::FieldView| {
-            let bg = crate::field::measure(&v.image).anchors.unwrap();
-            bg.red_cells[1]
+        let green_density = |v: &crate::preprocess::FieldView| {
+            crate::field::measure(&v.image).anchors.unwrap().red_cells[1]
         };
         assert!(
-            red_cell_px(&by_folder) < 0.9 * red_cell_px(&by_own),
+            green_density(&by_folder) < 0.9 * green_density(&by_own),
             "{} vs {}",
-            red_cell_px(&by_folder),
-            red_cell_px(&by_own)
+            green_density(&by_folder),
+            green_density(&by_own)
         );
         // a field alone has no folder: its own anchors, as under the field scope
         let alone = pre.field_view(&pale, &cfg).image;

@@ -385,15 +385,12 @@ fn decode_all(
             let r = load_rgb(&e.path)
                 .map(|img| {
                     // without context the window alone, cut once
-                    let (window, wide, location) = match context > 1.0 {
-                        true => {
-                            let (window, wide, loc) = pre.window_in_context(&img, context);
-                            (window, Some(wide), loc)
-                        }
-                        false => {
-                            let (window, loc) = pre.window(&img);
-                            (window, None, loc)
-                        }
+                    let (window, wide, location) = if context > 1.0 {
+                        let (window, wide, loc) = pre.window_in_context(&img, context);
+                        (window, Some(wide), loc)
+                    } else {
+                        let (window, loc) = pre.window(&img);
+                        (window, None, loc)
                     };
                     let square =
                         image::imageops::resize(&window, cache, cache, FilterType::Triangle);
