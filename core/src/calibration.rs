@@ -327,6 +327,65 @@ mod tests {
     }
 
     #[test]
+    fn under_the_folder_stain_scope_a_field_keeps_its_own_background() {
+        use crate::standardise::AnchorScope;
+        let (pre, cfg, reference) = od_anchor_model(AnchorScope::FolderStain);
+        let pale = smear(
+            320,
+            240,
+            30.0,
+            [215, 218, 222],
+            [205, 175, 180],
+            [90, 40, 160],
+        );
+        let own = crate::field::measure(&pale)
+            .anchors
+            .expect("its own anchors");
+        // the folder's median: a dimmer lamp (its background) and a denser stain (its red cells)
+        let folder_anchors = crate::field::Anchors {
+            background: own.background.map(|b| 0.85 * b),
+            red_cells: own.red_cells.map(|d| d * 1.4),
+        };
+        let cal = folder(30.0, Some(folder_anchors));
+        let at = |scope: AnchorScope| {
+            let mut p = pre.clone();
+            p.colour.as_mut().unwrap().scope = scope;
+            let image = p.with_calibration(Some(cal)).field_view(&pale, &cfg).image;
+            crate::field::measure(&image).anchors.unwrap()
+        };
+        let (mixed, by_folder, by_own) = (
+            at(AnchorScope::FolderStain),
+            at(AnchorScope::Folder),
+            at(AnchorScope::Field),
+        );
+        let off = |a: &crate::field::Anchors| {
+            (0..3)
+                .map(|c| (a.background[c] - reference.background[c]).abs())
+                .fold(0.0, f32::max)
+        };
+        // the field's own lamp is undone: its background lands on the reference's, as under
+        // the field scope, and not where the folder's dimmer lamp would put it
+        assert!(off(&mixed) < 3.0, "{:?}", mixed.background);
+        assert!(off(&by_own) < 3.0, "{:?}", by_own.background);
+        assert!(off(&by_folder) > 10.0, "{:?}", by_folder.background);
+        // the folder's denser stain decides the red cells' gain, as under the folder scope
+        let green = |a: &crate::field::Anchors| a.red_cells[1];
+        assert!(
+            green(&mixed) < 0.9 * green(&by_own),
+            "{} vs {}",
+            green(&mixed),
+            green(&by_own)
+        );
+        // a field alone has no folder: its own anchors, as under the field scope
+        let mut field_scope = pre.clone();
+        field_scope.colour.as_mut().unwrap().scope = AnchorScope::Field;
+        assert_eq!(
+            pre.field_view(&pale, &cfg).image,
+            field_scope.field_view(&pale, &cfg).image
+        );
+    }
+
+    #[test]
     fn a_folder_is_calibrated_on_its_fields() {
         let (pre, _) = red_cell_model();
         let fields: Vec<RgbImage> = (0..12)

@@ -400,6 +400,14 @@ impl Preprocess {
                 flags.clear();
                 cs.apply_in_folder(img, &by_folder(anchors), lab.as_ref(), Some(&anchors))
             }
+            (AnchorScope::FolderStain, Some(anchors)) => {
+                flags.clear();
+                let mixed = colour.anchors.map_or(anchors, |own| crate::field::Anchors {
+                    background: own.background,
+                    red_cells: anchors.red_cells,
+                });
+                cs.apply_in_folder(img, &by_folder(mixed), lab.as_ref(), Some(&anchors))
+            }
             _ => {
                 let own = cs.apply_in_folder(img, &colour, lab.as_ref(), folder.as_ref());
                 let doubtful = !own.measured || cs.out_of_range(&own.gain);

@@ -98,6 +98,11 @@ pub enum AnchorScope {
     /// one stain batch, and one field's red cells are a noisy ruler, biased where a magnified
     /// field holds few of them. A field alone (no folder) still uses its own.
     Folder,
+    /// The field's own background (its lamp and exposure, which one field measures well from
+    /// thousands of plasma pixels) with the folder's median red-cell density (its stain batch,
+    /// which one field measures from a handful of red cells, fewer still when magnified). A
+    /// field whose own anchors cannot be measured takes the folder's; a field alone, its own.
+    FolderStain,
 }
 
 impl AnchorScope {

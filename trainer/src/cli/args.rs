@@ -120,9 +120,10 @@ pub struct FitArgs {
     /// fraction of the field (field: one magnification only).
     #[arg(long, value_enum, default_value = "red-cells")]
     pub scale: trainer::train::ScaleChoice,
-    /// Whose colour anchors standardise a field of a folder: the field's own (field), or the
-    /// folder's median for every field (folder: one microscope, one lamp, one stain batch;
-    /// a single image without its folder still uses its own).
+    /// Whose colour anchors standardise a field of a folder: the field's own (field), the
+    /// folder's median for every field (folder: one microscope, one lamp, one stain batch),
+    /// or the field's own background with the folder's red cells (folder-stain); a single
+    /// image without its folder still uses its own.
     #[arg(long, value_enum, default_value = "field")]
     pub anchors: cellspace_core::standardise::AnchorScope,
 }
