@@ -91,6 +91,37 @@ fn case_07_a_non_finite_loss_stops_training() {
     );
 }
 
+/// Case 7: a model whose embeddings are not finite gets no validation metrics (its NaN scored
+/// as some kNN accuracy before, and could be reported and chosen from like any other).
+#[test]
+fn case_07_non_finite_embeddings_get_no_validation_metrics() {
+    use burn::module::Param;
+    use burn::prelude::*;
+    let dir = util::tempdir();
+    for i in 0..8u32 {
+        let class = ["A", "B"][(i % 2) as usize];
+        util::write_cell(&dir.path().join(class).join(format!("{i}.png")), i);
+    }
+    let cfg = tiny_config();
+    let pre = cfg.preprocess();
+    let data = trainer::data::CellImages::load(dir.path(), &pre, 32, None, &()).unwrap();
+    let split = trainer::eval::Split::new(&data, 0.5, 7, 100);
+    assert!(!split.val.is_empty() && !split.gallery.is_empty());
+    let good = cfg.encoder.init(&Device::flex());
+    trainer::eval::validate(&good, &data, &split, &pre, 7).expect("a finite model validates");
+    let mut bad = good.clone();
+    let dims = bad.fc.weight.dims();
+    bad.fc.weight = Param::from_tensor(Tensor::full(dims, f32::NAN, &Device::flex()));
+    let err = trainer::eval::validate(&bad, &data, &split, &pre, 7)
+        .err()
+        .expect("NaN embeddings must not be scored")
+        .to_string();
+    assert!(
+        err.contains("not a finite number") && err.contains("backbone"),
+        "{err}"
+    );
+}
+
 /// Case 7: a model with non-finite weights is refused at export, and a model whose output is
 /// not finite is refused by the runtime (no `null` vectors with exit 0).
 #[test]

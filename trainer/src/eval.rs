@@ -214,8 +214,12 @@ pub fn validate_with(
         )
     });
     let (bq, bg) = emb(EmbeddingOutput::Backbone);
+    finite("backbone", &bq, &bg)?;
     let backbone = report(&bq, &bg);
     let head_emb = model.head.as_ref().map(|_| emb(EmbeddingOutput::Head));
+    if let Some((q, g)) = &head_emb {
+        finite("head", q, g)?;
+    }
     let head = head_emb.as_ref().map(|(q, g)| report(q, g));
     let mut candidates = Vec::new();
     let learned = [
@@ -247,6 +251,19 @@ pub fn validate_with(
         head,
         candidates,
     })
+}
+
+/// A validation's embeddings must be numbers: a diverged model's NaN would otherwise score as
+/// some kNN accuracy and be reported (and chosen from) like any other.
+fn finite(output: &str, queries: &[f32], gallery: &[f32]) -> Result<()> {
+    let bad = |e: &[f32]| e.iter().copied().find(|x| !x.is_finite());
+    match bad(queries).or_else(|| bad(gallery)) {
+        Some(x) => Err(crate::Error::Data(format!(
+            "validation: the {output} embedding holds {x}, not a finite number (the model \
+             diverged): no metrics are reported from it"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The colour-histogram baseline (8x8x8 of the window the model looks through, at the cache's
