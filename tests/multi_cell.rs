@@ -211,6 +211,76 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
     let answers = query(&index, &fields.join("BloodImage_00002.jpg"));
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert!(answers[0].get("cell").is_none(), "{:?}", answers[0]);
+    edits_name_one_cell_of_a_field(&index, &folder.join("BloodImage_00010.jpg"));
+}
+
+/// `index relabel` of a two-cell field needs `--cell` (it relabelled both cells before) and
+/// changes that cell alone; `index remove --cell` removes one cell, a bare path the field.
+fn edits_name_one_cell_of_a_field(index: &Path, two: &Path) {
+    let classes = || {
+        let atlas = index::CellIndex::open(index).unwrap();
+        let mut of: Vec<(Option<u32>, Option<String>, bool)> = atlas
+            .rows()
+            .iter()
+            .filter(|r| r.path.ends_with("BloodImage_00010.jpg"))
+            .map(|r| (r.cell, r.class.clone(), r.removed))
+            .collect();
+        of.sort();
+        of
+    };
+    let before = classes();
+    assert_eq!(before.len(), 2, "{before:?}");
+    let run = |args: &[&str]| {
+        Command::new(util::bin("index"))
+            .args(args)
+            .arg(two)
+            .args(["-i"])
+            .arg(index)
+            .output()
+            .unwrap()
+    };
+    let relabel = |extra: &[&str]| {
+        let mut c = Command::new(util::bin("index"));
+        c.arg("relabel")
+            .arg(two)
+            .arg("EOSINOPHIL")
+            .args(extra)
+            .arg("-i")
+            .arg(index);
+        c.output().unwrap()
+    };
+    let out = relabel(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("2 white cells") && err.contains("--cell"),
+        "{err}"
+    );
+    assert_eq!(classes(), before, "a refused relabel changed nothing");
+    let out = relabel(&["--cell", "3"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cell 3"));
+    util::run_ok(&mut {
+        let mut c = Command::new(util::bin("index"));
+        c.arg("relabel")
+            .arg(two)
+            .arg("EOSINOPHIL")
+            .args(["--cell", "2", "-i"])
+            .arg(index);
+        c
+    });
+    let after = classes();
+    assert_eq!(after[0], before[0], "cell 1 kept its class");
+    assert_eq!(after[1].1.as_deref(), Some("EOSINOPHIL"), "{after:?}");
+    let out = run(&["remove", "--cell", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = classes();
+    assert!(after[0].2 && !after[1].2, "only cell 1 removed: {after:?}");
 }
 
 /// A lab page over an atlas of the first 12 BCCD fields with the shipped model (the temp dir

@@ -8,21 +8,29 @@ use cellspace_core::outcome::{self, OK, PARTIAL};
 use std::path::PathBuf;
 
 /// Remove cells (by image path, or every cell matching --where): they are never returned
-/// again; `compact` frees their space.
+/// again; `compact` frees their space. An image path removes every white cell of that field
+/// unless --cell names one.
 #[derive(clap::Args)]
 pub struct RemoveArgs {
     pub paths: Vec<PathBuf>,
     #[arg(long = "where", value_name = "FIELD=VALUE")]
     pub conditions: Vec<index::Condition>,
+    /// Only this white cell of each field (1 = the largest, as `index query` numbers them).
+    #[arg(long, value_name = "N", value_parser = cellspace_core::cli::number::at_least_one)]
+    pub cell: Option<usize>,
     #[command(flatten)]
     pub common: Common,
 }
 
-/// Set the class of an indexed cell.
+/// Set the class of an indexed cell. A field of several white cells needs --cell: a class is
+/// one cell's, not a field's.
 #[derive(clap::Args)]
 pub struct RelabelArgs {
     pub path: PathBuf,
     pub class: String,
+    /// Which white cell of the field (1 = the largest, as `index query` numbers them).
+    #[arg(long, value_name = "N", value_parser = cellspace_core::cli::number::at_least_one)]
+    pub cell: Option<usize>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -91,7 +99,7 @@ pub fn remove(args: RemoveArgs) -> Result<u8> {
     let mut ids = Vec::new();
     let mut missing = Vec::new();
     for p in paths {
-        let found = index.find_path(p);
+        let found = cells_of(&index, p, args.cell)?;
         if found.is_empty() {
             missing.push(p.display().to_string());
         }
@@ -127,9 +135,17 @@ pub fn relabel(args: RelabelArgs) -> Result<u8> {
     let (dir, path, class) = (&args.common.dir(), &args.path, args.class.as_str());
     let _lock = index::ops::lock(dir)?;
     let mut index = index::CellIndex::open(dir)?;
-    let ids = index.find_path(path);
+    let ids = cells_of(&index, path, args.cell)?;
     if ids.is_empty() {
         bail!("{}: not an indexed cell", path.display());
+    }
+    if ids.len() > 1 {
+        bail!(
+            "{}: the field holds {} white cells; name one with --cell N (1 = the largest, as \
+             `index query` numbers them): nothing was relabelled",
+            path.display(),
+            ids.len()
+        );
     }
     for &id in &ids {
         let old = index.relabel(id, class)?;
@@ -141,6 +157,32 @@ pub fn relabel(args: RelabelArgs) -> Result<u8> {
     }
     index.save(dir)?;
     Ok(OK)
+}
+
+/// The live rows of the image at `path` (none: not indexed), only its white cell `cell`
+/// (1-based) when given; a cell the field does not hold is an error naming how many it does.
+fn cells_of(
+    index: &index::CellIndex,
+    path: &std::path::Path,
+    cell: Option<usize>,
+) -> Result<Vec<usize>> {
+    let ids = index.find_path(path);
+    let Some(n) = cell.filter(|_| !ids.is_empty()) else {
+        return Ok(ids);
+    };
+    let one: Vec<usize> = ids
+        .iter()
+        .copied()
+        .filter(|&i| index.rows()[i].cell.unwrap_or(0) as usize + 1 == n)
+        .collect();
+    if one.is_empty() {
+        bail!(
+            "{}: the field holds {} white cell(s), no cell {n}: nothing was changed",
+            path.display(),
+            ids.len()
+        );
+    }
+    Ok(one)
 }
 
 /// Run `index compact`.
