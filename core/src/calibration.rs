@@ -169,6 +169,22 @@ mod tests {
         (pre, cfg, reference)
     }
 
+    /// A field whose red cells are paler than its folder's will be, and its own anchors.
+    fn pale_field() -> (RgbImage, Anchors) {
+        let pale = smear(
+            320,
+            240,
+            30.0,
+            [215, 218, 222],
+            [205, 175, 180],
+            [90, 40, 160],
+        );
+        let own = crate::field::measure(&pale)
+            .anchors
+            .expect("its own anchors");
+        (pale, own)
+    }
+
     /// A folder calibration of 64 fields at `rbc_px`.
     fn folder(rbc_px: f32, anchors: Option<Anchors>) -> Calibration {
         Calibration {
@@ -286,17 +302,7 @@ mod tests {
     fn under_the_folder_scope_every_field_takes_the_folder_s_anchors() {
         let (pre, cfg, _) = od_anchor_model(crate::standardise::AnchorScope::Folder);
         // one folder, one lamp: a field's red cells are paler than the folder's median
-        let pale = smear(
-            320,
-            240,
-            30.0,
-            [215, 218, 222],
-            [205, 175, 180],
-            [90, 40, 160],
-        );
-        let own = crate::field::measure(&pale)
-            .anchors
-            .expect("its own anchors");
+        let (pale, own) = pale_field();
         let folder_anchors = crate::field::Anchors {
             background: own.background,
             red_cells: own.red_cells.map(|d| d * 1.4),
@@ -330,17 +336,7 @@ mod tests {
     fn under_the_folder_stain_scope_a_field_keeps_its_own_background() {
         use crate::standardise::AnchorScope;
         let (pre, cfg, reference) = od_anchor_model(AnchorScope::FolderStain);
-        let pale = smear(
-            320,
-            240,
-            30.0,
-            [215, 218, 222],
-            [205, 175, 180],
-            [90, 40, 160],
-        );
-        let own = crate::field::measure(&pale)
-            .anchors
-            .expect("its own anchors");
+        let (pale, own) = pale_field();
         // the folder's median: a dimmer lamp (its background) and a denser stain (its red cells)
         let folder_anchors = crate::field::Anchors {
             background: own.background.map(|b| 0.85 * b),
