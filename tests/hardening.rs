@@ -109,17 +109,24 @@ fn case_07_non_finite_embeddings_get_no_validation_metrics() {
     assert!(!split.val.is_empty() && !split.gallery.is_empty());
     let good = cfg.encoder.init(&Device::flex());
     trainer::eval::validate(&good, &data, &split, &pre, 7).expect("a finite model validates");
+    let nan = |dims| Param::from_tensor(Tensor::full(dims, f32::NAN, &Device::flex()));
+    let refused = |bad: &trainer::model::Encoder, output: &str| {
+        let err = trainer::eval::validate(bad, &data, &split, &pre, 7)
+            .expect_err("NaN embeddings must not be scored")
+            .to_string();
+        assert!(
+            err.contains("not a finite number") && err.contains(output),
+            "{err}"
+        );
+    };
     let mut bad = good.clone();
-    let dims = bad.fc.weight.dims();
-    bad.fc.weight = Param::from_tensor(Tensor::full(dims, f32::NAN, &Device::flex()));
-    let err = trainer::eval::validate(&bad, &data, &split, &pre, 7)
-        .err()
-        .expect("NaN embeddings must not be scored")
-        .to_string();
-    assert!(
-        err.contains("not a finite number") && err.contains("backbone"),
-        "{err}"
-    );
+    bad.fc.weight = nan(bad.fc.weight.dims());
+    refused(&bad, "backbone");
+    // a finite backbone under a diverged head
+    let mut bad = good.clone();
+    let head = bad.head.as_mut().expect("an NT-Xent head");
+    head.out.weight = nan(head.out.weight.dims());
+    refused(&bad, "head");
 }
 
 /// Case 7: a model with non-finite weights is refused at export, and a model whose output is

@@ -211,75 +211,73 @@ fn every_cell_of_a_field_is_a_row_and_an_answer() {
     let answers = query(&index, &fields.join("BloodImage_00002.jpg"));
     assert_eq!(answers.len(), 1, "{answers:?}");
     assert!(answers[0].get("cell").is_none(), "{:?}", answers[0]);
-    edits_name_one_cell_of_a_field(&index, &folder.join("BloodImage_00010.jpg"));
+    edits_name_one_cell_of_a_field(
+        &index,
+        &folder.join("BloodImage_00010.jpg"),
+        &folder.join("BloodImage_00000.jpg"),
+    );
 }
 
 /// `index relabel` of a two-cell field needs `--cell` (it relabelled both cells before) and
-/// changes that cell alone; `index remove --cell` removes one cell, a bare path the field.
-fn edits_name_one_cell_of_a_field(index: &Path, two: &Path) {
-    let classes = || {
+/// changes that cell alone; `index remove --cell` removes one cell, a bare path the field;
+/// `one`, a one-cell field, is its cell 1.
+fn edits_name_one_cell_of_a_field(index: &Path, two: &Path, one: &Path) {
+    let of = |image: &Path| {
+        let name = image.file_name().unwrap().to_str().unwrap().to_string();
         let atlas = index::CellIndex::open(index).unwrap();
-        let mut of: Vec<(Option<u32>, Option<String>, bool)> = atlas
+        let mut rows: Vec<(Option<u32>, Option<String>, bool)> = atlas
             .rows()
             .iter()
-            .filter(|r| r.path.ends_with("BloodImage_00010.jpg"))
+            .filter(|r| r.path.ends_with(&name))
             .map(|r| (r.cell, r.class.clone(), r.removed))
             .collect();
-        of.sort();
-        of
+        rows.sort();
+        rows
     };
-    let before = classes();
+    let before = of(two);
     assert_eq!(before.len(), 2, "{before:?}");
-    let run = |args: &[&str]| {
+    let index_cmd = |args: &[&str], image: &Path, extra: &[&str]| {
         Command::new(util::bin("index"))
             .args(args)
-            .arg(two)
-            .args(["-i"])
+            .arg(image)
+            .args(extra)
+            .arg("-i")
             .arg(index)
             .output()
             .unwrap()
     };
-    let relabel = |extra: &[&str]| {
-        let mut c = Command::new(util::bin("index"));
-        c.arg("relabel")
-            .arg(two)
-            .arg("EOSINOPHIL")
-            .args(extra)
-            .arg("-i")
-            .arg(index);
-        c.output().unwrap()
+    let relabel = |image: &Path, extra: &[&str]| {
+        let mut args = vec!["EOSINOPHIL"];
+        args.extend_from_slice(extra);
+        index_cmd(&["relabel"], image, &args)
     };
-    let out = relabel(&[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{err}");
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = relabel(two, &[]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        err.contains("2 white cells") && err.contains("--cell"),
-        "{err}"
+        stderr(&out).contains("2 white cells") && stderr(&out).contains("--cell"),
+        "{}",
+        stderr(&out)
     );
-    assert_eq!(classes(), before, "a refused relabel changed nothing");
-    let out = relabel(&["--cell", "3"]);
+    assert_eq!(of(two), before, "a refused relabel changed nothing");
+    let out = relabel(two, &["--cell", "3"]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no cell 3"));
-    util::run_ok(&mut {
-        let mut c = Command::new(util::bin("index"));
-        c.arg("relabel")
-            .arg(two)
-            .arg("EOSINOPHIL")
-            .args(["--cell", "2", "-i"])
-            .arg(index);
-        c
-    });
-    let after = classes();
+    assert!(stderr(&out).contains("no live cell 3"), "{}", stderr(&out));
+    let out = relabel(two, &["--cell", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(cell 2)"), "{}", stderr(&out));
+    let after = of(two);
     assert_eq!(after[0], before[0], "cell 1 kept its class");
     assert_eq!(after[1].1.as_deref(), Some("EOSINOPHIL"), "{after:?}");
-    let out = run(&["remove", "--cell", "1"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let after = classes();
+    // a one-cell field: it is its cell 1, and has no cell 2
+    let out = relabel(one, &["--cell", "2"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = relabel(one, &["--cell", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(of(one)[0].1.as_deref(), Some("EOSINOPHIL"));
+    let out = index_cmd(&["remove", "--cell", "1"], two, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let after = of(two);
     assert!(after[0].2 && !after[1].2, "only cell 1 removed: {after:?}");
 }
 

@@ -169,13 +169,14 @@ mod tests {
         (pre, cfg, reference)
     }
 
-    /// A field whose red cells are paler than its folder's will be, and its own anchors.
+    /// A field under a warmer lamp than the reference's, with paler red cells than the folder
+    /// the tests give it, and its own anchors.
     fn pale_field() -> (RgbImage, Anchors) {
         let pale = smear(
             320,
             240,
             30.0,
-            [215, 218, 222],
+            [226, 214, 200],
             [205, 175, 180],
             [90, 40, 160],
         );
@@ -339,7 +340,7 @@ mod tests {
         let (pale, own) = pale_field();
         // the folder's median: a dimmer lamp (its background) and a denser stain (its red cells)
         let folder_anchors = crate::field::Anchors {
-            background: own.background.map(|b| 0.85 * b),
+            background: own.background.map(|b| 0.93 * b),
             red_cells: own.red_cells.map(|d| d * 1.4),
         };
         let cal = folder(30.0, Some(folder_anchors));

@@ -15,8 +15,9 @@ pub struct RemoveArgs {
     pub paths: Vec<PathBuf>,
     #[arg(long = "where", value_name = "FIELD=VALUE")]
     pub conditions: Vec<index::Condition>,
-    /// Only this white cell of each field (1 = the largest, as `index query` numbers them).
-    #[arg(long, value_name = "N", value_parser = cellspace_core::cli::number::at_least_one)]
+    /// Only this white cell of each field named by path (1 = the largest: "cell N of M" in
+    /// `index query`'s text, the JSON's and the manifest's 0-based `cell` + 1).
+    #[arg(long, value_name = "N", requires = "paths", value_parser = cellspace_core::cli::number::at_least_one)]
     pub cell: Option<usize>,
     #[command(flatten)]
     pub common: Common,
@@ -28,7 +29,8 @@ pub struct RemoveArgs {
 pub struct RelabelArgs {
     pub path: PathBuf,
     pub class: String,
-    /// Which white cell of the field (1 = the largest, as `index query` numbers them).
+    /// Which white cell of the field (1 = the largest: "cell N of M" in `index query`'s text,
+    /// the JSON's and the manifest's 0-based `cell` + 1).
     #[arg(long, value_name = "N", value_parser = cellspace_core::cli::number::at_least_one)]
     pub cell: Option<usize>,
     #[command(flatten)]
@@ -147,14 +149,16 @@ pub fn relabel(args: RelabelArgs) -> Result<u8> {
             ids.len()
         );
     }
-    for &id in &ids {
-        let old = index.relabel(id, class)?;
-        eprintln!(
-            "{}: {} -> {class}",
-            index.rows()[id].path,
-            old.as_deref().unwrap_or("-")
-        );
-    }
+    let id = ids[0];
+    let old = index.relabel(id, class)?;
+    let cell = index.rows()[id]
+        .cell
+        .map_or(String::new(), |c| format!(" (cell {})", c + 1));
+    eprintln!(
+        "{}{cell}: {} -> {class}",
+        index.rows()[id].path,
+        old.as_deref().unwrap_or("-")
+    );
     index.save(dir)?;
     Ok(OK)
 }
@@ -176,10 +180,15 @@ fn cells_of(
         .filter(|&i| index.rows()[i].cell.unwrap_or(0) as usize + 1 == n)
         .collect();
     if one.is_empty() {
+        let live: Vec<String> = ids
+            .iter()
+            .map(|&i| (index.rows()[i].cell.unwrap_or(0) + 1).to_string())
+            .collect();
         bail!(
-            "{}: the field holds {} white cell(s), no cell {n}: nothing was changed",
+            "{}: no live cell {n} (removed, or never there); its indexed cells are {}: nothing \
+             was changed",
             path.display(),
-            ids.len()
+            live.join(", ")
         );
     }
     Ok(one)
