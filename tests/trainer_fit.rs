@@ -97,6 +97,46 @@ fn first_batch(data: std::sync::Arc<CellImages>, cfg: &TrainConfig) -> Batch {
 }
 
 #[test]
+fn multi_crop_keeps_the_global_views_and_trains_on_the_local_ones() {
+    let _turn = rng_lock();
+    let dir = synthetic_folder(8);
+    let cfg = tiny_config(LossKind::Ntxent);
+    let data = std::sync::Arc::new(
+        CellImages::load(dir.path(), &cfg.preprocess(), 32, None, &()).unwrap(),
+    );
+    let two = first_batch(data.clone(), &cfg);
+    let mut multi_cfg = cfg.clone();
+    multi_cfg.augment = cfg
+        .augment
+        .clone()
+        .with_local_views(2)
+        .with_local_size(Some(8));
+    let multi = first_batch(data, &multi_cfg);
+    assert!(two.locals.is_empty() && two.local_size == 0);
+    // the local views are drawn after the global ones: those stay as they were
+    assert_eq!(multi.view1, two.view1);
+    assert_eq!(multi.view2, two.view2);
+    assert_eq!(multi.local_size, 8);
+    assert_eq!(multi.locals.len(), 2);
+    assert!(multi.locals.iter().all(|l| l.len() == multi.n * 3 * 8 * 8));
+    assert_ne!(multi.locals[0], multi.locals[1]);
+    let device = Device::flex().autodiff();
+    let step = |batch: &Batch| {
+        device.seed(5);
+        let model = cfg.encoder.init(&device);
+        let mut optim = burn::optim::AdamWConfig::new().init();
+        let out = EmbeddingOutput::Head;
+        train_step(model, &mut optim, batch, &cfg, out, cfg.lr, &device).1
+    };
+    let (plain, with_locals) = (step(&two), step(&multi));
+    assert!(with_locals.is_finite(), "{with_locals}");
+    assert!(
+        (plain - with_locals).abs() > 1e-4,
+        "the local views must enter the loss: {plain} and {with_locals}"
+    );
+}
+
+#[test]
 fn loss_falls_on_a_few_dozen_real_images_with_both_losses() {
     let _turn = rng_lock();
     let Some(train) = util::real_data("loss_falls_on_a_few_dozen_real_images_with_both_losses")

@@ -45,12 +45,35 @@ pub struct AugmentConfig {
     /// kNN-200 under cross-validation (README, Levers).
     #[config(default = 0.0)]
     pub jpeg_prob: f32,
+    /// Multi-crop (SwAV, DINO): this many local views per image beside the two global ones,
+    /// each a small crop (`local_crop_area`) at `local_size` px. 0: two views, as before.
+    #[config(default = 0)]
+    pub local_views: usize,
+    /// Side of a local view in px; None is half the model's input.
+    #[config(default = "None")]
+    pub local_size: Option<u32>,
+    /// A local view's crop area in windows' areas, min and max.
+    #[config(default = "[0.1, 0.4]")]
+    pub local_crop_area: [f32; 2],
 }
 
 impl AugmentConfig {
     /// [`AugmentConfig::context`], 1 when unset.
     pub fn context(&self) -> f32 {
         self.context.unwrap_or(1.0)
+    }
+
+    /// The local views' augmentation and preprocessing (their crop area and side), None
+    /// without local views: [`view`] with these gives one local view.
+    pub fn local(&self, pre: &Preprocess) -> Option<(AugmentConfig, Preprocess)> {
+        if self.local_views == 0 {
+            return None;
+        }
+        let mut aug = self.clone();
+        aug.crop_area = self.local_crop_area;
+        let mut pre = pre.clone();
+        pre.size = self.local_size.unwrap_or(pre.size / 2).max(8);
+        Some((aug, pre))
     }
 }
 

@@ -247,12 +247,17 @@ fn spread(entries: Vec<ImageEntry>, n: usize) -> Vec<ImageEntry> {
         .collect()
 }
 
-/// One training batch: two views of the same images, [N, 3, S, S] each, row-major.
+/// One training batch: two views of the same images, [N, 3, S, S] each, row-major, and
+/// with multi-crop ([`AugmentConfig::local_views`]) its local views, [N, 3, L, L] each.
 pub struct Batch {
     pub index: usize,
     pub n: usize,
     pub view1: Vec<f32>,
     pub view2: Vec<f32>,
+    /// The local views, one [N, 3, L, L] block per local view (none without multi-crop).
+    pub locals: Vec<Vec<f32>>,
+    /// L, the local views' side in px (0 without them).
+    pub local_size: usize,
 }
 
 /// The images of an epoch in order: a permutation seeded by (seed, epoch).
@@ -290,42 +295,70 @@ pub fn spawn_batches(data: Arc<CellImages>, plan: EpochPlan) -> Receiver<Batch> 
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         let p = &plan;
+        let local = p.aug.local(&p.pre);
         for (bi, chunk) in p
             .order
             .chunks_exact(p.batch_size)
             .enumerate()
             .skip(p.start_batch)
         {
-            let views: Vec<(Vec<f32>, Vec<f32>)> = chunk
+            let views: Vec<Views> = chunk
                 .par_iter()
-                .map(|&i| {
-                    let s = p.seed ^ ((p.epoch as u64) << 40) ^ ((i as u64) << 8);
-                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
-                    let src = data.source(i);
-                    let a = view(src, data.context, &p.aug, &p.pre, &mut rng);
-                    let b = view(src, data.context, &p.aug, &p.pre, &mut rng);
-                    (a, b)
-                })
+                .map(|&i| views_of(&data, i, p, local.as_ref()))
                 .collect();
-            let (mut v1, mut v2) = (Vec::new(), Vec::new());
-            for (a, b) in views {
-                v1.extend(a);
-                v2.extend(b);
-            }
-            if tx
-                .send(Batch {
-                    index: bi,
-                    n: chunk.len(),
-                    view1: v1,
-                    view2: v2,
-                })
-                .is_err()
-            {
+            if tx.send(batch_of(bi, views, local.as_ref())).is_err() {
                 return;
             }
         }
     });
     rx
+}
+
+/// One image's views: the two global ones, then its local ones.
+type Views = (Vec<f32>, Vec<f32>, Vec<Vec<f32>>);
+
+/// Image `i`'s views in epoch `p.epoch`, seeded by (seed, epoch, image). The local views are
+/// drawn after the global ones, so multi-crop leaves the global views as they were.
+fn views_of(
+    data: &CellImages,
+    i: usize,
+    p: &EpochPlan,
+    local: Option<&(AugmentConfig, Preprocess)>,
+) -> Views {
+    let s = p.seed ^ ((p.epoch as u64) << 40) ^ ((i as u64) << 8);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
+    let src = data.source(i);
+    let a = view(src, data.context, &p.aug, &p.pre, &mut rng);
+    let b = view(src, data.context, &p.aug, &p.pre, &mut rng);
+    let locals = local.map_or_else(Vec::new, |(aug, pre)| {
+        (0..aug.local_views)
+            .map(|_| view(src, data.context, aug, pre, &mut rng))
+            .collect()
+    });
+    (a, b, locals)
+}
+
+/// The batch of `views`, each view's rows stacked image after image.
+fn batch_of(index: usize, views: Vec<Views>, local: Option<&(AugmentConfig, Preprocess)>) -> Batch {
+    let n = views.len();
+    let k = local.map_or(0, |(aug, _)| aug.local_views);
+    let (mut v1, mut v2) = (Vec::new(), Vec::new());
+    let mut locals = vec![Vec::new(); k];
+    for (a, b, ls) in views {
+        v1.extend(a);
+        v2.extend(b);
+        for (block, l) in locals.iter_mut().zip(ls) {
+            block.extend(l);
+        }
+    }
+    Batch {
+        index,
+        n,
+        view1: v1,
+        view2: v2,
+        locals,
+        local_size: local.map_or(0, |(_, pre)| pre.size as usize),
+    }
 }
 
 /// The cached squares' side in px, and the sources' side in windows.

@@ -556,7 +556,22 @@ pub fn train_step(
     let z = model.output(output, Tensor::cat(vec![x1, x2], 0)); // [2N, D]
     let z1 = z.clone().narrow(0, 0, n);
     let z2 = z.narrow(0, n, n);
-    let loss = cfg.objective().forward(z1, z2);
+    let objective = cfg.objective();
+    let mut loss = objective.forward(z1.clone(), z2.clone());
+    if !batch.locals.is_empty() {
+        // multi-crop: every local view against both global ones, never two local ones
+        // against each other (SwAV, DINO); the mean over the 1 + 2K pairs
+        let (k, l) = (batch.locals.len(), batch.local_size);
+        let xl = TensorData::new(batch.locals.concat(), [k * n, 3, l, l]);
+        let zl = model.output(output, Tensor::<4>::from_data(xl, device)); // [KN, D]
+        for j in 0..k {
+            let lj = zl.clone().narrow(0, j * n, n);
+            loss = loss
+                + objective.forward(z1.clone(), lj.clone())
+                + objective.forward(z2.clone(), lj);
+        }
+        loss = loss.div_scalar((1 + 2 * k) as f32);
+    }
     let value = loss.clone().into_scalar::<f32>();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr, model, grads), value)

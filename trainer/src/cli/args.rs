@@ -83,6 +83,13 @@ pub struct FitArgs {
     /// Largest training crop, in windows' areas (the smallest is 0.4).
     #[arg(long, default_value_t = 1.0, value_parser = cellspace_core::cli::number::positive_f32)]
     pub crop_area_max: f32,
+    /// Multi-crop: local views per image beside the two global ones (each a crop of 0.1-0.4
+    /// windows' area at `--local-size` px, compared with both global views; 0: off).
+    #[arg(long, default_value_t = 0)]
+    pub local_views: usize,
+    /// Side of a local view in px (0: half of `--image-size`).
+    #[arg(long, default_value_t = 0)]
+    pub local_size: u32,
     /// Torchvision ResNet weights to start from (.pth or .safetensors).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -143,7 +150,9 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_jpeg_prob(a.jpeg_prob)
         .with_channel_gain(a.channel_gain)
         .with_context((a.context != 1.0).then_some(a.context))
-        .with_crop_area([0.4, a.crop_area_max.max(0.4)]);
+        .with_crop_area([0.4, a.crop_area_max.max(0.4)])
+        .with_local_views(a.local_views)
+        .with_local_size((a.local_size > 0).then_some(a.local_size));
     let mut cfg = TrainConfig::new(encoder, augment)
         .with_loss(a.loss)
         .with_epochs(a.epochs)
