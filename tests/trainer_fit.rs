@@ -109,7 +109,7 @@ fn multi_crop_keeps_the_global_views_and_trains_on_the_local_ones() {
     multi_cfg.augment = cfg
         .augment
         .clone()
-        .with_local_views(2)
+        .with_local_views(Some(2))
         .with_local_size(Some(8));
     let multi = first_batch(data, &multi_cfg);
     assert!(two.locals.is_empty() && two.local_size == 0);

@@ -46,15 +46,16 @@ pub struct AugmentConfig {
     #[config(default = 0.0)]
     pub jpeg_prob: f32,
     /// Multi-crop (SwAV, DINO): this many local views per image beside the two global ones,
-    /// each a small crop (`local_crop_area`) at `local_size` px. 0: two views, as before.
-    #[config(default = 0)]
-    pub local_views: usize,
+    /// each a small crop (`local_crop_area`) at `local_size` px. None (a config written before
+    /// multi-crop) or 0: two views, as before.
+    #[config(default = "None")]
+    pub local_views: Option<usize>,
     /// Side of a local view in px; None is half the model's input.
     #[config(default = "None")]
     pub local_size: Option<u32>,
-    /// A local view's crop area in windows' areas, min and max.
-    #[config(default = "[0.1, 0.4]")]
-    pub local_crop_area: [f32; 2],
+    /// A local view's crop area in windows' areas, min and max; None is [0.1, 0.4].
+    #[config(default = "None")]
+    pub local_crop_area: Option<[f32; 2]>,
 }
 
 impl AugmentConfig {
@@ -63,14 +64,19 @@ impl AugmentConfig {
         self.context.unwrap_or(1.0)
     }
 
+    /// Local views per image (0 without multi-crop).
+    pub fn local_views(&self) -> usize {
+        self.local_views.unwrap_or(0)
+    }
+
     /// The local views' augmentation and preprocessing (their crop area and side), None
     /// without local views: [`view`] with these gives one local view.
     pub fn local(&self, pre: &Preprocess) -> Option<(AugmentConfig, Preprocess)> {
-        if self.local_views == 0 {
+        if self.local_views() == 0 {
             return None;
         }
         let mut aug = self.clone();
-        aug.crop_area = self.local_crop_area;
+        aug.crop_area = self.local_crop_area.unwrap_or([0.1, 0.4]);
         let mut pre = pre.clone();
         pre.size = self.local_size.unwrap_or(pre.size / 2).max(8);
         Some((aug, pre))
@@ -354,6 +360,9 @@ mod tests {
             "crop_area":[0.4,1.0],"hue":0.02,"jpeg_prob":0.0,"max_rotation":15.0,"saturation":0.1}"#;
         let cfg: AugmentConfig = serde_json::from_str(old).unwrap();
         assert_eq!(cfg.context(), 1.0);
+        // nor multi-crop: two views, as those runs were trained
+        assert_eq!(cfg.local_views(), 0);
+        assert!(cfg.local(&Preprocess::blood_cells(16)).is_none());
         assert_eq!(cfg, AugmentConfig::new());
     }
 

@@ -331,7 +331,7 @@ fn views_of(
     let a = view(src, data.context, &p.aug, &p.pre, &mut rng);
     let b = view(src, data.context, &p.aug, &p.pre, &mut rng);
     let locals = local.map_or_else(Vec::new, |(aug, pre)| {
-        (0..aug.local_views)
+        (0..aug.local_views())
             .map(|_| view(src, data.context, aug, pre, &mut rng))
             .collect()
     });
@@ -341,7 +341,7 @@ fn views_of(
 /// The batch of `views`, each view's rows stacked image after image.
 fn batch_of(index: usize, views: Vec<Views>, local: Option<&(AugmentConfig, Preprocess)>) -> Batch {
     let n = views.len();
-    let k = local.map_or(0, |(aug, _)| aug.local_views);
+    let k = local.map_or(0, |(aug, _)| aug.local_views());
     let (mut v1, mut v2) = (Vec::new(), Vec::new());
     let mut locals = vec![Vec::new(); k];
     for (a, b, ls) in views {

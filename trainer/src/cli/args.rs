@@ -151,7 +151,7 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_channel_gain(a.channel_gain)
         .with_context((a.context != 1.0).then_some(a.context))
         .with_crop_area([0.4, a.crop_area_max.max(0.4)])
-        .with_local_views(a.local_views)
+        .with_local_views((a.local_views > 0).then_some(a.local_views))
         .with_local_size((a.local_size > 0).then_some(a.local_size));
     let mut cfg = TrainConfig::new(encoder, augment)
         .with_loss(a.loss)
