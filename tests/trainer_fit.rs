@@ -598,6 +598,8 @@ fn libtorch_trained_model_embeds_the_same_on_flex() {
             view2: draw(6 * 3 * s * s),
             n: 6,
             index: 0,
+            locals: Vec::new(),
+            local_size: 0,
         };
         model = train_step(
             model,
