@@ -293,6 +293,63 @@ fn build_refuses_an_interrupted_embed_folder_unless_asked() {
     assert_eq!(idx.len(), 6);
 }
 
+/// `index build -o` given a folder that is not an index (the images, the embeddings) deleted
+/// it: a save swaps its output out and removes it. Now such an output is refused before the
+/// build, and everything in it stays.
+#[test]
+fn build_refuses_an_output_that_is_not_an_index_and_deletes_nothing() {
+    let dir = util::tempdir();
+    let (cells, emb) = embed_synthetic(dir.path(), 4);
+    fn files_under(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut all: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .flat_map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() { files_under(&p) } else { vec![p] }
+            })
+            .collect();
+        all.sort();
+        all
+    }
+    let before = files_under(&cells);
+    assert!(!before.is_empty());
+    let index_build = |out: &std::path::Path| {
+        std::process::Command::new(util::bin("index"))
+            .arg("build")
+            .arg(&emb)
+            .arg("--model")
+            .arg(util::tiny_model())
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    for out in [&cells, &emb] {
+        let run = index_build(out);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&out.display().to_string()) && stderr.contains("not an index"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(files_under(&cells), before, "the images are all there");
+    assert!(emb.join("embed.json").is_file(), "the embeddings are there");
+    // a file as the output, through the library: refused, kept
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let (idx, _) = build(4, 8);
+    let err = idx.save(&file).unwrap_err().to_string();
+    assert!(err.contains("is a file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    // an index and an empty folder are still replaced
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    idx.save(&empty).unwrap();
+    idx.save(&empty).unwrap();
+    assert_eq!(CellIndex::open(&empty).unwrap().len(), 4);
+}
+
 #[test]
 fn add_images_reports_bad_files_and_exits_2() {
     let dir = util::tempdir();

@@ -327,9 +327,36 @@ impl CellIndex {
         Ok(())
     }
 
+    /// Whether a save may replace what is at `dir`: nothing, an empty folder or an index (a
+    /// folder with a manifest). Anything else (an image or embeddings folder given as `-o`, a
+    /// file) is an error, and nothing is touched: a save swaps `dir` out and deletes it.
+    pub fn check_replaceable(dir: &Path) -> Result<()> {
+        let refuse = |what: &str| {
+            Err(Error::Invalid(format!(
+                "{}: {what}, not an index; nothing was written (choose another output, or \
+                 remove it yourself)",
+                dir.display()
+            )))
+        };
+        match std::fs::metadata(dir) {
+            Err(_) => Ok(()),
+            Ok(m) if !m.is_dir() => refuse("is a file"),
+            Ok(_) if dir.join(MANIFEST_FILE).is_file() => Ok(()),
+            Ok(_) => match std::fs::read_dir(dir) {
+                Ok(mut entries) => match entries.next() {
+                    None => Ok(()),
+                    Some(_) => refuse("is a folder that holds other files"),
+                },
+                Err(e) => Err(cellspace_core::Error::io(dir, e).into()),
+            },
+        }
+    }
+
     /// Save into `dir` atomically: everything is written to a sibling temporary directory that
-    /// then replaces `dir`; a failure leaves the previous index untouched.
+    /// then replaces `dir`; a failure leaves the previous index untouched. `dir` must be
+    /// replaceable ([`Self::check_replaceable`]).
     pub fn save(&self, dir: &Path) -> Result<()> {
+        Self::check_replaceable(dir)?;
         let parent = dir
             .parent()
             .filter(|p| !p.as_os_str().is_empty())

@@ -80,6 +80,8 @@ pub fn build(args: BuildArgs) -> Result<u8> {
     let embedder = runtime::Embedder::new(&model_path(model)?, &provider.opts())?;
     let out = out.unwrap_or_else(default_index);
     let _lock = ops::lock(&out)?;
+    // before the build's minutes, not after them
+    index::CellIndex::check_replaceable(&out)?;
     let t = std::time::Instant::now();
     let index = match (emb_dirs.is_empty(), images) {
         (false, None) => {
