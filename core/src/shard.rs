@@ -8,11 +8,36 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Shard `index` of `count` (0-based: `0/4` … `3/4`).
+/// Shard `index` of `count` (0-based: `0/4` … `3/4`); read back from a file only when
+/// `index < count` (an `embed.json` edited by hand or damaged is an error, not a panic).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ShardFields")]
 pub struct Shard {
     pub index: usize,
     pub count: usize,
+}
+
+/// A shard as written, before it is checked.
+#[derive(Deserialize)]
+struct ShardFields {
+    index: usize,
+    count: usize,
+}
+
+impl TryFrom<ShardFields> for Shard {
+    type Error = String;
+    fn try_from(f: ShardFields) -> Result<Self, String> {
+        if f.count == 0 || f.index >= f.count {
+            return Err(format!(
+                "shard {}/{}: expected I/N with 0 <= I < N",
+                f.index, f.count
+            ));
+        }
+        Ok(Self {
+            index: f.index,
+            count: f.count,
+        })
+    }
 }
 
 impl std::str::FromStr for Shard {
@@ -24,10 +49,7 @@ impl std::str::FromStr for Shard {
             i.trim().parse().map_err(|_| bad())?,
             n.trim().parse().map_err(|_| bad())?,
         );
-        if count == 0 || index >= count {
-            return Err(bad());
-        }
-        Ok(Self { index, count })
+        Self::try_from(ShardFields { index, count }).map_err(|_| bad())
     }
 }
 
@@ -257,6 +279,19 @@ fn unlike_first(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shard out of its range in a file (`embed.json` edited or damaged) made `merge` index
+    /// past its table and panic; it is now a read error.
+    #[test]
+    fn a_shard_out_of_range_does_not_read() {
+        for bad in [r#"{"index":4,"count":4}"#, r#"{"index":0,"count":0}"#] {
+            let err = serde_json::from_str::<Shard>(bad).unwrap_err().to_string();
+            assert!(err.contains("0 <= I < N"), "{bad}: {err}");
+        }
+        let ok: Shard = serde_json::from_str(r#"{"index":3,"count":4}"#).unwrap();
+        assert_eq!(ok, "3/4".parse().unwrap());
+        assert!("4/4".parse::<Shard>().is_err() && "0/0".parse::<Shard>().is_err());
+    }
 
     #[test]
     fn shards_split_every_path_once_and_stay_put() {
