@@ -142,6 +142,30 @@ mod tests {
         (pre, cfg)
     }
 
+    /// A pixel size in the wrong unit (or a damaged calibration) asked for a window of
+    /// u32::MAX px, and cutting it panicked (or tried to allocate terabytes): the window is now
+    /// capped at a few fields, and the field flagged.
+    #[test]
+    fn a_scale_far_off_is_flagged_and_its_window_capped() {
+        let (_, mut cfg) = red_cell_model();
+        // the accepted scales, as every card records them
+        cfg.rbc_px_range = Some([24.0, 96.0]);
+        let pre = Preprocess::blood_cells_with(16, ResizeRule::CellWindow(cfg.clone()));
+        let img = field(true);
+        let far = [
+            pre.clone().with_pixel_size(Some(1e-30)),
+            pre.clone().with_calibration(Some(folder(1e6, None))),
+        ];
+        for p in far {
+            let (window, loc) = p.window(&img);
+            let side = loc.expect("a cell window").side;
+            assert!(side <= 4 * 320, "{side}");
+            assert_eq!(window.width(), side);
+            let flags = p.field_view(&img, &cfg).flags;
+            assert!(flags.contains(&LocateFlag::ScaleOutOfRange), "{flags:?}");
+        }
+    }
+
     /// A 320x240 smear with one white cell, with 30 px red cells or none.
     fn field(red_cells: bool) -> RgbImage {
         let rbc = if red_cells {

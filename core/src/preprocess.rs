@@ -83,6 +83,10 @@ impl FieldView {
     }
 }
 
+/// The largest window, in the field's longer sides: beyond it the cell would be a speck
+/// (the field is then flagged `scale-out-of-range`).
+pub const MAX_WINDOW_FIELDS: f32 = 4.0;
+
 impl Preprocess {
     /// The blood-cell dataset's statistics (README of the data: measured on 1,000 images),
     /// looking at the window around the white cell.
@@ -269,7 +273,13 @@ impl Preprocess {
             (Some(k), Some(d)) => k * d,
             _ => cfg.window * short,
         };
-        (view, side.round().max(1.0) as u32)
+        // a scale far off (a pixel size in the wrong unit, a damaged calibration) is flagged
+        // out of range; the window it asks for is capped, or cutting it would take terabytes
+        let long = img.width().max(img.height()).max(1) as f32;
+        (
+            view,
+            side.min(MAX_WINDOW_FIELDS * long).round().max(1.0) as u32,
+        )
     }
 
     /// Standardise a field's colour and measure its red-cell scale, as `cfg` asks; a model
