@@ -130,3 +130,48 @@ fn a_damaged_map_is_detected_at_open() {
     let err = CellIndex::open(&p).err().expect("refused").to_string();
     assert!(err.contains("map.bin"), "{err}");
 }
+
+/// An edit from the page checked only the rows' fingerprint, so an index rebuilt in place with
+/// another model over the same images took the edit and was installed: the server then
+/// searched that model's vectors with its own. The version now names the model, and such an
+/// edit is a conflict that saves nothing.
+#[test]
+fn an_edit_against_an_index_rebuilt_with_another_model_is_a_conflict() {
+    let dir = util::tempdir();
+    let p = dir.path().join("cells.index");
+    let (r, v) = rows(12, 3, 5);
+    let served = build(r.clone(), &v);
+    served.save(&p).unwrap();
+    let seen = index::atlas_map::version(&served);
+    let mut b = IndexBuilder::new(
+        ModelRef {
+            onnx_sha256: "another model".into(),
+            ..model()
+        },
+        HnswParams::default(),
+    )
+    .unwrap();
+    for (i, row) in r.into_iter().enumerate() {
+        b.push(row, &v[i * DIM..(i + 1) * DIM]).unwrap();
+    }
+    b.build().save(&p).unwrap();
+    let edit = index::atlas_map::Edit::Relabel("X".into());
+    let Err(err) = index::atlas_map::edit_saved(&p, &seen, &[0], &edit) else {
+        panic!("the edit was taken by an index of another model");
+    };
+    assert!(matches!(err, index::Error::Conflict(_)), "{err}");
+    let on_disk = CellIndex::open(&p).unwrap();
+    assert_eq!(on_disk.model().onnx_sha256, "another model");
+    assert_eq!(
+        on_disk.rows()[0].class.as_deref(),
+        Some("G0"),
+        "nothing saved"
+    );
+    // the same model's index still takes the edit
+    served.save(&p).unwrap();
+    index::atlas_map::edit_saved(&p, &seen, &[0], &edit).unwrap();
+    assert_eq!(
+        CellIndex::open(&p).unwrap().rows()[0].class.as_deref(),
+        Some("X")
+    );
+}

@@ -98,10 +98,14 @@ pub fn view(
     }
 }
 
-/// A fingerprint of which cell each row id is and what it holds: row count, and each row's
-/// file, cell, class and tombstone. Any save that renumbers or edits rows changes it.
+/// A fingerprint of which cell each row id is and what it holds: the model (its ONNX and
+/// preprocessing), row count, and each row's file, cell, class and tombstone. Any save that
+/// renumbers or edits rows changes it, and so does a rebuild with another model (whose
+/// vectors the page's model could not search).
 pub fn version(index: &CellIndex) -> String {
-    let mut h = 0u64;
+    let m = index.model();
+    let model = format!("{}|{}", m.onnx_sha256, m.preprocess_sha256);
+    let mut h = cellspace_core::hash::stable_hash(model.as_bytes(), 0);
     for r in index.rows() {
         let key = format!("{}|{:?}|{:?}|{}", r.sha256, r.cell, r.class, r.removed);
         h = cellspace_core::hash::stable_hash(key.as_bytes(), h);
