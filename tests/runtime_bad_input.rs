@@ -556,3 +556,41 @@ fn embed_one_warns_about_a_field_out_of_range() {
         v["window"]
     );
 }
+
+/// One image the model returns NaN for failed its whole batch: every file of it was reported
+/// with the same "image K of the batch" and none embedded, run after run. Now the batch's
+/// files are embedded again one by one: only the bad one fails, named, with its reason.
+#[test]
+fn one_image_with_a_non_finite_embedding_fails_alone() {
+    let dir = util::tempdir();
+    let d = dir.path().join("cells");
+    std::fs::create_dir_all(&d).unwrap();
+    for (name, grey) in [("a.png", 200u8), ("b_dark.png", 20), ("c.png", 180)] {
+        image::RgbImage::from_pixel(32, 32, image::Rgb([grey, grey, grey]))
+            .save(d.join(name))
+            .unwrap();
+    }
+    let emb = Embedder::new(
+        &util::fixture("nan_on_dark.json"),
+        &EmbedOptions {
+            device: runtime::Device::CPU,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (summary, failures) = embed_dir(&emb, &d, &out, &()).unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].path.ends_with("b_dark.png"), "{failures:?}");
+    assert!(
+        failures[0].reason.contains("not a finite number"),
+        "{failures:?}"
+    );
+    assert_eq!(
+        summary.embedded, 2,
+        "the good files of the batch are embedded"
+    );
+    let e = Embeddings::load(&out).unwrap();
+    assert_eq!(e.rows.len(), 2);
+    assert!(e.data.iter().all(|x| x.is_finite()));
+}

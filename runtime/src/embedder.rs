@@ -224,11 +224,18 @@ impl Embedder {
     /// none found, gives exactly what [`Embedder::embed_image_located`] gives, so a one-cell
     /// image behaves as it always did and a field without a clear cell is still answered.
     pub fn embed_image_cells(&self, img: &RgbImage) -> Result<Vec<(Vec<f32>, Option<Location>)>> {
-        let cells = self.card.preprocess.prepare_cells(img);
+        self.embed_cells(self.card.preprocess.prepare_cells(img))
+    }
+
+    /// One image's prepared windows embedded in one call, each with its place.
+    fn embed_cells(
+        &self,
+        cells: Vec<(Vec<f32>, Option<Location>)>,
+    ) -> Result<Vec<(Vec<f32>, Option<Location>)>> {
         let flat: Vec<f32> = cells.iter().flat_map(|(v, _)| v.iter().copied()).collect();
         let data = self.embed_prepared(&flat, cells.len())?;
         Ok(data
-            .chunks(self.dim())
+            .chunks(self.dim().max(1))
             .map(<[f32]>::to_vec)
             .zip(cells.into_iter().map(|(_, loc)| loc))
             .collect())
@@ -347,10 +354,14 @@ impl Embedder {
                             }));
                         }
                     }
-                    Err(e) => {
-                        let e = Arc::new(e);
-                        results.extend(prepared.into_iter().map(|r| r.and(Err(e.clone()))))
-                    }
+                    // one file the model cannot embed (a non-finite output) fails the whole
+                    // call: each file again alone, so that only the files that fail are
+                    // reported, each with its own error
+                    Err(_) => results.extend(
+                        prepared
+                            .into_iter()
+                            .map(|r| r.and_then(|cells| self.embed_cells(cells).map_err(Arc::new))),
+                    ),
                 }
                 progress(len);
             }
