@@ -370,8 +370,8 @@ impl Embedder {
     }
 }
 
-/// Why one file of a batch was not embedded: its own error, or its batch's inference error
-/// (shared by every file of that batch).
+/// Why one file of a batch was not embedded: its own error (decoding, or its own inference
+/// when its batch's failed).
 pub type FileError = Arc<Error>;
 
 /// One file's embedding and where its white cell was found, or why the file failed.
