@@ -1,8 +1,8 @@
 //! The self-supervised objectives, each a `Config` and a module in its own file (burn's loss
-//! style) that implements [`SelfSupervisedLoss`]: [`triplet`] and [`ntxent`]. Both take the
-//! L2-normalised embeddings of two augmented views of the same N images, `z1[i]` and `z2[i]`,
-//! stacked as 2N rows: row `i` and row `i ± N` are the positive pair, every row of another
-//! image is a negative.
+//! style) that implements [`SelfSupervisedLoss`]: [`triplet`], [`ntxent`] and the
+//! non-contrastive [`vicreg`]. Each takes the L2-normalised embeddings of two augmented views
+//! of the same N images, `z1[i]` and `z2[i]`: row `i` of both is the positive pair; the
+//! contrastive losses take every row of another image as a negative, VICReg takes none.
 //!
 //! A new loss is a file here (its `Config`, its module and its [`SelfSupervisedLoss`]) and
 //! one line in the `losses!` list below, which declares its module and makes its [`LossKind`]
@@ -12,6 +12,7 @@
 
 pub use ntxent::{NtXentLoss, NtXentLossConfig, nt_xent};
 pub use triplet::{TripletLoss, TripletLossConfig, triplet_batch_hard};
+pub use vicreg::{VicRegLoss, VicRegLossConfig};
 
 use crate::model::EmbeddingOutput;
 
@@ -104,6 +105,8 @@ losses! {
     Triplet => triplet::TripletLoss,
     /// NT-Xent (SimCLR) contrastive loss.
     Ntxent => ntxent::NtXentLoss,
+    /// VICReg: invariance, variance and covariance terms; no negatives.
+    Vicreg => vicreg::VicRegLoss,
 }
 
 impl std::str::FromStr for LossKind {
@@ -164,7 +167,7 @@ mod tests {
     #[test]
     fn every_registered_loss_is_found_by_its_name_and_keeps_it_in_configs() {
         let names: Vec<&str> = LossKind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["triplet", "ntxent"]);
+        assert_eq!(names, ["triplet", "ntxent", "vicreg"]);
         for &k in LossKind::ALL {
             assert_eq!(k.name().parse::<LossKind>().unwrap(), k);
             let json = serde_json::to_string(&k).unwrap();
@@ -174,7 +177,7 @@ mod tests {
         assert_eq!(LossKind::Ntxent.trains(), EmbeddingOutput::Head);
         assert_eq!(LossKind::Triplet.trains(), EmbeddingOutput::Backbone);
         let err = "byol".parse::<LossKind>().unwrap_err();
-        assert!(err.contains("triplet, ntxent"), "{err}");
+        assert!(err.contains("triplet, ntxent, vicreg"), "{err}");
         assert!(serde_json::from_str::<LossKind>("\"byol\"").is_err());
     }
 
