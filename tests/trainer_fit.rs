@@ -7,7 +7,8 @@ use cellspace_core::preprocess::Preprocess;
 use trainer::augment::AugmentConfig;
 use trainer::data::{Batch, CellImages, EpochPlan, spawn_batches};
 use trainer::loss::LossKind;
-use trainer::model::{EmbeddingOutput, EncoderConfig};
+use trainer::model::EncoderConfig;
+use trainer::support::SupportQueue;
 use trainer::train::{ColourChoice, FitOptions, ScaleChoice, TrainConfig, fit, train_step};
 
 /// burn's backend random generator is global to the process: tests that initialise models
@@ -83,6 +84,15 @@ fn unreadable_image_is_reported_and_skipped_empty_folder_is_an_error() {
     assert!(err.contains("no images found"), "{err}");
 }
 
+/// A tiny NT-Xent configuration and eight synthetic cells loaded for it (in memory: the
+/// folder is gone when this returns).
+fn eight_synthetic_cells() -> (TrainConfig, std::sync::Arc<CellImages>) {
+    let dir = synthetic_folder(8);
+    let cfg = tiny_config(LossKind::Ntxent);
+    let data = CellImages::load(dir.path(), &cfg.preprocess(), 32, None, &()).unwrap();
+    (cfg, std::sync::Arc::new(data))
+}
+
 fn first_batch(data: std::sync::Arc<CellImages>, cfg: &TrainConfig) -> Batch {
     let plan = EpochPlan {
         order: (0..data.len()).collect(),
@@ -99,11 +109,7 @@ fn first_batch(data: std::sync::Arc<CellImages>, cfg: &TrainConfig) -> Batch {
 #[test]
 fn multi_crop_keeps_the_global_views_and_trains_on_the_local_ones() {
     let _turn = rng_lock();
-    let dir = synthetic_folder(8);
-    let cfg = tiny_config(LossKind::Ntxent);
-    let data = std::sync::Arc::new(
-        CellImages::load(dir.path(), &cfg.preprocess(), 32, None, &()).unwrap(),
-    );
+    let (cfg, data) = eight_synthetic_cells();
     let two = first_batch(data.clone(), &cfg);
     let mut multi_cfg = cfg.clone();
     multi_cfg.augment = cfg
@@ -125,8 +131,7 @@ fn multi_crop_keeps_the_global_views_and_trains_on_the_local_ones() {
         device.seed(5);
         let model = cfg.encoder.init(&device);
         let mut optim = burn::optim::AdamWConfig::new().init();
-        let out = EmbeddingOutput::Head;
-        train_step(model, &mut optim, batch, &cfg, out, cfg.lr, &device).1
+        train_step(model, &mut optim, batch, &cfg, cfg.lr, &device, None).1
     };
     let (plain, with_locals) = (step(&two), step(&multi));
     assert!(with_locals.is_finite(), "{with_locals}");
@@ -134,6 +139,35 @@ fn multi_crop_keeps_the_global_views_and_trains_on_the_local_ones() {
         (plain - with_locals).abs() > 1e-4,
         "the local views must enter the loss: {plain} and {with_locals}"
     );
+}
+
+#[test]
+fn nnclr_takes_its_positives_from_the_queue_and_queues_the_first_views() {
+    let _turn = rng_lock();
+    let (cfg, data) = eight_synthetic_cells();
+    let batch = first_batch(data, &cfg);
+    let device = Device::flex().autodiff();
+    let step = |seed: u64, queue: Option<&mut SupportQueue>| {
+        device.seed(seed);
+        let model = cfg.encoder.init(&device);
+        let mut optim = burn::optim::AdamWConfig::new().init();
+        train_step(model, &mut optim, &batch, &cfg, cfg.lr, &device, queue).1
+    };
+    let mut queue = SupportQueue::new(3 * batch.n);
+    // an empty queue: the plain two-view loss, and the batch's first views join the queue
+    let first = step(5, Some(&mut queue));
+    let again = step(5, None);
+    assert!((first - again).abs() < 1e-6, "{first} and {again}");
+    assert_eq!(queue.len(), batch.n);
+    // another model's embeddings queued: its positives are those, so its loss is not the plain one
+    let plain = step(6, None);
+    let nn = step(6, Some(&mut queue));
+    assert!(nn.is_finite(), "{nn}");
+    assert!(
+        (nn - plain).abs() > 1e-4,
+        "the queued neighbours must be the positives: {plain} and {nn}"
+    );
+    assert_eq!(queue.len(), 2 * batch.n);
 }
 
 #[test]
@@ -158,14 +192,9 @@ fn loss_falls_on_a_few_dozen_real_images_with_both_losses() {
         device.seed(3);
         let mut model = cfg.encoder.init(&device);
         let mut optim = burn::optim::AdamWConfig::new().init();
-        let out = if loss == LossKind::Ntxent {
-            EmbeddingOutput::Head
-        } else {
-            EmbeddingOutput::Backbone
-        };
         let mut losses = Vec::new();
         for _ in 0..12 {
-            let (m, l) = train_step(model, &mut optim, &batch, &cfg, out, cfg.lr, &device);
+            let (m, l) = train_step(model, &mut optim, &batch, &cfg, cfg.lr, &device, None);
             model = m;
             losses.push(l);
         }
@@ -487,7 +516,7 @@ fn libtorch_gradients_match_flex() {
         .collect();
     let run = |m: &trainer::model::Encoder, device: &Device| {
         let x = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, s, s]), device);
-        let z = m.output(EmbeddingOutput::Head, x);
+        let z = m.output(trainer::model::EmbeddingOutput::Head, x);
         let loss = trainer::loss::nt_xent(z.clone().narrow(0, 0, 3), z.narrow(0, 3, 3), 0.2, 0.0);
         let grads = loss.backward();
         (loss.into_scalar::<f32>(), params::gradients(m, &grads))
@@ -601,16 +630,7 @@ fn libtorch_trained_model_embeds_the_same_on_flex() {
             locals: Vec::new(),
             local_size: 0,
         };
-        model = train_step(
-            model,
-            &mut optim,
-            &batch,
-            &cfg,
-            EmbeddingOutput::Head,
-            1e-2,
-            &ad,
-        )
-        .0;
+        model = train_step(model, &mut optim, &batch, &cfg, 1e-2, &ad, None).0;
     }
     let dir = util::tempdir();
     let weights = dir.path().join("m.bpk");
@@ -622,7 +642,7 @@ fn libtorch_trained_model_embeds_the_same_on_flex() {
             .try_load_file(&weights)
             .unwrap();
         let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [4, 3, s, s]), device);
-        m.output(EmbeddingOutput::Backbone, t)
+        m.output(trainer::model::EmbeddingOutput::Backbone, t)
             .into_data()
             .to_vec::<f32>()
             .unwrap()
@@ -653,7 +673,7 @@ fn libtorch_and_flex_runs_start_from_the_same_weights() {
         let s = cfg.image_size as usize;
         let x =
             Tensor::<4>::from_data(TensorData::new(vec![0.5; 2 * 3 * s * s], [2, 3, s, s]), &ad);
-        let loss = m.output(EmbeddingOutput::Head, x).sum();
+        let loss = m.output(trainer::model::EmbeddingOutput::Head, x).sum();
         // ...and every parameter is trained (moving them kept their gradients)
         let grads = loss.backward();
         let values: Vec<f32> = params::values(&m).concat();

@@ -6,7 +6,8 @@
 use crate::checkpoint::{append_line, record_err, save_served};
 use crate::data::{CellImages, EpochPlan, epoch_order, spawn_batches};
 use crate::eval::{ColourCache, Split, ValidationResult, validate_with};
-use crate::model::{EmbeddingOutput, Encoder};
+use crate::model::Encoder;
+use crate::support::SupportQueue;
 use crate::train::{
     CHECKPOINT_DIR, FitOptions, METRICS_FILE, MODEL_FILE, RunState, ServedInfo, TrainConfig,
     cosine_lr, fresh_encoder, stop_requested, train_step,
@@ -15,6 +16,7 @@ use crate::{Error, Result};
 use burn::module::Module;
 use burn::prelude::*;
 use cellspace_core::preprocess::Preprocess;
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,10 +63,10 @@ pub struct Run<'a> {
     ad: Device,
     batches_per_epoch: usize,
     total_steps: usize,
-    /// The output the loss trains: NT-Xent the projection head, the triplet loss the backbone.
-    train_output: EmbeddingOutput,
     /// A plain progress line every 20 batches when stderr is a log file (the bar is hidden).
     log_progress: bool,
+    /// NNCLR's support queue, with `nn_queue` (refilled from empty on a resume).
+    queue: RefCell<Option<SupportQueue>>,
 }
 
 /// What an epoch's batches did.
@@ -89,8 +91,8 @@ impl<'a> Run<'a> {
             pre: cfg.preprocess(),
             batches_per_epoch,
             total_steps: (batches_per_epoch * cfg.epochs).max(1),
-            train_output: cfg.loss.trains(),
             log_progress: !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            queue: RefCell::new(cfg.nn_queue.filter(|&q| q > 0).map(SupportQueue::new)),
             cfg,
             data,
             split,
@@ -128,8 +130,9 @@ impl<'a> Run<'a> {
         let mut interrupted = false;
         for batch in spawn_batches(self.data.clone(), plan) {
             let lr = cosine_lr(cfg.lr, state.step, self.total_steps);
-            let (next, loss) =
-                train_step(model, optim, &batch, cfg, self.train_output, lr, &self.ad);
+            let mut queue = self.queue.borrow_mut();
+            let (next, loss) = train_step(model, optim, &batch, cfg, lr, &self.ad, queue.as_mut());
+            drop(queue);
             if !loss.is_finite() {
                 bar.finish();
                 return Err(Error::Diverged {

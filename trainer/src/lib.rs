@@ -3,7 +3,8 @@
 //!
 //! One file each for the model ([`model`]), the losses ([`loss`]), augmentation ([`augment`]),
 //! data ([`data`]), the training loop ([`train`]), evaluation ([`eval`]) and export
-//! ([`export`]); [`plot`] and [`tsne`] draw what a person looks at.
+//! ([`export`]); [`support`] holds NNCLR's queue of neighbours; [`plot`] and [`tsne`] draw what
+//! a person looks at.
 
 pub mod allocator;
 pub mod augment;
@@ -26,6 +27,7 @@ pub mod onnx;
 pub mod plot;
 pub mod robustness;
 pub mod robustness_table;
+pub mod support;
 pub mod train;
 pub mod tsne;
 pub mod tta;

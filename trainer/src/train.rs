@@ -19,6 +19,7 @@ use crate::data::{Batch, CellImages};
 use crate::eval::{ColourCache, Split, ValidationResult};
 use crate::loss::{LossKind, LossParams, Objective};
 use crate::model::{EmbeddingOutput, Encoder, EncoderConfig};
+use crate::support::SupportQueue;
 use crate::{Error, Result};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -98,6 +99,11 @@ pub struct TrainConfig {
     /// folder's median; None (a config written before the option) is its own.
     #[config(default = "None")]
     pub anchors: Option<AnchorScope>,
+    /// NNCLR ([`crate::support`]): each image's positive is its nearest neighbour among the
+    /// last this-many images seen. None (a config written before the option) or 0: its own
+    /// other view, as before.
+    #[config(default = "None")]
+    pub nn_queue: Option<usize>,
     /// The training fields' reference (colour anchors, red-cell scale, accepted ranges):
     /// measured on the data when a run starts, kept in config.json and the model card.
     pub reference: Option<Reference>,
@@ -539,16 +545,18 @@ pub(crate) fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// One optimizer step on a batch; returns the updated model and the loss value.
+/// One optimizer step on a batch; returns the updated model and the loss value. With a support
+/// `queue` (NNCLR) the positives are its nearest rows, and the batch's first views join it.
 pub fn train_step(
     model: Encoder,
     optim: &mut burn::optim::ModuleOptimizer,
     batch: &Batch,
     cfg: &TrainConfig,
-    output: EmbeddingOutput,
     lr: f64,
     device: &Device,
+    queue: Option<&mut SupportQueue>,
 ) -> (Encoder, f32) {
+    let output = cfg.loss.trains();
     let s = cfg.image_size as usize;
     let n = batch.n;
     let x1 = Tensor::<4>::from_data(TensorData::new(batch.view1.clone(), [n, 3, s, s]), device);
@@ -557,7 +565,19 @@ pub fn train_step(
     let z1 = z.clone().narrow(0, 0, n);
     let z2 = z.narrow(0, n, n);
     let objective = cfg.objective();
-    let mut loss = objective.forward(z1.clone(), z2.clone());
+    let nn = queue
+        .as_deref()
+        .and_then(|q| Some((q.nearest(&z1)?, q.nearest(&z2)?)));
+    let mut loss = match nn {
+        // NNCLR: each view's nearest queued neighbour stands for it, against the other view
+        Some((nn1, nn2)) => (objective.forward(nn1, z2.clone())
+            + objective.forward(nn2, z1.clone()))
+        .div_scalar(2.0),
+        None => objective.forward(z1.clone(), z2.clone()),
+    };
+    if let Some(q) = queue {
+        q.push(&z1);
+    }
     if !batch.locals.is_empty() {
         // multi-crop: every local view against both global ones, never two local ones
         // against each other (SwAV, DINO); the mean over the 1 + 2K pairs

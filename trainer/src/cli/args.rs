@@ -90,6 +90,10 @@ pub struct FitArgs {
     /// Side of a local view in px (0: half of `--image-size`).
     #[arg(long, default_value_t = 0)]
     pub local_size: u32,
+    /// NNCLR: each image's positive is its nearest neighbour among the last N images seen
+    /// (a support queue), not its own other view (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub nn_queue: usize,
     /// Torchvision ResNet weights to start from (.pth or .safetensors).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -171,7 +175,8 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_val_fraction(a.val_fraction)
         .with_colour(a.colour)
         .with_anchors(Some(a.anchors))
-        .with_scale(a.scale);
+        .with_scale(a.scale)
+        .with_nn_queue((a.nn_queue > 0).then_some(a.nn_queue));
     cfg.limit = a.limit;
     cfg.init = a.init.as_ref().map(|p| p.display().to_string());
     Ok(cfg)
