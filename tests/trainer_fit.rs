@@ -159,6 +159,25 @@ fn nnclr_takes_its_positives_from_the_queue_and_queues_the_first_views() {
     let again = step(5, None);
     assert!((first - again).abs() < 1e-6, "{first} and {again}");
     assert_eq!(queue.len(), batch.n);
+    // what joined is the first views' embeddings: each is its own nearest queued row
+    let (z1, z2) = {
+        device.seed(5);
+        let model = cfg.encoder.init(&device);
+        let (n, s) = (batch.n, cfg.image_size as usize);
+        let x =
+            |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), [n, 3, s, s]), &device);
+        let z = model.output(
+            cfg.loss.trains(),
+            Tensor::cat(vec![x(&batch.view1), x(&batch.view2)], 0),
+        );
+        (z.clone().narrow(0, 0, n), z.narrow(0, n, n))
+    };
+    let off = |z: Tensor<2>| -> f32 {
+        let nn = queue.nearest(&z).unwrap();
+        (nn - z.detach()).abs().max().into_scalar::<f32>()
+    };
+    assert!(off(z1) < 1e-4, "the queue must hold the first views");
+    assert!(off(z2) > 1e-3, "the second views are not queued");
     // another model's embeddings queued: its positives are those, so its loss is not the plain one
     let plain = step(6, None);
     let nn = step(6, Some(&mut queue));

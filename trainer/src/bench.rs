@@ -59,18 +59,20 @@ pub fn bench(
     let ad = device.clone().autodiff();
     let mut model = crate::train::fresh_encoder(cfg, &ad);
     let mut optim = burn::optim::AdamWConfig::new().init();
+    // NNCLR's queue (`--nn-queue`), as in `fit`
+    let mut queue = cfg.support_queue();
     let mut batches = spawn_batches(data.clone(), plan.clone()).into_iter();
     // one warm-up step
     let b = batches
         .next()
         .ok_or_else(|| crate::Error::Data("not enough images for one batch".into()))?;
-    model = train_step(model, &mut optim, &b, cfg, cfg.lr, &ad, None).0;
+    model = train_step(model, &mut optim, &b, cfg, cfg.lr, &ad, queue.as_mut()).0;
     // end to end: augmentation on its thread while the steps run, as in `fit`
     let t = Instant::now();
     let mut images = 0;
     for b in batches.take(steps) {
         images += b.n;
-        model = train_step(model, &mut optim, &b, cfg, cfg.lr, &ad, None).0;
+        model = train_step(model, &mut optim, &b, cfg, cfg.lr, &ad, queue.as_mut()).0;
     }
     let train_ips = images as f64 / t.elapsed().as_secs_f64();
     // compute only (what the PyTorch twin measures): the same batches, prepared beforehand
@@ -81,7 +83,7 @@ pub fn bench(
         .collect();
     let t = Instant::now();
     for b in &prepared {
-        model = train_step(model, &mut optim, b, cfg, cfg.lr, &ad, None).0;
+        model = train_step(model, &mut optim, b, cfg, cfg.lr, &ad, queue.as_mut()).0;
     }
     let compute_ips = images as f64 / t.elapsed().as_secs_f64();
     let infer_ips = inference_images_per_s(&model.valid(), &data, &cfg.preprocess(), device);

@@ -92,7 +92,7 @@ impl<'a> Run<'a> {
             batches_per_epoch,
             total_steps: (batches_per_epoch * cfg.epochs).max(1),
             log_progress: !std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            queue: RefCell::new(cfg.nn_queue.filter(|&q| q > 0).map(SupportQueue::new)),
+            queue: RefCell::new(cfg.support_queue()),
             cfg,
             data,
             split,

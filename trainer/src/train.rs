@@ -159,6 +159,12 @@ pub const SCALE_BAND: f32 = 1.2;
 
 impl TrainConfig {
     /// The configured loss, ready to apply to a batch.
+    /// NNCLR's empty support queue, with `nn_queue` set (and not 0); every training loop
+    /// (`fit`, `cv`, `bench`) starts from this one.
+    pub fn support_queue(&self) -> Option<SupportQueue> {
+        self.nn_queue.filter(|&q| q > 0).map(SupportQueue::new)
+    }
+
     pub fn objective(&self) -> Objective {
         Objective::new(
             self.loss,
