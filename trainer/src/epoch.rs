@@ -16,7 +16,6 @@ use crate::{Error, Result};
 use burn::module::Module;
 use burn::prelude::*;
 use cellspace_core::preprocess::Preprocess;
-use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,7 +65,7 @@ pub struct Run<'a> {
     /// A plain progress line every 20 batches when stderr is a log file (the bar is hidden).
     log_progress: bool,
     /// NNCLR's support queue, with `nn_queue` (refilled from empty on a resume).
-    queue: RefCell<Option<SupportQueue>>,
+    queue: Option<SupportQueue>,
 }
 
 /// What an epoch's batches did.
@@ -92,7 +91,7 @@ impl<'a> Run<'a> {
             batches_per_epoch,
             total_steps: (batches_per_epoch * cfg.epochs).max(1),
             log_progress: !std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            queue: RefCell::new(cfg.support_queue()),
+            queue: cfg.support_queue(),
             cfg,
             data,
             split,
@@ -104,7 +103,7 @@ impl<'a> Run<'a> {
 
     /// The batches of `state.epoch` from `state.batch` on; `state` follows every step.
     pub fn train_epoch(
-        &self,
+        &mut self,
         mut model: Encoder,
         optim: &mut burn::optim::ModuleOptimizer,
         state: &mut RunState,
@@ -130,9 +129,8 @@ impl<'a> Run<'a> {
         let mut interrupted = false;
         for batch in spawn_batches(self.data.clone(), plan) {
             let lr = cosine_lr(cfg.lr, state.step, self.total_steps);
-            let mut queue = self.queue.borrow_mut();
-            let (next, loss) = train_step(model, optim, &batch, cfg, lr, &self.ad, queue.as_mut());
-            drop(queue);
+            let queue = self.queue.as_mut();
+            let (next, loss) = train_step(model, optim, &batch, cfg, lr, &self.ad, queue);
             if !loss.is_finite() {
                 bar.finish();
                 return Err(Error::Diverged {

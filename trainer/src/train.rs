@@ -512,7 +512,7 @@ fn fit_with(
         let p = run_dir.join(CHECKPOINT_DIR).join(OPTIM_FILE);
         optim = optim.load(&p).map_err(|e| record_err(&p, e))?;
     }
-    let run = crate::epoch::Run::new(cfg, data.clone(), &split, run_dir, opts, ad);
+    let mut run = crate::epoch::Run::new(cfg, data.clone(), &split, run_dir, opts, ad);
     let started = Instant::now();
     let (mut images_trained, mut interrupted) = (0usize, false);
     let mut colour_cache = ColourCache::default(); // one split for the whole run
