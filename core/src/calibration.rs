@@ -189,6 +189,7 @@ mod tests {
             method: crate::standardise::Method::OdAnchors { reference },
             gain_range: [0.5, 2.0],
             scope,
+            prior_cells: 0.0,
         });
         (pre, cfg, reference)
     }
@@ -355,6 +356,58 @@ mod tests {
         // a field alone has no folder: its own anchors, as under the field scope
         let alone = pre.field_view(&pale, &cfg).image;
         assert_eq!(alone, field_scope.field_view(&pale, &cfg).image);
+    }
+
+    #[test]
+    fn a_field_reading_few_red_cells_is_pulled_toward_its_folder_s_anchors() {
+        let (mut pre, cfg, _) = od_anchor_model(Default::default());
+        let (pale, own) = pale_field();
+        let folder_anchors = crate::field::Anchors {
+            background: own.background,
+            red_cells: own.red_cells.map(|d| d * 1.4),
+        };
+        let green_at = |p: &Preprocess, rbc_px: f32| {
+            let cal = folder(rbc_px, Some(folder_anchors));
+            let v = p
+                .clone()
+                .with_calibration(Some(cal))
+                .field_view(&pale, &cfg);
+            crate::field::measure(&v.image).anchors.unwrap().red_cells[1]
+        };
+        let by_own = green_at(&pre, 30.0);
+        let mut by_folder = pre.clone();
+        by_folder.colour.as_mut().unwrap().scope = crate::standardise::AnchorScope::Folder;
+        let by_folder = green_at(&by_folder, 30.0);
+        assert!(by_folder < 0.9 * by_own, "{by_folder} vs {by_own}");
+        pre.colour.as_mut().unwrap().prior_cells = 3.0;
+        // at the folder's scale of 30 px the field holds dozens of red cells: nearly its own
+        let many = green_at(&pre, 30.0);
+        // read as if its red cells were 4x wider (a 4x magnified folder): a few, so mostly
+        // the folder's
+        let few = green_at(&pre, 120.0);
+        let share = |g: f32| (by_own - g) / (by_own - by_folder);
+        assert!(
+            share(many) < 0.25,
+            "many red cells: {:.2} of the way",
+            share(many)
+        );
+        assert!(
+            share(few) > 0.4,
+            "few red cells: {:.2} of the way",
+            share(few)
+        );
+        assert!(
+            share(few) < 1.0,
+            "never past the folder's: {:.2}",
+            share(few)
+        );
+        // a field alone has no folder to be pulled to
+        let mut field_only = pre.clone();
+        field_only.colour.as_mut().unwrap().prior_cells = 0.0;
+        assert_eq!(
+            pre.field_view(&pale, &cfg).image,
+            field_only.field_view(&pale, &cfg).image
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct FieldColour {
     pub problems: Vec<FieldProblem>,
     /// Share of the field's usable pixels that are background.
     pub background_share: f32,
+    /// Share of the field's usable pixels the red-cell reading rests on (0 without one): how
+    /// many red cells it averages, once the field's scale is known.
+    pub red_cell_share: f32,
 }
 
 /// The working image: `img` averaged down so that it has at most [`WORK_PIXELS`] pixels, and
@@ -169,6 +172,7 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
         anchors: None,
         problems,
         background_share: share,
+        red_cell_share: 0.0,
     };
     if px.len() < 256 {
         return failed(
@@ -196,13 +200,14 @@ pub fn measure_pixels(px: &[[u8; 3]]) -> FieldColour {
         problems.push(FieldProblem::NoRedCells);
     }
     match (red, problems.is_empty()) {
-        (Some(red_cells), true) => FieldColour {
+        (Some((red_cells, n)), true) => FieldColour {
             anchors: Some(Anchors {
                 background: bg,
                 red_cells,
             }),
             problems,
             background_share: share,
+            red_cell_share: n as f32 / px.len() as f32,
         },
         _ => failed(problems, share),
     }
@@ -253,7 +258,7 @@ fn background_and_cut(px: &[[u8; 3]]) -> ([f32; 3], f32) {
 
 /// The red cells' mean optical density: the chromatic half of the tissue (density `≥ t`),
 /// when it is a real share of the field and looks like haemoglobin.
-fn red_cells(px: &[[u8; 3]], od_tot: &[f32], t: f32, table: &OdTable) -> Option<[f32; 3]> {
+fn red_cells(px: &[[u8; 3]], od_tot: &[f32], t: f32, table: &OdTable) -> Option<([f32; 3], usize)> {
     let tissue: Vec<[f32; 3]> = px
         .iter()
         .zip(od_tot)
@@ -266,7 +271,7 @@ fn red_cells(px: &[[u8; 3]], od_tot: &[f32], t: f32, table: &OdTable) -> Option<
                 && r.iter().sum::<f32>() > 0.1
                 && r[1] >= CHROMATIC_RED_CELLS * r[0] =>
         {
-            Some(r)
+            Some((r, n))
         }
         _ => None,
     }

@@ -403,6 +403,7 @@ impl Preprocess {
             anchors: Some(anchors),
             problems: Vec::new(),
             background_share: colour.background_share,
+            red_cell_share: colour.red_cell_share,
         };
         let out = match (cs.scope, folder) {
             // the folder's anchors stand for every field: its own no longer decide its colour
@@ -419,6 +420,7 @@ impl Preprocess {
                 cs.apply_in_folder(img, &by_folder(mixed), lab.as_ref(), Some(&anchors))
             }
             _ => {
+                let colour = self.shrunk(img, colour.clone(), cs, folder.as_ref());
                 let own = cs.apply_in_folder(img, &colour, lab.as_ref(), folder.as_ref());
                 let doubtful = !own.measured || cs.out_of_range(&own.gain);
                 let alt = folder.filter(|_| doubtful).map(|anchors| {
@@ -444,6 +446,26 @@ impl Preprocess {
             (_, false) => None,
         };
         (out.image, anchors, flags)
+    }
+
+    /// The field's anchors pulled toward its folder's by how few red cells its reading rests
+    /// on ([`crate::standardise::shrink_to_folder`]): the cells counted at the folder's scale
+    /// (or the pixel-size override), as they would be at the field's full size.
+    fn shrunk(
+        &self,
+        img: &RgbImage,
+        mut colour: crate::field::FieldColour,
+        cs: &ColourStandard,
+        folder: Option<&crate::field::Anchors>,
+    ) -> crate::field::FieldColour {
+        let d = self.rbc_px_override.or(self.calibration.map(|c| c.rbc_px));
+        if let (Some(own), Some(folder), Some(d)) = (colour.anchors, folder, d) {
+            let px = img.width() as f32 * img.height() as f32;
+            let cells = colour.red_cell_share * px / (std::f32::consts::FRAC_PI_4 * d * d);
+            let shrunk = crate::standardise::shrink_to_folder(&own, folder, cells, cs.prior_cells);
+            colour.anchors = Some(shrunk);
+        }
+        colour
     }
 
     /// The stain shift every field of the calibrated folder is standardised by

@@ -137,9 +137,20 @@ pub struct FitArgs {
     /// image without its folder still uses its own.
     #[arg(long, value_enum, default_value = "field")]
     pub anchors: cellspace_core::standardise::AnchorScope,
+    /// With field anchors in a calibrated folder: pull a field's red-cell reading toward the
+    /// folder's median as if the median were this many red cells' worth of evidence (a clean
+    /// training field reads ~14, one magnified 2x ~2.4); 0 trusts the field alone.
+    #[arg(long, default_value_t = 0.0)]
+    pub anchor_prior: f32,
 }
 
 pub fn config(a: &FitArgs) -> Result<TrainConfig> {
+    if !(a.anchor_prior.is_finite() && a.anchor_prior >= 0.0) {
+        anyhow::bail!(
+            "--anchor-prior must be a finite number of red cells, 0 or more (got {})",
+            a.anchor_prior
+        );
+    }
     let encoder =
         EncoderConfig::preset(a.arch)
             .with_dim(a.dim)
@@ -175,6 +186,7 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_val_fraction(a.val_fraction)
         .with_colour(a.colour)
         .with_anchors(Some(a.anchors))
+        .with_anchor_prior((a.anchor_prior > 0.0).then_some(a.anchor_prior))
         .with_scale(a.scale)
         .with_nn_queue((a.nn_queue > 0).then_some(a.nn_queue));
     cfg.limit = a.limit;
