@@ -411,6 +411,7 @@ fn cross_validation_reports_every_fold_and_resumes() {
         shifts: cellspace_core::shift::parse("lamp:1.15,1,0.85;mag:2").unwrap(),
         per_group: 1,
         serve_stain_anchors: false,
+        serve_anchor_trust: None,
         views: vec![TestTimeViews::None, TestTimeViews::Dihedral8],
         device: Device::flex(),
         oracle_scale: false,

@@ -1,6 +1,6 @@
 //! How much a field's red-cell reading (the colour anchor that standardisation maps to the
 //! reference) rests on, and how far it moves when the same field is magnified about its white
-//! cell: the figures behind `--anchor-prior` (`standardise::shrink_to_folder`).
+//! cell: the figures behind `--anchor-trust` (`standardise::shrink_to_folder`).
 //!
 //! `cargo run --release -p cellspace-core --example red_cell_reading -- TRAIN_DIR CARD.json [EVERY]`
 //!

@@ -189,7 +189,7 @@ mod tests {
             method: crate::standardise::Method::OdAnchors { reference },
             gain_range: [0.5, 2.0],
             scope,
-            prior_cells: 0.0,
+            trust_cells: 0.0,
         });
         (pre, cfg, reference)
     }
@@ -379,9 +379,10 @@ mod tests {
         by_folder.colour.as_mut().unwrap().scope = crate::standardise::AnchorScope::Folder;
         let by_folder = green_at(&by_folder, 30.0);
         assert!(by_folder < 0.9 * by_own, "{by_folder} vs {by_own}");
-        pre.colour.as_mut().unwrap().prior_cells = 3.0;
-        // at the folder's scale of 30 px the field holds dozens of red cells: nearly its own
+        pre.colour.as_mut().unwrap().trust_cells = 8.0;
+        // at the folder's scale of 30 px the field holds dozens of red cells: its own reading
         let many = green_at(&pre, 30.0);
+        assert_eq!(many, by_own);
         // read as if its red cells were 4x wider (a 4x magnified folder): a few, so mostly
         // the folder's
         let few = green_at(&pre, 120.0);
@@ -403,7 +404,7 @@ mod tests {
         );
         // a field alone has no folder to be pulled to
         let mut field_only = pre.clone();
-        field_only.colour.as_mut().unwrap().prior_cells = 0.0;
+        field_only.colour.as_mut().unwrap().trust_cells = 0.0;
         assert_eq!(
             pre.field_view(&pale, &cfg).image,
             field_only.field_view(&pale, &cfg).image

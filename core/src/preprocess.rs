@@ -462,7 +462,7 @@ impl Preprocess {
         if let (Some(own), Some(folder), Some(d)) = (colour.anchors, folder, d) {
             let px = img.width() as f32 * img.height() as f32;
             let cells = colour.red_cell_share * px / (std::f32::consts::FRAC_PI_4 * d * d);
-            let shrunk = crate::standardise::shrink_to_folder(&own, folder, cells, cs.prior_cells);
+            let shrunk = crate::standardise::shrink_to_folder(&own, folder, cells, cs.trust_cells);
             colour.anchors = Some(shrunk);
         }
         colour

@@ -319,16 +319,16 @@ mod tests {
         assert_eq!(back.anchors, Some(AnchorScope::Folder));
     }
 
-    /// `--anchor-prior` reaches the card's preprocessing; a config written before it (the
+    /// `--anchor-trust` reaches the card's preprocessing; a config written before it (the
     /// shipped model's) trusts each field's own reading, as it was trained.
     #[test]
-    fn the_anchor_prior_reaches_the_card_and_older_configs_read_without_one() {
+    fn the_anchor_trust_reaches_the_card_and_older_configs_read_without_one() {
         let text = include_str!("../../models/cellspace-train-config.json");
         let cfg: TrainConfig = serde_json::from_str(text).unwrap();
-        assert_eq!(cfg.anchor_prior, None, "a config written before the option");
-        let prior = |c: &TrainConfig| c.preprocess().colour.expect("standardised").prior_cells;
+        assert_eq!(cfg.anchor_trust, None, "a config written before the option");
+        let prior = |c: &TrainConfig| c.preprocess().colour.expect("standardised").trust_cells;
         assert_eq!(prior(&cfg), 0.0);
-        let with = cfg.with_anchor_prior(Some(3.0));
+        let with = cfg.with_anchor_trust(Some(3.0));
         let back: TrainConfig =
             serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
         assert_eq!(prior(&back), 3.0);

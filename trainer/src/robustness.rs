@@ -93,6 +93,9 @@ pub struct RobustnessPlan<'a> {
     pub per_group: usize,
     /// Serve the od-anchors folds of `cv_dir` with stain-anchors (see [`serve_stain_anchors`]).
     pub serve_stain_anchors: bool,
+    /// Serve the folds of `cv_dir` with this anchor trust instead of their own
+    /// ([`cellspace_core::standardise::shrink_to_folder`]).
+    pub serve_anchor_trust: Option<f32>,
     /// The views each learned output is measured under (each one a set of candidates):
     /// `[None]` measures the plain outputs, `[None, Dihedral8]` also their test-time averages.
     pub views: Vec<TestTimeViews>,
@@ -179,6 +182,14 @@ fn protocol_config(plan: &RobustnessPlan) -> Result<(TrainConfig, usize)> {
             let mut cfg = crate::train::load_config(&dir.join("fold-1"))?;
             if plan.serve_stain_anchors {
                 cfg = serve_stain_anchors(cfg)?;
+            }
+            if let Some(trust) = plan.serve_anchor_trust {
+                if !(trust.is_finite() && trust >= 0.0) {
+                    return Err(Error::Config(format!(
+                        "the anchor trust must be a finite number of red cells, 0 or more (got {trust})"
+                    )));
+                }
+                cfg = cfg.with_anchor_trust(Some(trust));
             }
             let folds = cfg.fold.map_or(plan.folds, |[_, n]| n);
             (cfg, folds)

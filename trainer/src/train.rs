@@ -99,11 +99,11 @@ pub struct TrainConfig {
     /// folder's median; None (a config written before the option) is its own.
     #[config(default = "None")]
     pub anchors: Option<AnchorScope>,
-    /// Under field anchors: how many red cells' worth the folder's median red-cell density
-    /// counts against a field's own reading ([`cellspace_core::standardise::shrink_to_folder`]);
-    /// None (a config written before the option) or 0: the field's reading alone.
+    /// Under field anchors: how many red cells a field's own red-cell reading must rest on to
+    /// be trusted in full ([`cellspace_core::standardise::shrink_to_folder`]); None (a config
+    /// written before the option) or 0: every reading.
     #[config(default = "None")]
-    pub anchor_prior: Option<f32>,
+    pub anchor_trust: Option<f32>,
     /// NNCLR ([`crate::support`]): each image's positive is its nearest neighbour among the
     /// last this-many images seen. None (a config written before the option) or 0: its own
     /// other view, as before.
@@ -232,7 +232,7 @@ impl TrainConfig {
                 method,
                 gain_range: r.gain_range,
                 scope: self.anchors.unwrap_or_default(),
-                prior_cells: self.anchor_prior.unwrap_or(0.0),
+                trust_cells: self.anchor_trust.unwrap_or(0.0),
             })
         });
         pre

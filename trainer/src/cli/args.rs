@@ -137,18 +137,19 @@ pub struct FitArgs {
     /// image without its folder still uses its own.
     #[arg(long, value_enum, default_value = "field")]
     pub anchors: cellspace_core::standardise::AnchorScope,
-    /// With field anchors in a calibrated folder: pull a field's red-cell reading toward the
-    /// folder's median as if the median were this many red cells' worth of evidence (a clean
-    /// training field reads ~14, one magnified 2x ~2.4); 0 trusts the field alone.
+    /// With field anchors in a calibrated folder: a field's own red-cell reading is trusted
+    /// in full when it rests on at least this many red cells; below, in proportion, the
+    /// folder's median taking the rest (a clean training field reads ~14, one magnified 2x
+    /// ~2.4); 0 trusts every reading.
     #[arg(long, default_value_t = 0.0)]
-    pub anchor_prior: f32,
+    pub anchor_trust: f32,
 }
 
 pub fn config(a: &FitArgs) -> Result<TrainConfig> {
-    if !(a.anchor_prior.is_finite() && a.anchor_prior >= 0.0) {
+    if !(a.anchor_trust.is_finite() && a.anchor_trust >= 0.0) {
         anyhow::bail!(
-            "--anchor-prior must be a finite number of red cells, 0 or more (got {})",
-            a.anchor_prior
+            "--anchor-trust must be a finite number of red cells, 0 or more (got {})",
+            a.anchor_trust
         );
     }
     let encoder =
@@ -186,7 +187,7 @@ pub fn config(a: &FitArgs) -> Result<TrainConfig> {
         .with_val_fraction(a.val_fraction)
         .with_colour(a.colour)
         .with_anchors(Some(a.anchors))
-        .with_anchor_prior((a.anchor_prior > 0.0).then_some(a.anchor_prior))
+        .with_anchor_trust((a.anchor_trust > 0.0).then_some(a.anchor_trust))
         .with_scale(a.scale)
         .with_nn_queue((a.nn_queue > 0).then_some(a.nn_queue));
     cfg.limit = a.limit;

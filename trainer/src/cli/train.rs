@@ -109,6 +109,7 @@ pub fn cv(args: CvArgs) -> Result<u8> {
                 shifts: &spec,
                 per_group,
                 serve_stain_anchors: false,
+                serve_anchor_trust: None,
                 tta: false,
                 oracle_scale: false,
             };
@@ -144,6 +145,11 @@ pub struct RobustnessArgs {
     /// they were trained on: its stain shift settles to none).
     #[arg(long, requires = "cv")]
     pub serve_stain_anchors: bool,
+    /// With --cv: serve the folds with this `--anchor-trust` instead of their own (a field's
+    /// red-cell reading trusted in full from this many red cells up). Training fields that
+    /// read at least this many come out exactly as the folds were trained on them.
+    #[arg(long, requires = "cv")]
+    pub serve_anchor_trust: Option<f32>,
     /// With --cv: measure every learned output also averaged over the window's eight
     /// symmetries (test-time augmentation, as `trainer export --views dihedral-8` serves it).
     #[arg(long, requires = "cv")]
@@ -164,6 +170,7 @@ pub fn robustness(args: RobustnessArgs) -> Result<u8> {
         shifts,
         per_group,
         serve_stain_anchors,
+        serve_anchor_trust,
         tta,
         oracle_scale,
     } = args;
@@ -173,6 +180,7 @@ pub fn robustness(args: RobustnessArgs) -> Result<u8> {
         shifts: &shifts,
         per_group,
         serve_stain_anchors,
+        serve_anchor_trust,
         tta,
         oracle_scale,
     };
@@ -209,6 +217,7 @@ struct RobustnessSets<'a> {
     shifts: &'a str,
     per_group: usize,
     serve_stain_anchors: bool,
+    serve_anchor_trust: Option<f32>,
     tta: bool,
     oracle_scale: bool,
 }
@@ -234,6 +243,7 @@ fn run_robustness(
         shifts,
         per_group: sets.per_group,
         serve_stain_anchors: sets.serve_stain_anchors,
+        serve_anchor_trust: sets.serve_anchor_trust,
         views: match sets.tta {
             true => vec![TestTimeViews::None, TestTimeViews::Dihedral8],
             false => vec![TestTimeViews::None],
