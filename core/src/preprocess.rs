@@ -458,6 +458,9 @@ impl Preprocess {
         cs: &ColourStandard,
         folder: Option<&crate::field::Anchors>,
     ) -> crate::field::FieldColour {
+        if cs.trust_cells == 0.0 {
+            return colour;
+        }
         let d = self.rbc_px_override.or(self.calibration.map(|c| c.rbc_px));
         if let (Some(own), Some(folder), Some(d)) = (colour.anchors, folder, d) {
             let px = img.width() as f32 * img.height() as f32;

@@ -105,7 +105,8 @@ fn is_zero(v: &f32) -> bool {
 /// the folder. The background (thousands of plasma pixels, the lamp and the exposure of this
 /// very field) stays the field's own.
 pub fn shrink_to_folder(own: &Anchors, folder: &Anchors, cells: f32, trust: f32) -> Anchors {
-    if trust <= 0.0 || !cells.is_finite() || cells >= trust {
+    // a trust that is not a positive number (0: off) trusts every reading
+    if !(trust > 0.0 && trust.is_finite() && cells.is_finite()) || cells >= trust {
         return *own;
     }
     let w = cells.max(0.0) / trust;
@@ -467,6 +468,7 @@ mod tests {
             red_cells: [0.1, 0.4, 0.3],
         };
         assert_eq!(shrink_to_folder(&own, &folder, 2.0, 0.0), own);
+        assert_eq!(shrink_to_folder(&own, &folder, 2.0, f32::NAN), own);
         // enough red cells: the field's own reading, exactly
         assert_eq!(shrink_to_folder(&own, &folder, 8.0, 8.0), own);
         assert_eq!(shrink_to_folder(&own, &folder, 14.0, 8.0), own);

@@ -326,12 +326,12 @@ mod tests {
         let text = include_str!("../../models/cellspace-train-config.json");
         let cfg: TrainConfig = serde_json::from_str(text).unwrap();
         assert_eq!(cfg.anchor_trust, None, "a config written before the option");
-        let prior = |c: &TrainConfig| c.preprocess().colour.expect("standardised").trust_cells;
-        assert_eq!(prior(&cfg), 0.0);
+        let trust = |c: &TrainConfig| c.preprocess().colour.expect("standardised").trust_cells;
+        assert_eq!(trust(&cfg), 0.0);
         let with = cfg.with_anchor_trust(Some(3.0));
         let back: TrainConfig =
             serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
-        assert_eq!(prior(&back), 3.0);
+        assert_eq!(trust(&back), 3.0);
     }
 
     /// The served model's names said "best" before (it was always the last epoch): a run

@@ -184,11 +184,6 @@ fn protocol_config(plan: &RobustnessPlan) -> Result<(TrainConfig, usize)> {
                 cfg = serve_stain_anchors(cfg)?;
             }
             if let Some(trust) = plan.serve_anchor_trust {
-                if !(trust.is_finite() && trust >= 0.0) {
-                    return Err(Error::Config(format!(
-                        "the anchor trust must be a finite number of red cells, 0 or more (got {trust})"
-                    )));
-                }
                 cfg = cfg.with_anchor_trust(Some(trust));
             }
             let folds = cfg.fold.map_or(plan.folds, |[_, n]| n);

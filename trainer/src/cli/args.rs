@@ -141,17 +141,21 @@ pub struct FitArgs {
     /// in full when it rests on at least this many red cells; below, in proportion, the
     /// folder's median taking the rest (a clean training field reads ~14, one magnified 2x
     /// ~2.4); 0 trusts every reading.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = red_cell_count)]
     pub anchor_trust: f32,
 }
 
-pub fn config(a: &FitArgs) -> Result<TrainConfig> {
-    if !(a.anchor_trust.is_finite() && a.anchor_trust >= 0.0) {
-        anyhow::bail!(
-            "--anchor-trust must be a finite number of red cells, 0 or more (got {})",
-            a.anchor_trust
-        );
+/// `--anchor-trust` and `--serve-anchor-trust`: a finite number of red cells, 0 or more.
+pub fn red_cell_count(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "expected a finite number of red cells, 0 or more (got {s})"
+        )),
     }
+}
+
+pub fn config(a: &FitArgs) -> Result<TrainConfig> {
     let encoder =
         EncoderConfig::preset(a.arch)
             .with_dim(a.dim)

@@ -148,7 +148,7 @@ pub struct RobustnessArgs {
     /// With --cv: serve the folds with this `--anchor-trust` instead of their own (a field's
     /// red-cell reading trusted in full from this many red cells up). Training fields that
     /// read at least this many come out exactly as the folds were trained on them.
-    #[arg(long, requires = "cv")]
+    #[arg(long, requires = "cv", value_parser = super::args::red_cell_count)]
     pub serve_anchor_trust: Option<f32>,
     /// With --cv: measure every learned output also averaged over the window's eight
     /// symmetries (test-time augmentation, as `trainer export --views dihedral-8` serves it).
